@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Makes Redis (6379), PostgreSQL (5432) and the Tansu Kafka-protocol broker (9092) listen on
+# 127.0.0.1 for development and tests. Idempotent: a service that already answers is left alone,
+# a missing one is installed (OS packages; Tansu from crates.io, built once into ~/.cargo/bin).
+#
+#   scripts/services.sh up       start whatever is not running
+#   scripts/services.sh down     stop only what this script started
+#   scripts/services.sh status   what listens, what this script started, where the logs are
+#
+# State and logs: $FCFS_SERVICES_DIR (default ~/.local/state/fcfs-coupon), logs in its logs/.
+set -euo pipefail
+SCRIPT_NAME=services
+source "$(dirname "$0")/lib.sh"
+
+STATE_DIR="${FCFS_SERVICES_DIR:-$HOME/.local/state/fcfs-coupon}"
+LOG_DIR="$STATE_DIR/logs"
+RUN_DIR="$STATE_DIR/run"
+TANSU_VERSION=0.6.0
+export PATH="$HOME/.cargo/bin:$PATH"
+mkdir -p "$LOG_DIR" "$RUN_DIR"
+
+started_by_us() { [ -f "$RUN_DIR/$1.started" ]; }
+mark_started() { echo "$2" >"$RUN_DIR/$1.started"; }
+
+redis_up() {
+  if listening 6379; then say "redis: already listening on 6379"; return; fi
+  command -v redis-server >/dev/null || apt_install redis-server
+  mkdir -p "$STATE_DIR/redis"
+  # AOF on: a restart keeps admitted winners (see README, "Guarantees").
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --appendonly yes \
+    --dir "$STATE_DIR/redis" --logfile "$LOG_DIR/redis.log" --pidfile "$RUN_DIR/redis.pid"
+  mark_started redis "pid $RUN_DIR/redis.pid"
+  wait_for redis 6379 30 "$LOG_DIR/redis.log"
+  say "redis: started (log $LOG_DIR/redis.log)"
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+postgres_up() {
+  if listening 5432; then say "postgres: already listening on 5432"; return; fi
+  # A cluster the OS already has (Debian's pg_ctlcluster) keeps its data and settings.
+  if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | awk '$3 == 5432' | grep -q .; then
+    local cluster
+    cluster=$(pg_lsclusters -h | awk '$3 == 5432 {print $1" "$2; exit}')
+    # shellcheck disable=SC2086
+    as_root pg_ctlcluster --skip-systemctl-redirect $cluster start
+    mark_started postgres "cluster $cluster"
+  else
+    [ -n "$(pg_bin)" ] || apt_install postgresql
+    local bin data owner
+    bin=$(pg_bin)
+    # The server refuses to run as root; as root it runs as the postgres user, in a directory
+    # that user can reach.
+    if [ "$(id -u)" -eq 0 ]; then data=/var/lib/fcfs-coupon/postgres; owner=postgres; else data="$STATE_DIR/postgres"; owner=$(id -un); fi
+    if [ ! -f "$data/PG_VERSION" ]; then
+      as_root mkdir -p "$data"
+      as_root chown "$owner" "$data"
+      as_root runuser -u "$owner" -- "$bin/initdb" -D "$data" -U postgres -A trust >"$LOG_DIR/initdb.log"
+    fi
+    touch "$LOG_DIR/postgres.log" && as_root chown "$owner" "$LOG_DIR/postgres.log" 2>/dev/null || true
+    as_root runuser -u "$owner" -- "$bin/pg_ctl" -D "$data" -l "$LOG_DIR/postgres.log" -w \
+      -o "-p 5432 -c listen_addresses=127.0.0.1 -k /tmp" start >/dev/null
+    mark_started postgres "data $data owner $owner"
+  fi
+  wait_for postgres 5432 60 "$LOG_DIR/postgres.log"
+  say "postgres: started"
+}
+
+tansu_installed() {
+  command -v tansu >/dev/null && cargo install --list 2>/dev/null | grep -q "^tansu v$TANSU_VERSION:"
+}
+
+tansu_up() {
+  if listening 9092; then say "kafka: already listening on 9092"; return; fi
+  if ! tansu_installed; then
+    ensure_build_tools
+    say "kafka: building Tansu $TANSU_VERSION from crates.io (about 10 minutes, once per machine)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+      >"$LOG_DIR/tansu-install.log" 2>&1 || { tail -n 30 "$LOG_DIR/tansu-install.log" >&2; die "installing tansu failed"; }
+  fi
+  # memory:// storage: fast and disposable, which is what development and tests want.
+  setsid nohup tansu broker --storage-engine "memory://tansu/" \
+    --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    >"$LOG_DIR/tansu.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/tansu.pid"
+  mark_started tansu "pid $RUN_DIR/tansu.pid"
+  wait_for kafka 9092 60 "$LOG_DIR/tansu.log"
+  say "kafka: Tansu started (log $LOG_DIR/tansu.log)"
+}
+
+stop_pidfile() {
+  local pidfile=$1
+  [ -f "$pidfile" ] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$pidfile"
+}
+
+down() {
+  if started_by_us tansu; then stop_pidfile "$RUN_DIR/tansu.pid"; rm -f "$RUN_DIR/tansu.started"; say "kafka: stopped"; fi
+  if started_by_us redis; then stop_pidfile "$RUN_DIR/redis.pid"; rm -f "$RUN_DIR/redis.started"; say "redis: stopped"; fi
+  if started_by_us postgres; then
+    read -r kind a b c <"$RUN_DIR/postgres.started" || true
+    if [ "$kind" = cluster ]; then
+      as_root pg_ctlcluster --skip-systemctl-redirect "$a" "$b" stop
+    else
+      as_root runuser -u "$c" -- "$(pg_bin)/pg_ctl" -D "$a" -w stop >/dev/null
+    fi
+    rm -f "$RUN_DIR/postgres.started"
+    say "postgres: stopped"
+  fi
+}
+
+status() {
+  local name port
+  for pair in redis:6379 postgres:5432 kafka:9092; do
+    name=${pair%%:*}
+    port=${pair##*:}
+    local file=$name
+    [ "$name" = kafka ] && file=tansu
+    printf '%-9s %-14s %s\n' "$name" \
+      "$(listening "$port" && echo "up ($port)" || echo "down ($port)")" \
+      "$(started_by_us "$file" && echo "started by this script" || echo "not started by this script")"
+  done
+  echo "logs: $LOG_DIR"
+}
+
+case "${1:-}" in
+  up) redis_up; postgres_up; tansu_up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite against real Redis, PostgreSQL and a Kafka-protocol broker, started
+# (and installed) as needed. CI runs exactly this.
+set -euo pipefail
+SCRIPT_NAME=test
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_build_tools
+command -v docker-compose >/dev/null || apt_install docker-compose
+scripts/services.sh up
+
+# Each test makes its own database (fcfs_test_*) and Redis prefix (test-*); drop earlier runs'.
+psql_cmd() { psql -h 127.0.0.1 -U postgres -d postgres -Atqc "$1"; }
+for db in $(psql_cmd "SELECT datname FROM pg_database WHERE datname LIKE 'fcfs\_test\_%'"); do
+  psql_cmd "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+done
+redis-cli -h 127.0.0.1 --scan --pattern 'test-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null
+
+say "docker-compose.yml: validating with docker-compose config (no Docker engine needed)"
+docker-compose -f docker-compose.yml config -q
+
+cargo fmt --all -- --check
+cargo test --locked --all-targets --no-fail-fast

@@ -1,0 +1,92 @@
+//! `GET /health/live` and `GET /health/ready`.
+
+use std::time::Duration;
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::{ApiTags, AppState};
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Up,
+    Down,
+}
+
+impl<E> From<Result<(), E>> for CheckStatus {
+    fn from(r: Result<(), E>) -> Self {
+        if r.is_ok() {
+            Self::Up
+        } else {
+            Self::Down
+        }
+    }
+}
+
+/// Each dependency the service needs to do its job.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Readiness {
+    pub status: CheckStatus,
+    pub redis: CheckStatus,
+    pub postgres: CheckStatus,
+    pub kafka: CheckStatus,
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// Redis, PostgreSQL and the Kafka broker all answer.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// At least one dependency does not answer; the body says which.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Liveness {
+    pub status: CheckStatus,
+}
+
+pub struct HealthApi;
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// The process is up and serving HTTP.
+    #[oai(path = "/health/live", method = "get")]
+    async fn live(&self) -> Json<Liveness> {
+        Json(Liveness {
+            status: CheckStatus::Up,
+        })
+    }
+
+    /// Whether Redis, PostgreSQL and the Kafka broker answer, each within two seconds.
+    #[oai(path = "/health/ready", method = "get")]
+    async fn ready(&self, state: Data<&AppState>) -> ReadyResponse {
+        let (redis, postgres, kafka) = tokio::join!(
+            state.gate.ping(),
+            tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db)),
+            state.broker.ping(CHECK_TIMEOUT),
+        );
+        let postgres = postgres
+            .map_err(|_| ())
+            .and_then(|r| r.map(drop).map_err(drop));
+        let mut readiness = Readiness {
+            status: CheckStatus::Up,
+            redis: redis.into(),
+            postgres: postgres.into(),
+            kafka: kafka.into(),
+        };
+        if [readiness.redis, readiness.postgres, readiness.kafka].contains(&CheckStatus::Down) {
+            readiness.status = CheckStatus::Down;
+            ReadyResponse::NotReady(Json(readiness))
+        } else {
+            ReadyResponse::Ready(Json(readiness))
+        }
+    }
+}

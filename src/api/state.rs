@@ -1,0 +1,20 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::auth::TokenKeys;
+use crate::gate::Gate;
+use crate::kafka::BrokerProbe;
+
+/// What every handler may use; cheap to clone (each field is a handle or an `Arc`).
+#[derive(Clone)]
+pub struct AppState {
+    pub gate: Gate,
+    /// Read and admin endpoints only: the apply path never touches PostgreSQL.
+    pub db: PgPool,
+    pub tokens: Arc<TokenKeys>,
+    pub broker: BrokerProbe,
+    /// How often the batch issuer runs; tells pollers when a status can next change.
+    pub issuer_period: Duration,
+}

@@ -1,0 +1,112 @@
+//! The command line: `serve`, `migrate`, `token`, `openapi`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenKeys;
+use crate::configuration::Settings;
+use crate::domain::UserId;
+use crate::startup::Application;
+use crate::{api, store, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fcfs-coupon",
+    version,
+    about = "First-come, first-served coupon issuing"
+)]
+pub struct Cli {
+    /// A TOML configuration file, read before the APP_… environment variables.
+    #[arg(long, global = true, env = "APP_CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service until SIGINT or SIGTERM.
+    Serve,
+    /// Create the database if missing, apply migrations, and exit.
+    Migrate,
+    /// Print a signed token for development and tests.
+    Token {
+        /// The user id (`sub` claim), a positive integer.
+        #[arg(long)]
+        user: i64,
+        /// Add `"role": "admin"`.
+        #[arg(long)]
+        admin: bool,
+        /// Hours until the token expires.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
+    },
+    /// Print the OpenAPI document (what `openapi/openapi.json` must contain).
+    Openapi,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            telemetry::init(&settings.log);
+            store::migrate(&settings.database.pool().await?).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Token {
+            user,
+            admin,
+            ttl_hours,
+        } => {
+            let keys = TokenKeys::new(&settings.auth.secret());
+            let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
+            println!("{}", keys.mint(UserId::new(user)?, admin, ttl)?);
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", api::spec_json());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init(&settings.log);
+    let app = Application::build(&settings).await?;
+    tracing::info!(
+        port = app.port(),
+        "listening; Swagger UI at http://127.0.0.1:{}/docs",
+        app.port()
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,235 @@
+//! One typed configuration, layered: serde defaults, an optional TOML file, then `APP_…__…`
+//! environment variables (`APP_REDIS__URL` sets `redis.url`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+/// Used when `APP_AUTH__JWT_SECRET` is unset, so a fresh clone runs; startup warns loudly.
+pub const DEVELOPMENT_JWT_SECRET: &str = "fcfs-coupon-development-secret-do-not-use-in-production";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub redis: RedisSettings,
+    pub database: DatabaseSettings,
+    pub kafka: KafkaSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` when given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        builder
+            .add_source(
+                config::Environment::with_prefix("APP")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("parsing configuration")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    pub addr: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            addr: "0.0.0.0:8080".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    /// A URL may carry a password, so it does not print.
+    pub url: SecretString,
+    /// Every key the service writes starts with this, so tests and tenants can share a server.
+    pub key_prefix: String,
+    pub pool_size: usize,
+    /// Bounds every Redis call: a hung server turns into 503 UNAVAILABLE, not a hung request.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "fcfs".into(),
+            pool_size: 64,
+            timeout_ms: 2_000,
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn pool(&self) -> anyhow::Result<deadpool_redis::Pool> {
+        let mut config = deadpool_redis::Config::from_url(self.url.expose_secret());
+        let mut pool = deadpool_redis::PoolConfig::new(self.pool_size);
+        pool.timeouts.wait = Some(self.timeout());
+        pool.timeouts.create = Some(self.timeout());
+        pool.timeouts.recycle = Some(self.timeout());
+        config.pool = Some(pool);
+        config
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .context("building the Redis pool")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/fcfs".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        let options: PgConnectOptions = self
+            .url
+            .expose_secret()
+            .parse()
+            .context("APP_DATABASE__URL is not a valid PostgreSQL URL")?;
+        Ok(options.log_statements(tracing::log::LevelFilter::Trace))
+    }
+
+    /// Creates the database when it does not exist yet, then connects a pool to it.
+    pub async fn pool(&self) -> anyhow::Result<PgPool> {
+        self.create_database_if_missing().await?;
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(self.connect_options()?)
+            .await
+            .context("connecting to PostgreSQL")
+    }
+
+    async fn create_database_if_missing(&self) -> anyhow::Result<()> {
+        let options = self.connect_options()?;
+        let name = options.get_database().unwrap_or("postgres").to_owned();
+        let mut maintenance = options
+            .database("postgres")
+            .connect()
+            .await
+            .context("connecting to PostgreSQL's maintenance database")?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut maintenance)
+                .await?;
+        if !exists {
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            // Two instances starting together may race to create it; the loser is fine.
+            if let Err(e) = sqlx::query(&format!("CREATE DATABASE {quoted}"))
+                .execute(&mut maintenance)
+                .await
+            {
+                let duplicate = e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|code| code == "42P04" || code == "23505");
+                if !duplicate {
+                    return Err(e).context("creating the database");
+                }
+            }
+            tracing::info!(database = %name, "created database");
+        }
+        maintenance.close().await.ok();
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "coupon-issue-request".into(),
+            group_id: "coupon-issuer".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// HS256 secret; `None` falls back to [`DEVELOPMENT_JWT_SECRET`].
+    pub jwt_secret: Option<SecretString>,
+}
+
+impl AuthSettings {
+    pub fn secret(&self) -> SecretString {
+        self.jwt_secret
+            .clone()
+            .unwrap_or_else(|| DEVELOPMENT_JWT_SECRET.into())
+    }
+
+    pub fn uses_development_secret(&self) -> bool {
+        self.jwt_secret.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info,sqlx=warn".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}

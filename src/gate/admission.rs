@@ -1,0 +1,122 @@
+use std::sync::LazyLock;
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use redis::Script;
+
+use super::{micros_to_time, parse_field, Gate, GateError};
+use crate::domain::{ApplicationStatus, CouponId, UserId};
+
+static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("apply.lua")));
+
+/// What the gate decided for one application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted {
+        ticket: Ticket,
+        stock: u32,
+    },
+    /// The user was admitted before; the original ticket, with its current status.
+    AlreadyAdmitted {
+        ticket: Ticket,
+        stock: u32,
+    },
+    SoldOut,
+    NotOpen,
+    Closed,
+    UnknownCoupon,
+}
+
+/// A winner's place in line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    pub position: u32,
+    /// The Redis-side arrival time; also the sorted-set score.
+    pub applied_at: DateTime<Utc>,
+    pub status: ApplicationStatus,
+}
+
+impl Ticket {
+    pub(super) fn parse(position: &str, score: &str, status: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            position: parse_field(position, "position")?,
+            applied_at: micros_to_time(parse_field(score, "score")?)?,
+            status: status.parse().map_err(|e: String| anyhow!(e))?,
+        })
+    }
+}
+
+impl Gate {
+    /// One EVALSHA: admission, the pending entry and the status are written together or not at all.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn apply(&self, coupon: CouponId, user: UserId) -> Result<Admission, GateError> {
+        let keys = self.keys(coupon);
+        let reply: Vec<String> = self
+            .run(|mut conn| async move {
+                APPLY
+                    .key(&keys.meta)
+                    .key(&keys.seq)
+                    .key(&keys.queue)
+                    .key(&keys.pending)
+                    .key(&keys.status)
+                    .arg(user.get())
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(parse_reply(&reply)?)
+    }
+}
+
+fn parse_reply(reply: &[String]) -> anyhow::Result<Admission> {
+    let ticket = || match reply {
+        [_, position, score, status, stock] => Ok((
+            Ticket::parse(position, score, status)?,
+            parse_field(stock, "stock")?,
+        )),
+        _ => Err(anyhow!("malformed admission reply {reply:?}")),
+    };
+    Ok(match reply.first().map(String::as_str) {
+        Some("ADMITTED") => {
+            let (ticket, stock) = ticket()?;
+            Admission::Admitted { ticket, stock }
+        }
+        Some("ALREADY") => {
+            let (ticket, stock) = ticket()?;
+            Admission::AlreadyAdmitted { ticket, stock }
+        }
+        Some("SOLD_OUT") => Admission::SoldOut,
+        Some("NOT_OPEN") => Admission::NotOpen,
+        Some("CLOSED") => Admission::Closed,
+        Some("NOT_FOUND") => Admission::UnknownCoupon,
+        _ => return Err(anyhow!("unknown admission reply {reply:?}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_an_admission() {
+        let reply = strings(&["ADMITTED", "3", "1700000000123456", "ADMITTED", "100"]);
+        let Admission::Admitted { ticket, stock } = parse_reply(&reply).unwrap() else {
+            panic!("not admitted")
+        };
+        assert_eq!(stock, 100);
+        assert_eq!(ticket.position, 3);
+        assert_eq!(ticket.applied_at.timestamp_micros(), 1_700_000_000_123_456);
+        assert_eq!(ticket.status, ApplicationStatus::Admitted);
+    }
+
+    #[test]
+    fn rejects_malformed_replies() {
+        assert!(parse_reply(&strings(&["ADMITTED", "3", "1", "ADMITTED"])).is_err());
+        assert!(parse_reply(&strings(&["WHAT"])).is_err());
+        assert!(parse_reply(&[]).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+use crate::domain::CouponId;
+
+/// The Redis keys of one coupon. They share the hash tag `{c<id>}`, so every script touches a
+/// single slot and the design runs unchanged on Redis Cluster.
+#[derive(Debug, Clone)]
+pub struct CouponKeys {
+    /// hash: stock, name, created_at_us, opens_at_us, closes_at_us, issued
+    pub meta: String,
+    /// string: the last score handed out, in microseconds
+    pub seq: String,
+    /// sorted set: admitted user -> score; rank + 1 is the position
+    pub queue: String,
+    /// list: admitted users not yet published to Kafka
+    pub pending: String,
+    /// sorted set: users claimed by an issuer -> lease deadline
+    pub inflight: String,
+    /// hash: user -> ADMITTED | PUBLISHED | ISSUED | FAILED
+    pub status: String,
+}
+
+impl CouponKeys {
+    pub fn new(prefix: &str, coupon: CouponId) -> Self {
+        let base = format!("{prefix}:{{c{coupon}}}");
+        Self {
+            meta: format!("{base}:meta"),
+            seq: format!("{base}:seq"),
+            queue: format!("{base}:queue"),
+            pending: format!("{base}:pending"),
+            inflight: format!("{base}:inflight"),
+            status: format!("{base}:status"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag_under_the_prefix() {
+        let keys = CouponKeys::new("fcfs", CouponId::new(42).unwrap());
+        assert_eq!(keys.meta, "fcfs:{c42}:meta");
+        assert_eq!(keys.queue, "fcfs:{c42}:queue");
+        assert_eq!(keys.pending, "fcfs:{c42}:pending");
+    }
+}

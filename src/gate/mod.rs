@@ -1,0 +1,152 @@
+//! The admission gate: Redis decides who gets in, in arrival order, one Lua script per apply.
+//! PostgreSQL is never touched on this path.
+
+mod admission;
+mod keys;
+mod snapshot;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use deadpool_redis::{Connection, Pool};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+pub use admission::{Admission, Ticket};
+pub use keys::CouponKeys;
+pub use snapshot::Snapshot;
+
+use crate::domain::{Coupon, CouponId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// Redis cannot be reached or is not serving; nothing was admitted.
+    #[error("Redis is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<RedisError> for GateError {
+    fn from(e: RedisError) -> Self {
+        let down = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || matches!(
+                e.kind(),
+                ErrorKind::AuthenticationFailed
+                    | ErrorKind::Server(
+                        ServerErrorKind::BusyLoading
+                            | ServerErrorKind::TryAgain
+                            | ServerErrorKind::ClusterDown
+                            | ServerErrorKind::MasterDown
+                            | ServerErrorKind::ReadOnly
+                    )
+            );
+        if down {
+            GateError::Unavailable(e.into())
+        } else {
+            GateError::Unexpected(anyhow::Error::new(e).context("Redis answered with an error"))
+        }
+    }
+}
+
+/// A cheap handle (clone it freely) on the Redis side of the pipeline.
+#[derive(Clone)]
+pub struct Gate {
+    pool: Pool,
+    /// The configured key prefix; every key of the service starts with it.
+    prefix: Arc<str>,
+    /// Upper bound for one call, pool wait included.
+    timeout: Duration,
+}
+
+impl Gate {
+    pub fn new(pool: Pool, prefix: &str, timeout: Duration) -> Self {
+        Self {
+            pool,
+            prefix: prefix.into(),
+            timeout,
+        }
+    }
+
+    pub fn keys(&self, coupon: CouponId) -> CouponKeys {
+        CouponKeys::new(&self.prefix, coupon)
+    }
+
+    /// Makes a coupon known to the gate. Called once, when the event is created.
+    pub async fn register(&self, coupon: &Coupon) -> Result<(), GateError> {
+        let keys = self.keys(coupon.id);
+        let mut fields: Vec<(&str, String)> = vec![
+            ("stock", coupon.stock.get().to_string()),
+            ("name", coupon.name.as_str().to_owned()),
+            (
+                "created_at_us",
+                coupon.created_at.timestamp_micros().to_string(),
+            ),
+        ];
+        if let Some(open) = coupon.window.opens_at() {
+            fields.push(("opens_at_us", open.timestamp_micros().to_string()));
+        }
+        if let Some(close) = coupon.window.closes_at() {
+            fields.push(("closes_at_us", close.timestamp_micros().to_string()));
+        }
+        self.run(|mut conn| async move {
+            redis::cmd("HSET")
+                .arg(&keys.meta)
+                .arg(fields)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    /// Forgets a coupon whose creation could not be committed.
+    pub async fn unregister(&self, coupon: CouponId) -> Result<(), GateError> {
+        let keys = self.keys(coupon);
+        self.run(|mut conn| async move {
+            redis::cmd("DEL")
+                .arg(&keys.meta)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    pub async fn ping(&self) -> Result<(), GateError> {
+        self.run(|mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// Runs one Redis interaction on a pooled connection, bounded by the configured timeout.
+    async fn run<T, F, Fut>(&self, work: F) -> Result<T, GateError>
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            let conn =
+                self.pool.get().await.map_err(|e| {
+                    GateError::Unavailable(anyhow!(e).context("no Redis connection"))
+                })?;
+            Ok(work(conn).await?)
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .map_err(|_| GateError::Unavailable(anyhow!("Redis did not answer in time")))?
+    }
+}
+
+/// Scores and timestamps are stored as microseconds since the epoch.
+fn micros_to_time(us: i64) -> anyhow::Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| anyhow!("timestamp {us} µs out of range"))
+}
+
+fn parse_field<T: std::str::FromStr>(value: &str, what: &str) -> anyhow::Result<T> {
+    value
+        .parse()
+        .map_err(|_| anyhow!("Redis holds an invalid {what}: {value:?}"))
+}

@@ -1,0 +1,29 @@
+-- A consistent read of one coupon (and optionally one user) at one instant of Redis' clock.
+-- Read-only; one round trip instead of six.
+--
+-- KEYS[1] meta, KEYS[2] queue, KEYS[3] status
+-- ARGV[1] user id, or '' for the coupon alone
+--
+-- Returns {} for an unknown coupon, else
+-- {stock, name, created_at_us, opens_at_us, closes_at_us, issued, admitted, now_us,
+--  [score, position, status]} with '' for absent values (Lua arrays stop at the first nil).
+
+local m = redis.call('HMGET', KEYS[1], 'stock', 'name', 'created_at_us', 'opens_at_us',
+  'closes_at_us', 'issued')
+if not m[1] then
+  return {}
+end
+local time = redis.call('TIME')
+local now = string.format('%.0f', tonumber(time[1]) * 1000000 + tonumber(time[2]))
+local out = {m[1], m[2] or '', m[3] or '', m[4] or '', m[5] or '', m[6] or '0',
+  tostring(redis.call('ZCARD', KEYS[2])), now}
+
+if ARGV[1] ~= '' then
+  local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if score then
+    out[9] = score
+    out[10] = tostring(redis.call('ZRANK', KEYS[2], ARGV[1]) + 1)
+    out[11] = redis.call('HGET', KEYS[3], ARGV[1]) or 'ADMITTED'
+  end
+end
+return out

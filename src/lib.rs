@@ -1,0 +1,15 @@
+//! fcfs-coupon: first-come, first-served coupon issuing.
+//!
+//! The modules follow the pipeline: `api` (HTTP) → `gate` (the Redis admission gate)
+//! → `store` (PostgreSQL). `domain` holds the validated value types they share.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod configuration;
+pub mod domain;
+pub mod gate;
+pub mod kafka;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,265 @@
+use std::collections::BTreeMap;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use fcfs_coupon::auth::TokenKeys;
+use fcfs_coupon::configuration::{LogSettings, Settings};
+use fcfs_coupon::domain::UserId;
+use fcfs_coupon::startup::Application;
+use fcfs_coupon::telemetry;
+use reqwest::{Response, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+mod proxy;
+pub use proxy::TcpProxy;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    pub tokens: TokenKeys,
+    pub db: PgPool,
+    /// Straight to the real Redis (not through any proxy the app may be using).
+    pub redis: redis::aio::MultiplexedConnection,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Settings isolated for one test: its own database, Redis prefix and secret; port 0.
+pub fn isolated_settings() -> Settings {
+    static TRACING: Once = Once::new();
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            telemetry::init(&LogSettings::default());
+        }
+    });
+    let mut settings = Settings::load(None).expect("configuration loads");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let base = settings.database.url.expose_secret().to_owned();
+    let server = base
+        .rsplit_once('/')
+        .map_or(base.as_str(), |(server, _)| server);
+    settings.database.url = format!("{server}/fcfs_test_{id}").into();
+    settings.database.max_connections = 5;
+    settings.redis.key_prefix = format!("test-{id}");
+    settings.http.addr = "127.0.0.1:0".into();
+    settings.auth.jwt_secret = Some(format!("test-secret-{id}").into());
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = isolated_settings();
+    let redis_url = settings.redis.url.expose_secret().to_owned();
+    customize(&mut settings);
+    let app = Application::build(&settings)
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+    let db = settings.database.pool().await.expect("test database");
+    let redis = redis::Client::open(redis_url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis for assertions");
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap(),
+        tokens: TokenKeys::new(&settings.auth.secret()),
+        settings,
+        db,
+        redis,
+        shutdown,
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing the test after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestApp {
+    pub fn user_token(&self, user: i64) -> String {
+        self.tokens
+            .mint(UserId::new(user).unwrap(), false, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.tokens
+            .mint(UserId::new(1).unwrap(), true, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_coupon(&self, token: Option<&str>, body: &Value) -> Response {
+        let mut req = self.client.post(self.url("/coupons")).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// Creates an event through the admin API and returns its id.
+    pub async fn create_coupon(&self, body: Value) -> i64 {
+        let resp = self.post_coupon(Some(&self.admin_token()), &body).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    pub async fn create_stock(&self, stock: u32) -> i64 {
+        self.create_coupon(json!({"name": "Flash sale", "stock": stock}))
+            .await
+    }
+
+    pub async fn apply_with(&self, coupon: &str, token: Option<&str>) -> Response {
+        let mut req = self
+            .client
+            .post(self.url(&format!("/coupons/{coupon}/issue")));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn apply(&self, coupon: i64, user: i64) -> Response {
+        self.apply_with(&coupon.to_string(), Some(&self.user_token(user)))
+            .await
+    }
+
+    pub async fn position(&self, coupon: i64, user: i64) -> Response {
+        self.client
+            .get(self.url(&format!("/coupons/{coupon}/position")))
+            .bearer_auth(self.user_token(user))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_coupon(&self, coupon: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/coupons/{coupon}")))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn coupon_json(&self, coupon: i64) -> Value {
+        let resp = self.get_coupon(&coupon.to_string()).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.unwrap()
+    }
+
+    pub fn queue_key(&self, coupon: i64) -> String {
+        format!("{}:{{c{coupon}}}:queue", self.settings.redis.key_prefix)
+    }
+
+    pub fn pending_key(&self, coupon: i64) -> String {
+        format!("{}:{{c{coupon}}}:pending", self.settings.redis.key_prefix)
+    }
+
+    /// The admission queue in score order: (user, score).
+    pub async fn queue(&self, coupon: i64) -> Vec<(i64, f64)> {
+        redis::cmd("ZRANGE")
+            .arg(self.queue_key(coupon))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap()
+    }
+
+    /// Every key under this test's prefix with its serialised value: equal snapshots mean
+    /// Redis did not change.
+    pub async fn redis_state(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut conn = self.redis.clone();
+        let pattern = format!("{}:*", self.settings.redis.key_prefix);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut state = BTreeMap::new();
+        for key in keys {
+            let dump: Vec<u8> = redis::cmd("DUMP")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            state.insert(key, dump);
+        }
+        state
+    }
+
+    /// Row counts of every table: equal snapshots mean PostgreSQL did not change.
+    pub async fn db_state(&self) -> (i64, i64, i64) {
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM coupon), (SELECT count(*) FROM coupon_issue), \
+             (SELECT count(*) FROM failed_event)",
+        )
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
+    }
+}
+
+/// Asserts a problem+json error with the given status and code; returns the body.
+pub async fn assert_problem(resp: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(resp.status(), status, "wrong status for expected {code}");
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content type was {content_type:?}"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    for field in ["type", "title", "detail"] {
+        assert!(
+            body[field].as_str().is_some_and(|s| !s.is_empty()),
+            "{field} missing: {body}"
+        );
+    }
+    body
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real application against real Redis and PostgreSQL.
+//! Each test gets its own database, Redis key prefix and JWT secret, so they run in parallel.
+
+mod admission;
+mod bad_input;
+mod contract;
+mod helpers;
+mod resilience;
+mod window;
