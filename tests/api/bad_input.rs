@@ -209,7 +209,7 @@ async fn malformed_and_unknown_coupon_ids_are_refused_and_change_nothing() {
     assert_problem(get, StatusCode::NOT_FOUND, "COUPON_NOT_FOUND").await;
     let position = app.position(987_654_321, 5).await;
     assert_problem(position, StatusCode::NOT_FOUND, "COUPON_NOT_FOUND").await;
-    let no_route = app.client.get(app.url("/nowhere")).send().await.unwrap();
+    let no_route = app.get("/nowhere").await;
     assert_problem(no_route, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 
     assert_eq!(app.redis_state().await, redis_before);

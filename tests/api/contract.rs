@@ -20,19 +20,11 @@ fn the_committed_openapi_spec_matches_the_code() {
 async fn swagger_ui_the_spec_and_health_are_served() {
     let app = spawn_app().await;
 
-    let docs = app.client.get(app.url("/docs")).send().await.unwrap();
+    let docs = app.get("/docs").await;
     assert_eq!(docs.status(), StatusCode::OK);
     assert!(docs.text().await.unwrap().contains("swagger"));
 
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(spec["paths"]["/coupons/{couponId}/issue"]["post"].is_object());
     let apply = &spec["paths"]["/coupons/{couponId}/issue"]["post"]["responses"];
     for status in ["200", "202", "400", "401", "404", "409", "410", "503"] {
@@ -46,19 +38,9 @@ async fn swagger_ui_the_spec_and_health_are_served() {
         "bearer"
     );
 
-    let live = app
-        .client
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = app.get("/health/live").await;
     assert_eq!(live.status(), StatusCode::OK);
-    let ready = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/health/ready").await;
     let status = ready.status();
     let body: Value = ready.json().await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -123,6 +123,14 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn post_coupon(&self, token: Option<&str>, body: &Value) -> Response {
         let mut req = self.client.post(self.url("/coupons")).json(body);
         if let Some(token) = token {
@@ -173,11 +181,7 @@ impl TestApp {
     }
 
     pub async fn get_coupon(&self, coupon: &str) -> Response {
-        self.client
-            .get(self.url(&format!("/coupons/{coupon}")))
-            .send()
-            .await
-            .expect("request sent")
+        self.get(&format!("/coupons/{coupon}")).await
     }
 
     pub async fn coupon_json(&self, coupon: i64) -> Value {

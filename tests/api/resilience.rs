@@ -18,12 +18,7 @@ async fn redis_unreachable_answers_503_and_admits_nobody() {
     proxy.cut();
     let apply = app.apply(coupon, 1).await;
     let position = app.position(coupon, 1).await;
-    let ready = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.get("/health/ready").await;
 
     // Assert: 503 UNAVAILABLE, readiness says which dependency is down, and nothing admitted.
     let problem = assert_problem(apply, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE").await;
