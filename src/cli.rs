@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
 use crate::domain::UserId;
-use crate::startup::Application;
+use crate::startup::{Application, Role};
 use crate::{api, store, telemetry};
 
 #[derive(Debug, Parser)]
@@ -29,7 +29,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service until SIGINT or SIGTERM.
-    Serve,
+    Serve {
+        /// Which parts to run; repeat to run several. Default: all three.
+        #[arg(long = "role", value_enum)]
+        roles: Vec<Role>,
+    },
     /// Create the database if missing, apply migrations, and exit.
     Migrate,
     /// Print a signed token for development and tests.
@@ -51,7 +55,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => serve(settings).await,
+        Command::Serve { roles } => serve(settings, roles).await,
         Command::Migrate => {
             telemetry::init(&settings.log);
             store::migrate(&settings.database.pool().await?).await?;
@@ -75,14 +79,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, mut roles: Vec<Role>) -> anyhow::Result<()> {
     telemetry::init(&settings.log);
-    let app = Application::build(&settings).await?;
-    tracing::info!(
-        port = app.port(),
-        "listening; Swagger UI at http://127.0.0.1:{}/docs",
-        app.port()
-    );
+    if roles.is_empty() {
+        roles = vec![Role::Api, Role::Issuer, Role::Consumer];
+    }
+    let app = Application::build(&settings, &roles).await?;
+    tracing::info!(?roles, "starting");
+    if let Some(port) = app.port() {
+        tracing::info!(
+            port,
+            "listening; Swagger UI at http://127.0.0.1:{port}/docs"
+        );
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     app.run_until_stopped(shutdown).await?;

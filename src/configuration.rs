@@ -20,6 +20,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub database: DatabaseSettings,
     pub kafka: KafkaSettings,
+    pub issuer: IssuerSettings,
+    pub consumer: ConsumerSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
 }
@@ -178,6 +180,9 @@ pub struct KafkaSettings {
     pub brokers: String,
     pub topic: String,
     pub group_id: String,
+    /// Used when the service creates the topic at start.
+    pub partitions: i32,
+    pub replication_factor: i32,
 }
 
 impl Default for KafkaSettings {
@@ -186,6 +191,64 @@ impl Default for KafkaSettings {
             brokers: "127.0.0.1:9092".into(),
             topic: "coupon-issue-request".into(),
             group_id: "coupon-issuer".into(),
+            partitions: 6,
+            replication_factor: 1,
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// Where messages that can never be persisted go.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct IssuerSettings {
+    /// Winners claimed, sent and acknowledged together.
+    pub batch_size: usize,
+    /// How long a claim is owned; past it, another instance takes the winners over. Must exceed
+    /// the time one batch takes to be delivered.
+    pub lease_ms: u64,
+    /// A six-field cron expression (with seconds).
+    pub schedule: String,
+}
+
+impl Default for IssuerSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 1_000,
+            lease_ms: 30_000,
+            schedule: "*/1 * * * * *".into(),
+        }
+    }
+}
+
+impl IssuerSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ConsumerSettings {
+    /// A batch ends at this many messages…
+    pub batch_size: usize,
+    /// …or this long after its first message.
+    pub batch_wait_ms: u64,
+    /// Caps the rows written per second; unset, the database takes what arrives.
+    pub max_rows_per_sec: Option<u32>,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            batch_wait_ms: 100,
+            max_rows_per_sec: None,
         }
     }
 }

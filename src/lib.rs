@@ -1,14 +1,17 @@
 //! fcfs-coupon: first-come, first-served coupon issuing.
 //!
-//! The modules follow the pipeline: `api` (HTTP) → `gate` (the Redis admission gate)
-//! → `store` (PostgreSQL). `domain` holds the validated value types they share.
+//! The modules follow the pipeline: `api` (HTTP) → `gate` (the Redis admission gate) →
+//! `issuer` (batches winners onto Kafka) → `kafka` → `consumer` → `store` (PostgreSQL).
+//! `domain` holds the validated value types they share.
 
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod configuration;
+pub mod consumer;
 pub mod domain;
 pub mod gate;
+pub mod issuer;
 pub mod kafka;
 pub mod startup;
 pub mod store;

@@ -1,5 +1,7 @@
-//! Assembles the service from its settings: connect, migrate, bind, serve.
+//! Assembles the service from its settings: connect, migrate, bind, then run the API, the batch
+//! issuer and the consumer side by side until shutdown.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,23 +14,39 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
+use crate::consumer::IssueConsumer;
 use crate::gate::Gate;
-use crate::kafka::BrokerProbe;
+use crate::issuer::Issuer;
+use crate::kafka::{self, BrokerProbe, Publisher};
 use crate::store;
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// What pollers are told to wait while a winner moves through the pipeline.
+const STATUS_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The parts one process can run; `serve` runs all three unless told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API (and the admission gate behind it).
+    Api,
+    /// The batch issuer: Redis pending → Kafka, every second.
+    Issuer,
+    /// The consumer: Kafka → PostgreSQL in batches.
+    Consumer,
+}
 
 pub struct Application {
-    listener: TcpListener,
-    port: u16,
-    state: AppState,
+    http: Option<(TcpListener, AppState)>,
+    port: Option<u16>,
+    issuer: Option<Issuer>,
+    consumer: Option<IssueConsumer>,
 }
 
 impl Application {
-    /// Connects to PostgreSQL (creating and migrating the database), Redis and Kafka, and binds
-    /// the listener, so `port()` is known before serving (tests bind port 0).
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+    /// Connects to PostgreSQL (creating and migrating the database), Redis and Kafka (creating
+    /// the topics), and binds the listener, so `port()` is known before serving.
+    pub async fn build(settings: &Settings, roles: &[Role]) -> anyhow::Result<Self> {
         if settings.auth.uses_development_secret() {
             tracing::warn!(
                 "APP_AUTH__JWT_SECRET is not set: using the built-in DEVELOPMENT secret. \
@@ -37,42 +55,115 @@ impl Application {
         }
         let db = settings.database.pool().await?;
         store::migrate(&db).await?;
-        let state = AppState {
-            gate: Gate::new(
-                settings.redis.pool()?,
-                &settings.redis.key_prefix,
-                settings.redis.timeout(),
-            ),
-            db,
-            tokens: Arc::new(TokenKeys::new(&settings.auth.secret())),
-            broker: BrokerProbe::new(&settings.kafka)?,
-            issuer_period: Duration::from_secs(1),
+        let gate = Gate::new(
+            settings.redis.pool()?,
+            &settings.redis.key_prefix,
+            settings.redis.timeout(),
+        );
+        let pipeline = roles.contains(&Role::Issuer) || roles.contains(&Role::Consumer);
+        let publisher = if pipeline {
+            kafka::ensure_topics(&settings.kafka).await?;
+            Some(Publisher::new(&settings.kafka)?)
+        } else {
+            None
         };
-        let listener = TcpListener::bind(&settings.http.addr)
-            .await
-            .with_context(|| format!("binding {}", settings.http.addr))?;
-        let port = listener.local_addr()?.port();
+        let issuer = match (&publisher, roles.contains(&Role::Issuer)) {
+            (Some(p), true) => Some(Issuer::new(
+                gate.clone(),
+                p.clone(),
+                settings.issuer.clone(),
+            )),
+            _ => None,
+        };
+        let consumer = match (&publisher, roles.contains(&Role::Consumer)) {
+            (Some(p), true) => Some(IssueConsumer::new(
+                &settings.kafka,
+                settings.consumer.clone(),
+                db.clone(),
+                gate.clone(),
+                p.clone(),
+            )?),
+            _ => None,
+        };
+        let (http, port) = if roles.contains(&Role::Api) {
+            let state = AppState {
+                gate,
+                db,
+                tokens: Arc::new(TokenKeys::new(&settings.auth.secret())),
+                broker: BrokerProbe::new(&settings.kafka)?,
+                issuer_period: STATUS_POLL_INTERVAL,
+            };
+            let listener = TcpListener::bind(&settings.http.addr)
+                .await
+                .with_context(|| format!("binding {}", settings.http.addr))?;
+            let port = listener.local_addr()?.port();
+            (Some((listener, state)), Some(port))
+        } else {
+            (None, None)
+        };
         Ok(Self {
-            listener,
+            http,
             port,
-            state,
+            issuer,
+            consumer,
         })
     }
 
-    pub fn port(&self) -> u16 {
+    /// The bound HTTP port, when this process runs the API.
+    pub fn port(&self) -> Option<u16> {
         self.port
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting and drains open requests.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let acceptor = TcpAcceptor::from_tokio(self.listener)?;
-        Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(
-                api::app(self.state),
-                shutdown.cancelled_owned(),
-                Some(DRAIN_TIMEOUT),
-            )
-            .await
-            .context("HTTP server failed")
+    /// A handle on this process's batch issuer, for running ticks by hand.
+    pub fn issuer(&self) -> Option<Issuer> {
+        self.issuer.clone()
     }
+
+    /// Runs every part until `shutdown` is cancelled (or one part fails, which stops the rest):
+    /// the API stops accepting and drains, the issuer finishes its tick and flushes, the
+    /// consumer finishes or abandons (uncommitted) its batch.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let http = self.http.map(|(listener, state)| {
+            let shutdown = shutdown.clone();
+            Box::pin(async move {
+                Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
+                    .run_with_graceful_shutdown(
+                        api::app(state),
+                        shutdown.cancelled_owned(),
+                        Some(DRAIN_TIMEOUT),
+                    )
+                    .await
+                    .context("HTTP server failed")
+            })
+        });
+        // Boxed: each part is a deep future of its own, too deep to nest inline.
+        let issuer = self
+            .issuer
+            .map(|i| Box::pin(i.run_scheduled(shutdown.clone())));
+        let consumer = self.consumer.map(|c| Box::pin(c.run(shutdown.clone())));
+        let (http, issuer, consumer) = tokio::join!(
+            supervise("api", http, &shutdown),
+            supervise("issuer", issuer, &shutdown),
+            supervise("consumer", consumer, &shutdown),
+        );
+        http.and(issuer).and(consumer)
+    }
+}
+
+/// Runs one part, if present, logs how it ended, and stops the others when it fails.
+async fn supervise(
+    name: &str,
+    part: Option<impl Future<Output = anyhow::Result<()>>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(part) = part else { return Ok(()) };
+    let outcome = part.await;
+    match &outcome {
+        Ok(()) => tracing::info!(part = name, "stopped"),
+        Err(e) => {
+            tracing::error!(part = name, error = ?e, "failed; stopping the others");
+            shutdown.cancel();
+        }
+    }
+    outcome
 }

@@ -4,6 +4,7 @@ mod apply;
 mod catch;
 mod coupons;
 mod health;
+mod issues;
 mod position;
 mod problem;
 mod security;
@@ -23,6 +24,8 @@ enum ApiTags {
     Coupons,
     /// Applying for a coupon and following it.
     Applications,
+    /// Issued coupons, read from PostgreSQL.
+    Issues,
     /// Liveness and readiness.
     Health,
 }
@@ -31,6 +34,7 @@ type Apis = (
     coupons::CouponsApi,
     apply::ApplyApi,
     position::PositionApi,
+    issues::IssuesApi,
     health::HealthApi,
 );
 
@@ -41,6 +45,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             coupons::CouponsApi,
             apply::ApplyApi,
             position::PositionApi,
+            issues::IssuesApi,
             health::HealthApi,
         ),
         "fcfs-coupon",

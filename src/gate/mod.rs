@@ -2,6 +2,7 @@
 //! PostgreSQL is never touched on this path.
 
 mod admission;
+mod issuing;
 mod keys;
 mod snapshot;
 
@@ -15,6 +16,7 @@ use deadpool_redis::{Connection, Pool};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 pub use admission::{Admission, Ticket};
+pub use issuing::{Claim, Progress, Winner};
 pub use keys::CouponKeys;
 pub use snapshot::Snapshot;
 
@@ -94,10 +96,18 @@ impl Gate {
         if let Some(close) = coupon.window.closes_at() {
             fields.push(("closes_at_us", close.timestamp_micros().to_string()));
         }
+        let registry = self.registry_key();
+        // Two slots (the coupon's and the registry's), so two commands; creation undoes both
+        // through `unregister` when it cannot commit.
         self.run(|mut conn| async move {
             redis::cmd("HSET")
                 .arg(&keys.meta)
                 .arg(fields)
+                .query_async::<()>(&mut conn)
+                .await?;
+            redis::cmd("SADD")
+                .arg(registry)
+                .arg(coupon.id.get())
                 .query_async::<()>(&mut conn)
                 .await
         })
@@ -107,7 +117,13 @@ impl Gate {
     /// Forgets a coupon whose creation could not be committed.
     pub async fn unregister(&self, coupon: CouponId) -> Result<(), GateError> {
         let keys = self.keys(coupon);
+        let registry = self.registry_key();
         self.run(|mut conn| async move {
+            redis::cmd("SREM")
+                .arg(registry)
+                .arg(coupon.get())
+                .query_async::<()>(&mut conn)
+                .await?;
             redis::cmd("DEL")
                 .arg(&keys.meta)
                 .query_async::<()>(&mut conn)

@@ -1,5 +1,13 @@
 //! Kafka: the hand-off between the admission gate and the database.
 
+mod message;
+mod producer;
+mod topics;
+
+pub use message::IssueRequest;
+pub use producer::Publisher;
+pub use topics::ensure_topics;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,8 +1,13 @@
 //! PostgreSQL: the durable record of coupon events and issued coupons.
 
 mod coupons;
+mod issues;
 
 pub use coupons::{insert_coupon, NewCoupon};
+pub use issues::{
+    coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,
+    IssueRecord, IssuedCoupon, NewIssue,
+};
 
 use anyhow::Context;
 use sqlx::PgPool;

@@ -5,14 +5,14 @@ use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, MANUAL};
 
 const WORKERS: usize = 64;
 
 #[tokio::test]
 async fn a_thousand_users_race_for_a_hundred_coupons() {
-    // Arrange
-    let app = spawn_app().await;
+    // Arrange: the issuer stays still, so the gate's own writes can be inspected.
+    let app = spawn_app_with(|s| s.issuer.schedule = MANUAL.into()).await;
     let coupon = app.create_stock(100).await;
     let users: Vec<i64> = (1_000..2_000).collect();
     let tokens: Vec<(i64, String)> = users.iter().map(|&u| (u, app.user_token(u))).collect();

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use fcfs_coupon::auth::TokenKeys;
 use fcfs_coupon::configuration::{LogSettings, Settings};
 use fcfs_coupon::domain::UserId;
-use fcfs_coupon::startup::Application;
+use fcfs_coupon::gate::Gate;
+use fcfs_coupon::issuer::Issuer;
+use fcfs_coupon::startup::{Application, Role};
 use fcfs_coupon::telemetry;
 use reqwest::{Response, StatusCode};
 use secrecy::ExposeSecret;
@@ -13,8 +15,15 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+mod kafka;
 mod proxy;
+pub use kafka::{committed_total, high_watermark, produce_raw};
 pub use proxy::TcpProxy;
+
+/// A cron expression that never fires in a test's lifetime: the test runs issuer ticks itself.
+pub const MANUAL: &str = "0 0 0 1 1 * 2099";
+
+pub const ALL_ROLES: [Role; 3] = [Role::Api, Role::Issuer, Role::Consumer];
 
 pub struct TestApp {
     pub address: String,
@@ -24,6 +33,9 @@ pub struct TestApp {
     pub db: PgPool,
     /// Straight to the real Redis (not through any proxy the app may be using).
     pub redis: redis::aio::MultiplexedConnection,
+    /// The gate, as the service sees it (same prefix), for driving the pipeline by hand.
+    pub gate: Gate,
+    pub issuer: Issuer,
     shutdown: CancellationToken,
 }
 
@@ -52,6 +64,9 @@ pub fn isolated_settings() -> Settings {
     settings.redis.key_prefix = format!("test-{id}");
     settings.http.addr = "127.0.0.1:0".into();
     settings.auth.jwt_secret = Some(format!("test-secret-{id}").into());
+    settings.kafka.topic = format!("test-{id}");
+    settings.kafka.group_id = format!("test-{id}");
+    settings.kafka.partitions = 3;
     settings
 }
 
@@ -61,21 +76,34 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = isolated_settings();
-    let redis_url = settings.redis.url.expose_secret().to_owned();
     customize(&mut settings);
-    let app = Application::build(&settings)
+    start(settings).await
+}
+
+/// Starts one instance of the service, with every role, on `settings`. Instances started on
+/// the same settings share Redis, the database, the topic and the consumer group.
+pub async fn start(settings: Settings) -> TestApp {
+    let app = Application::build(&settings, &ALL_ROLES)
         .await
         .expect("application builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let address = format!("http://127.0.0.1:{}", app.port().unwrap());
+    let issuer = app.issuer().unwrap();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
     let db = settings.database.pool().await.expect("test database");
-    let redis = redis::Client::open(redis_url)
+    // Assertions go to the real Redis, even when the service is given a proxy.
+    let redis_url = Settings::load(None).unwrap().redis.url;
+    let redis = redis::Client::open(redis_url.expose_secret())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .expect("Redis for assertions");
+    let gate = Gate::new(
+        settings.redis.pool().unwrap(),
+        &settings.redis.key_prefix,
+        settings.redis.timeout(),
+    );
     TestApp {
         address,
         client: reqwest::Client::builder()
@@ -86,6 +114,8 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         settings,
         db,
         redis,
+        gate,
+        issuer,
         shutdown,
     }
 }
@@ -230,6 +260,40 @@ impl TestApp {
             state.insert(key, dump);
         }
         state
+    }
+
+    /// The persisted issues of a coupon in position order: (user, position).
+    pub async fn issued_rows(&self, coupon: i64) -> Vec<(i64, i32)> {
+        sqlx::query_as(
+            "SELECT user_id, position FROM coupon_issue WHERE coupon_id = $1 ORDER BY position",
+        )
+        .bind(coupon)
+        .fetch_all(&self.db)
+        .await
+        .unwrap()
+    }
+
+    pub async fn issued_count(&self, coupon: i64) -> i32 {
+        sqlx::query_scalar("SELECT issued_count FROM coupon WHERE id = $1")
+            .bind(coupon)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the coupon has exactly `rows` persisted issues.
+    pub async fn wait_for_rows(&self, coupon: i64, rows: usize) {
+        eventually(
+            &format!("{rows} rows persisted"),
+            Duration::from_secs(60),
+            || async { (self.issued_rows(coupon).await.len() == rows).then_some(()) },
+        )
+        .await
+    }
+
+    pub async fn position_status(&self, coupon: i64, user: i64) -> String {
+        let body: Value = self.position(coupon, user).await.json().await.unwrap();
+        body["status"].as_str().unwrap().to_owned()
     }
 
     /// Row counts of every table: equal snapshots mean PostgreSQL did not change.

@@ -5,5 +5,6 @@ mod admission;
 mod bad_input;
 mod contract;
 mod helpers;
+mod issuance;
 mod resilience;
 mod window;

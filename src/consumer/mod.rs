@@ -1,0 +1,116 @@
+//! The consumer: reads issue requests in batches and persists each batch in one transaction.
+//! Offsets are stored and committed only after the batch's rows are committed, so a crash at
+//! any point redelivers, and redelivery is harmless (inserts skip rows already present).
+
+mod batch;
+mod retry;
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use anyhow::Context;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::{ConsumerSettings, KafkaSettings};
+use crate::gate::Gate;
+use crate::kafka::Publisher;
+
+pub struct IssueConsumer {
+    consumer: StreamConsumer,
+    db: PgPool,
+    gate: Gate,
+    /// Sends undeliverable messages to the dead-letter topic.
+    publisher: Publisher,
+    dead_letter_topic: String,
+    settings: ConsumerSettings,
+    /// `max_rows_per_sec`, when set: the database sees at most that many rows a second.
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl IssueConsumer {
+    pub fn new(
+        kafka: &KafkaSettings,
+        settings: ConsumerSettings,
+        db: PgPool,
+        gate: Gate,
+        publisher: Publisher,
+    ) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = kafka
+            .client_config()
+            .set("group.id", &kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .context("creating the Kafka consumer")?;
+        consumer
+            .subscribe(&[&kafka.topic])
+            .context("subscribing to the issue topic")?;
+        let limiter = settings
+            .max_rows_per_sec
+            .and_then(NonZeroU32::new)
+            .map(|rate| {
+                let burst = NonZeroU32::new(settings.batch_size.max(1) as u32)
+                    .unwrap_or(rate)
+                    .max(rate);
+                RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+            });
+        Ok(Self {
+            consumer,
+            db,
+            gate,
+            publisher,
+            dead_letter_topic: kafka.dead_letter_topic(),
+            settings,
+            limiter,
+        })
+    }
+
+    /// Consumes until `shutdown`; the batch in hand is finished (or left uncommitted) first.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = self.next_batch() => batch,
+            };
+            match batch {
+                Ok(batch) => self.process(&batch, &shutdown).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kafka receive failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        tracing::info!("consumer stopped");
+        Ok(())
+    }
+
+    /// Up to `batch_size` messages, or whatever arrived `batch_wait_ms` after the first.
+    async fn next_batch(&self) -> rdkafka::error::KafkaResult<Vec<OwnedMessage>> {
+        let first = self.consumer.recv().await?.detach();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.settings.batch_wait_ms);
+        let mut batch = vec![first];
+        while batch.len() < self.settings.batch_size {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka receive failed mid-batch");
+                    break;
+                }
+                Err(_elapsed) => break,
+            }
+        }
+        tracing::debug!(
+            messages = batch.len(),
+            first_offset = batch[0].offset(),
+            "batch"
+        );
+        Ok(batch)
+    }
+}

@@ -1,0 +1,27 @@
+-- Moves users' status forward, never back: ADMITTED < PUBLISHED < ISSUED = FAILED. A late
+-- PUBLISHED acknowledgement therefore cannot overwrite ISSUED. The users leave inflight: they
+-- were delivered (PUBLISHED) or reached the database or the dead-letter table (ISSUED, FAILED).
+--
+-- KEYS[1] status    hash: user -> status
+-- KEYS[2] inflight  sorted set: claimed user -> lease deadline
+-- KEYS[3] meta      hash: its `issued` field counts users that reached ISSUED
+-- ARGV[1] the target status, ARGV[2..] user ids
+--
+-- Returns how many users changed status.
+
+local rank = {ADMITTED = 1, PUBLISHED = 2, ISSUED = 3, FAILED = 3}
+local target = ARGV[1]
+local changed = 0
+for i = 2, #ARGV do
+  local user = ARGV[i]
+  local current = redis.call('HGET', KEYS[1], user)
+  if (rank[current] or 0) < rank[target] then
+    redis.call('HSET', KEYS[1], user, target)
+    if target == 'ISSUED' then
+      redis.call('HINCRBY', KEYS[3], 'issued', 1)
+    end
+    changed = changed + 1
+  end
+  redis.call('ZREM', KEYS[2], user)
+end
+return changed

@@ -1,0 +1,174 @@
+//! The gate's side of issuance: claiming winners for the batch issuer and moving their status
+//! forward as they are published and persisted.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use redis::Script;
+
+use super::{micros_to_time, parse_field, Gate, GateError};
+use crate::domain::{CouponId, UserId};
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
+static ADVANCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("advance.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
+
+/// A winner claimed for publishing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Winner {
+    pub coupon: CouponId,
+    pub user: UserId,
+    pub position: u32,
+    pub applied_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Default)]
+pub struct Claim {
+    pub winners: Vec<Winner>,
+    /// Sold out or closed, with nothing pending or in flight: the coupon is done for good.
+    pub finished: bool,
+}
+
+/// The statuses issuance moves a user to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Published,
+    Issued,
+    Failed,
+}
+
+impl Progress {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "PUBLISHED",
+            Self::Issued => "ISSUED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+impl Gate {
+    /// The registry of coupons the issuer looks at, so it never scans the keyspace.
+    pub(super) fn registry_key(&self) -> String {
+        format!("{}:coupons", self.prefix)
+    }
+
+    pub async fn active_coupons(&self) -> Result<Vec<CouponId>, GateError> {
+        let key = self.registry_key();
+        let ids: Vec<i64> =
+            self.run(|mut conn| async move {
+                redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| CouponId::new(id).ok())
+            .collect())
+    }
+
+    /// Takes a finished coupon off the issuer's list.
+    pub async fn retire(&self, coupon: CouponId) -> Result<(), GateError> {
+        let key = self.registry_key();
+        self.run(|mut conn| async move {
+            redis::cmd("SREM")
+                .arg(key)
+                .arg(coupon.get())
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    pub async fn claim(
+        &self,
+        coupon: CouponId,
+        batch: usize,
+        lease: Duration,
+    ) -> Result<Claim, GateError> {
+        let keys = self.keys(coupon);
+        let reply: Vec<String> = self
+            .run(|mut conn| async move {
+                CLAIM
+                    .key(&keys.pending)
+                    .key(&keys.inflight)
+                    .key(&keys.queue)
+                    .key(&keys.status)
+                    .key(&keys.meta)
+                    .arg(batch)
+                    .arg(lease.as_millis() as u64)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(parse_claim(coupon, &reply)?)
+    }
+
+    /// Moves users' status forward (never back) and drops them from inflight.
+    pub async fn advance(
+        &self,
+        coupon: CouponId,
+        to: Progress,
+        users: &[UserId],
+    ) -> Result<u64, GateError> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.keys(coupon);
+        let users: Vec<i64> = users.iter().map(|u| u.get()).collect();
+        self.run(|mut conn| async move {
+            ADVANCE
+                .key(&keys.status)
+                .key(&keys.inflight)
+                .key(&keys.meta)
+                .arg(to.as_str())
+                .arg(users)
+                .invoke_async(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    /// Returns claimed winners whose send failed to the head of pending.
+    pub async fn release(&self, coupon: CouponId, users: &[UserId]) -> Result<u64, GateError> {
+        if users.is_empty() {
+            return Ok(0);
+        }
+        let keys = self.keys(coupon);
+        let users: Vec<i64> = users.iter().map(|u| u.get()).collect();
+        self.run(|mut conn| async move {
+            RELEASE
+                .key(&keys.pending)
+                .key(&keys.inflight)
+                .key(&keys.status)
+                .arg(users)
+                .invoke_async(&mut conn)
+                .await
+        })
+        .await
+    }
+}
+
+fn parse_claim(coupon: CouponId, reply: &[String]) -> anyhow::Result<Claim> {
+    let (finished, rest) = reply
+        .split_first()
+        .ok_or_else(|| anyhow!("empty claim reply"))?;
+    if rest.len() % 3 != 0 {
+        return Err(anyhow!("malformed claim reply {reply:?}"));
+    }
+    let winners = rest
+        .chunks_exact(3)
+        .map(|w| {
+            Ok(Winner {
+                coupon,
+                user: w[0].parse().map_err(|e| anyhow!("{e}"))?,
+                position: parse_field(&w[1], "position")?,
+                applied_at: micros_to_time(parse_field(&w[2], "score")?)?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Claim {
+        winners,
+        finished: finished == "1",
+    })
+}

@@ -1,0 +1,120 @@
+//! The batch issuer: every second, on every instance, moves pending winners onto Kafka.
+//!
+//! A tick walks the registered coupons; for each it claims a batch (pending → inflight with a
+//! lease), publishes it, waits for the delivery reports, then marks the delivered winners
+//! PUBLISHED and hands failed ones back to pending. It repeats until nothing is pending, so a
+//! tick drains a whole spike. Instances share the work through the atomic claim.
+
+mod schedule;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use crate::configuration::IssuerSettings;
+use crate::domain::{CouponId, UserId};
+use crate::gate::{Gate, Progress};
+use crate::kafka::Publisher;
+
+/// What one tick did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    pub published: usize,
+    pub failed: usize,
+}
+
+#[derive(Clone)]
+pub struct Issuer {
+    gate: Gate,
+    publisher: Publisher,
+    settings: IssuerSettings,
+    /// Held for the whole of a tick: ticks of one instance never overlap, and shutdown waits on
+    /// it to let the running tick finish.
+    tick: Arc<Mutex<()>>,
+}
+
+impl Issuer {
+    pub fn new(gate: Gate, publisher: Publisher, settings: IssuerSettings) -> Self {
+        Self {
+            gate,
+            publisher,
+            settings,
+            tick: Arc::default(),
+        }
+    }
+
+    /// One tick, waiting for a running one to finish first.
+    pub async fn run_once(&self) -> anyhow::Result<TickReport> {
+        let _running = self.tick.lock().await;
+        self.tick_locked().await
+    }
+
+    async fn tick_locked(&self) -> anyhow::Result<TickReport> {
+        let started = Instant::now();
+        let mut report = TickReport::default();
+        for coupon in self.gate.active_coupons().await? {
+            // One coupon's trouble must not hold up the others.
+            match self.drain(coupon).await {
+                Ok(r) => {
+                    report.published += r.published;
+                    report.failed += r.failed;
+                }
+                Err(e) => tracing::warn!(error = ?e, %coupon, "issuing failed; retrying next tick"),
+            }
+        }
+        if report.published + report.failed > 0 {
+            tracing::info!(
+                published = report.published,
+                failed = report.failed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "issuer tick"
+            );
+        }
+        Ok(report)
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn drain(&self, coupon: CouponId) -> anyhow::Result<TickReport> {
+        let mut report = TickReport::default();
+        loop {
+            let claim = self
+                .gate
+                .claim(coupon, self.settings.batch_size, self.settings.lease())
+                .await?;
+            if claim.winners.is_empty() {
+                if claim.finished {
+                    self.gate.retire(coupon).await?;
+                }
+                return Ok(report);
+            }
+            let results = self.publisher.publish(&claim.winners).await;
+            let (mut delivered, mut failed): (Vec<UserId>, Vec<UserId>) = (vec![], vec![]);
+            for (winner, result) in claim.winners.iter().zip(results) {
+                match result {
+                    Ok(()) => delivered.push(winner.user),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %coupon, "send failed; the winner goes back to pending");
+                        failed.push(winner.user);
+                    }
+                }
+            }
+            self.gate
+                .advance(coupon, Progress::Published, &delivered)
+                .await?;
+            report.published += delivered.len();
+            if !failed.is_empty() {
+                self.gate.release(coupon, &failed).await?;
+                report.failed += failed.len();
+                // The broker is struggling: leave the rest for the next tick.
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Waits for a running tick to finish, then for every enqueued message to be delivered.
+    pub async fn finish(&self, flush_timeout: Duration) {
+        let _running = self.tick.lock().await;
+        self.publisher.flush(flush_timeout);
+    }
+}

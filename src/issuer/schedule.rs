@@ -1,0 +1,43 @@
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+use super::Issuer;
+
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Issuer {
+    /// Runs a tick on the configured cron schedule until `shutdown`, then lets the running tick
+    /// finish and flushes the producer.
+    pub async fn run_scheduled(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut scheduler = JobScheduler::new()
+            .await
+            .context("starting the scheduler")?;
+        let issuer = self.clone();
+        let job = Job::new_async(self.settings.schedule.as_str(), move |_, _| {
+            let issuer = issuer.clone();
+            Box::pin(async move {
+                // A tick still draining a spike makes the next one unnecessary, not queued.
+                let Ok(_running) = issuer.tick.try_lock() else {
+                    return;
+                };
+                if let Err(e) = issuer.tick_locked().await {
+                    tracing::warn!(error = ?e, "issuer tick failed");
+                }
+            })
+        })
+        .context("invalid issuer schedule")?;
+        scheduler.add(job).await.context("scheduling the issuer")?;
+        scheduler.start().await.context("starting the scheduler")?;
+        shutdown.cancelled().await;
+        scheduler
+            .shutdown()
+            .await
+            .context("stopping the scheduler")?;
+        self.finish(FLUSH_TIMEOUT).await;
+        tracing::info!("issuer stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use futures::future::join_all;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::IssueRequest;
+use crate::configuration::KafkaSettings;
+use crate::gate::Winner;
+
+/// Idempotent, acks=all producer. Sends are enqueued together and their delivery reports awaited
+/// together: awaiting them one by one costs a broker round trip each.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Publisher {
+    pub fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
+        let producer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            // Below the issuer's default lease, so a stuck send fails before its claim is
+            // handed to another instance.
+            .set("message.timeout.ms", "20000")
+            .create()
+            .context("creating the Kafka producer")?;
+        Ok(Self {
+            producer,
+            topic: settings.topic.clone(),
+        })
+    }
+
+    /// Publishes one batch of winners; the result for each winner, in order.
+    pub async fn publish(&self, winners: &[Winner]) -> Vec<Result<(), KafkaError>> {
+        let now = Utc::now();
+        let messages: Vec<(String, Vec<u8>)> = winners
+            .iter()
+            .map(|w| {
+                let body = serde_json::to_vec(&IssueRequest::new(w, now))
+                    .expect("an IssueRequest always serialises");
+                (w.coupon.to_string(), body)
+            })
+            .collect();
+        let topic = self.topic.clone();
+        self.send_all(&topic, &messages).await
+    }
+
+    /// Enqueues every message, then awaits every delivery report.
+    pub async fn send_all(
+        &self,
+        topic: &str,
+        messages: &[(String, Vec<u8>)],
+    ) -> Vec<Result<(), KafkaError>> {
+        let pending: Vec<_> = messages
+            .iter()
+            .map(|(key, payload)| {
+                self.producer
+                    .send_result(FutureRecord::to(topic).key(key).payload(payload))
+                    .map_err(|(e, _)| e)
+            })
+            .collect();
+        join_all(pending.into_iter().map(|queued| async move {
+            match queued?.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e),
+                Err(_cancelled) => Err(KafkaError::Canceled),
+            }
+        }))
+        .await
+    }
+
+    /// Waits for everything enqueued to be delivered; called on shutdown.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "producer flush did not complete");
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The pipeline after the gate: issuer → Kafka → consumer → PostgreSQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use fcfs_coupon::domain::{CouponId, UserId};
+use fcfs_coupon::gate::Progress;
+use futures::{stream, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    committed_total, eventually, high_watermark, isolated_settings, produce_raw, spawn_app,
+    spawn_app_with, start, TcpProxy, TestApp, MANUAL,
+};
+
+/// Every user applies once, `workers` at a time; returns user → position told at apply time.
+async fn crowd(
+    apps: &[&TestApp],
+    coupon: i64,
+    users: impl Iterator<Item = i64>,
+) -> BTreeMap<i64, i64> {
+    let answers: Vec<(i64, StatusCode, Value)> = stream::iter(users.enumerate())
+        .map(|(i, user)| {
+            let app = apps[i % apps.len()];
+            async move {
+                let resp = app.apply(coupon, user).await;
+                let status = resp.status();
+                (user, status, resp.json::<Value>().await.unwrap())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    answers
+        .into_iter()
+        .filter(|(_, status, _)| *status == StatusCode::ACCEPTED)
+        .map(|(user, _, body)| (user, body["position"].as_i64().unwrap()))
+        .collect()
+}
+
+/// Exactly `stock` rows, distinct users, positions 1..=stock, each the one its user was told.
+async fn assert_issued_exactly(app: &TestApp, coupon: i64, told: &BTreeMap<i64, i64>, stock: i32) {
+    let rows = app.issued_rows(coupon).await;
+    assert_eq!(rows.len(), stock as usize);
+    assert_eq!(
+        rows.iter().map(|(_, p)| *p).collect::<Vec<_>>(),
+        (1..=stock).collect::<Vec<_>>()
+    );
+    let users: BTreeSet<i64> = rows.iter().map(|(u, _)| *u).collect();
+    assert_eq!(users.len(), stock as usize, "no user twice");
+    for (user, position) in &rows {
+        assert_eq!(
+            told[user],
+            i64::from(*position),
+            "user {user} was told another position"
+        );
+    }
+    assert_eq!(app.issued_count(coupon).await, stock);
+}
+
+#[tokio::test]
+async fn every_winner_of_the_race_is_persisted_in_arrival_order() {
+    let app = spawn_app().await;
+    let coupon = app.create_stock(100).await;
+
+    let told = crowd(&[&app], coupon, 1..=1_000).await;
+    assert_eq!(told.len(), 100);
+    app.wait_for_rows(coupon, 100).await;
+
+    assert_issued_exactly(&app, coupon, &told, 100).await;
+    assert_eq!(app.db_state().await.2, 0, "no failed events");
+    for user in told.keys() {
+        let status = eventually("ISSUED", Duration::from_secs(10), || async {
+            let s = app.position_status(coupon, *user).await;
+            (s == "ISSUED").then_some(s)
+        });
+        status.await;
+    }
+    let loser = (1..=1_000).find(|u| !told.contains_key(u)).unwrap();
+    assert_eq!(app.position_status(coupon, loser).await, "SOLD_OUT");
+    let view = app.coupon_json(coupon).await;
+    assert_eq!(
+        (view["admitted"].clone(), view["issued"].clone()),
+        (json!(100), json!(100))
+    );
+}
+
+#[tokio::test]
+async fn three_instances_issue_exactly_the_stock() {
+    let settings = isolated_settings();
+    let a = start(settings.clone()).await;
+    let b = start(settings.clone()).await;
+    let c = start(settings).await;
+    let coupon = a.create_stock(100).await;
+
+    let told = crowd(&[&a, &b, &c], coupon, 1..=1_000).await;
+    assert_eq!(told.len(), 100);
+    a.wait_for_rows(coupon, 100).await;
+
+    assert_issued_exactly(&a, coupon, &told, 100).await;
+}
+
+#[tokio::test]
+async fn winners_claimed_by_an_issuer_that_died_are_issued_once_after_the_lease() {
+    let app = spawn_app_with(|s| s.issuer.schedule = MANUAL.into()).await;
+    let coupon = app.create_stock(10).await;
+    let told = crowd(&[&app], coupon, 1..=10).await;
+
+    // An issuer claims every winner and dies before sending anything.
+    let id = CouponId::new(coupon).unwrap();
+    let claim = app
+        .gate
+        .claim(id, 100, Duration::from_millis(1_500))
+        .await
+        .unwrap();
+    assert_eq!(claim.winners.len(), 10);
+    assert_eq!(
+        app.issuer.run_once().await.unwrap().published,
+        0,
+        "the lease still holds"
+    );
+
+    // Once the lease runs out, a live issuer takes the winners over.
+    eventually("the lease to expire", Duration::from_secs(10), || async {
+        (app.issuer.run_once().await.unwrap().published == 10).then_some(())
+    })
+    .await;
+    app.wait_for_rows(coupon, 10).await;
+    assert_issued_exactly(&app, coupon, &told, 10).await;
+}
+
+#[tokio::test]
+async fn redelivered_messages_add_nothing() {
+    let app = spawn_app().await;
+    let coupon = app.create_stock(50).await;
+    let told = crowd(&[&app], coupon, 1..=50).await;
+    app.wait_for_rows(coupon, 50).await;
+
+    // A second group replays the topic from the beginning into the same database.
+    let mut replay = app.settings.clone();
+    replay.kafka.group_id = format!("{}-replay", replay.kafka.group_id);
+    let replayer = start(replay.clone()).await;
+    eventually("the replay to finish", Duration::from_secs(60), || async {
+        (committed_total(&replay, &replay.kafka.group_id).await == 50).then_some(())
+    })
+    .await;
+
+    assert_issued_exactly(&app, coupon, &told, 50).await;
+    assert_eq!(
+        app.db_state().await.2,
+        0,
+        "a redelivery is not a failed event"
+    );
+    drop(replayer);
+}
+
+#[tokio::test]
+async fn the_consumer_waits_out_a_database_outage_and_commits_nothing_meanwhile() {
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let app = spawn_app_with(|s| {
+        let url = secrecy::ExposeSecret::expose_secret(&s.database.url)
+            .replace(":5432/", &format!(":{}/", proxy.port));
+        s.database.url = url.into();
+    })
+    .await;
+    let coupon = app.create_stock(60).await;
+    let mut told = crowd(&[&app], coupon, 1..=30).await;
+    app.wait_for_rows(coupon, 30).await;
+    let group = app.settings.kafka.group_id.clone();
+    eventually(
+        "offsets of the first 30",
+        Duration::from_secs(10),
+        || async { (committed_total(&app.settings, &group).await == 30).then_some(()) },
+    )
+    .await;
+
+    proxy.cut();
+    told.extend(crowd(&[&app], coupon, 31..=60).await);
+    eventually(
+        "the rest to be published",
+        Duration::from_secs(20),
+        || async {
+            let statuses = stream::iter(31..=60)
+                .then(|u| app.position_status(coupon, u))
+                .collect::<Vec<_>>()
+                .await;
+            statuses.iter().all(|s| s == "PUBLISHED").then_some(())
+        },
+    )
+    .await;
+    // The consumer has the messages but cannot commit their rows: it must not commit offsets.
+    for _ in 0..10 {
+        assert_eq!(committed_total(&app.settings, &group).await, 30);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    proxy.restore();
+    app.wait_for_rows(coupon, 60).await;
+    assert_issued_exactly(&app, coupon, &told, 60).await;
+}
+
+#[tokio::test]
+async fn poison_messages_are_set_aside_and_the_rest_lands() {
+    let app = spawn_app().await;
+    let coupon = app.create_stock(20).await;
+    produce_raw(&app.settings, "1", b"not json at all").await;
+    let unknown = json!({"v": 1, "couponId": 987654, "userId": 5, "position": 1,
+        "appliedAt": "2026-01-01T00:00:00Z", "publishedAt": "2026-01-01T00:00:01Z"});
+    produce_raw(&app.settings, "987654", unknown.to_string().as_bytes()).await;
+
+    let told = crowd(&[&app], coupon, 1..=20).await;
+    app.wait_for_rows(coupon, 20).await;
+    assert_issued_exactly(&app, coupon, &told, 20).await;
+
+    let dlq = app.settings.kafka.dead_letter_topic();
+    eventually("two dead letters", Duration::from_secs(20), || async {
+        (high_watermark(&app.settings, &dlq).await == 2).then_some(())
+    })
+    .await;
+    let failed: Vec<(String,)> = sqlx::query_as("SELECT error FROM failed_event ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+}
+
+#[tokio::test]
+async fn a_late_published_acknowledgement_never_turns_issued_back() {
+    let app = spawn_app().await;
+    let coupon = app.create_stock(5).await;
+    assert_eq!(app.apply(coupon, 3).await.status(), StatusCode::ACCEPTED);
+    app.wait_for_rows(coupon, 1).await;
+    eventually("ISSUED", Duration::from_secs(10), || async {
+        (app.position_status(coupon, 3).await == "ISSUED").then_some(())
+    })
+    .await;
+
+    let (id, user) = (CouponId::new(coupon).unwrap(), UserId::new(3).unwrap());
+    let changed = app
+        .gate
+        .advance(id, Progress::Published, &[user])
+        .await
+        .unwrap();
+
+    assert_eq!(changed, 0);
+    assert_eq!(app.position_status(coupon, 3).await, "ISSUED");
+    assert_eq!(app.coupon_json(coupon).await["issued"], 1);
+}
+
+#[tokio::test]
+async fn issued_coupons_are_listed_for_their_owner_and_the_admin() {
+    let app = spawn_app().await;
+    let coupon = app.create_stock(3).await;
+    crowd(&[&app], coupon, [10, 11, 12].into_iter()).await;
+    app.wait_for_rows(coupon, 3).await;
+
+    let mine: Value = app
+        .client
+        .get(app.url("/me/coupons"))
+        .bearer_auth(app.user_token(11))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["items"][0]["couponId"], coupon);
+
+    let page = |after: i64| {
+        let app = &app;
+        async move {
+            let resp = app
+                .client
+                .get(app.url(&format!(
+                    "/coupons/{coupon}/issues?afterPosition={after}&limit=2"
+                )))
+                .bearer_auth(app.admin_token())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let first = page(0).await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    assert_eq!(first["nextAfterPosition"], 2);
+    let second = page(2).await;
+    assert_eq!(second["items"][0]["position"], 3);
+    assert_eq!(second["nextAfterPosition"], Value::Null);
+}
