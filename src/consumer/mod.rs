@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use sqlx::PgPool;
@@ -85,6 +85,10 @@ impl IssueConsumer {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+        }
+        // Per-batch commits are asynchronous; make sure the last one reached the broker.
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "final offset commit (nothing stored since the last one?)");
         }
         tracing::info!("consumer stopped");
         Ok(())
