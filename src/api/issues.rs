@@ -1,6 +1,5 @@
 //! The database-backed pages: `GET /me/coupons` and `GET /coupons/{couponId}/issues`.
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -9,7 +8,7 @@ use poem_openapi::{Object, OpenApi};
 use super::problem::{ApiError, ErrorCode};
 use super::security::BearerAuth;
 use super::{coupon_id, ApiTags, AppState};
-use crate::store;
+use crate::store::{self, IssueRecord, IssuedCoupon};
 
 /// How many of a user's coupons `GET /me/coupons` lists, newest first.
 const MY_COUPONS_LIMIT: i64 = 100;
@@ -17,34 +16,15 @@ const DEFAULT_PAGE: i64 = 100;
 
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
-pub struct MyCoupon {
-    pub coupon_id: i64,
-    pub name: String,
-    pub position: i32,
-    pub applied_at: DateTime<Utc>,
-    pub issued_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
 pub struct MyCoupons {
-    pub items: Vec<MyCoupon>,
-}
-
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct IssueView {
-    pub user_id: i64,
-    pub position: i32,
-    pub applied_at: DateTime<Utc>,
-    pub issued_at: DateTime<Utc>,
+    pub items: Vec<IssuedCoupon>,
 }
 
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct IssuePage {
     /// Persisted issues in arrival order.
-    pub items: Vec<IssueView>,
+    pub items: Vec<IssueRecord>,
     /// Pass as `afterPosition` for the next page; absent on the last page.
     pub next_after_position: Option<i32>,
 }
@@ -60,17 +40,7 @@ impl IssuesApi {
         state: Data<&AppState>,
         auth: BearerAuth,
     ) -> Result<Json<MyCoupons>, ApiError> {
-        let rows = store::user_coupons(&state.db, auth.0.user, MY_COUPONS_LIMIT).await?;
-        let items = rows
-            .into_iter()
-            .map(|r| MyCoupon {
-                coupon_id: r.coupon_id,
-                name: r.name,
-                position: r.position,
-                applied_at: r.applied_at,
-                issued_at: r.issued_at,
-            })
-            .collect();
+        let items = store::user_coupons(&state.db, auth.0.user, MY_COUPONS_LIMIT).await?;
         Ok(Json(MyCoupons { items }))
     }
 
@@ -93,19 +63,10 @@ impl IssuesApi {
         auth.require_admin()?;
         let id = coupon_id(coupon.0)?;
         let limit = limit.0.unwrap_or(DEFAULT_PAGE);
-        let rows = store::coupon_issues(&state.db, id, after_position.0.unwrap_or(0), limit)
+        let items = store::coupon_issues(&state.db, id, after_position.0.unwrap_or(0), limit)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::CouponNotFound, format!("No coupon {id}.")))?;
-        let full_page = rows.len() as i64 == limit;
-        let items: Vec<IssueView> = rows
-            .into_iter()
-            .map(|r| IssueView {
-                user_id: r.user_id,
-                position: r.position,
-                applied_at: r.applied_at,
-                issued_at: r.issued_at,
-            })
-            .collect();
+        let full_page = items.len() as i64 == limit;
         let next_after_position = full_page
             .then(|| items.last().map(|i| i.position))
             .flatten();

@@ -86,7 +86,10 @@ pub async fn record_failed(db: &PgPool, event: &FailedEvent<'_>) -> sqlx::Result
     Ok(())
 }
 
-#[derive(Debug, Clone, FromRow)]
+// Served as is by `GET /me/coupons`, hence the OpenAPI derive.
+/// One of the caller's issued coupons.
+#[derive(Debug, Clone, FromRow, poem_openapi::Object)]
+#[oai(rename_all = "camelCase", rename = "MyCoupon")]
 pub struct IssuedCoupon {
     pub coupon_id: i64,
     pub name: String,
@@ -112,7 +115,10 @@ pub async fn user_coupons(
     .await
 }
 
-#[derive(Debug, Clone, FromRow)]
+// Served as is by `GET /coupons/{couponId}/issues`, hence the OpenAPI derive.
+/// A persisted issue: who got the coupon, at which position, when.
+#[derive(Debug, Clone, FromRow, poem_openapi::Object)]
+#[oai(rename_all = "camelCase", rename = "IssueView")]
 pub struct IssueRecord {
     pub user_id: i64,
     pub position: i32,
