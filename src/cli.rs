@@ -50,6 +50,8 @@ pub enum Command {
     },
     /// Print the OpenAPI document (what `openapi/openapi.json` must contain).
     Openapi,
+    /// Drive a running service with a crowd and report throughput, latency and the pipeline.
+    Bench(crate::bench::BenchOptions),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -74,6 +76,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Openapi => {
             println!("{}", api::spec_json());
+            Ok(())
+        }
+        Command::Bench(options) => {
+            let report = crate::bench::run(&settings, &options).await?;
+            report.print_summary();
             Ok(())
         }
     }

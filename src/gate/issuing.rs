@@ -48,7 +48,41 @@ impl Progress {
     }
 }
 
+/// Where a coupon's winners are: admitted in all, still pending, claimed but not acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub admitted: u64,
+    pub pending: u64,
+    pub inflight: u64,
+}
+
+impl Backlog {
+    /// Winners whose message is on Kafka (or further).
+    pub fn published(&self) -> u64 {
+        self.admitted.saturating_sub(self.pending + self.inflight)
+    }
+}
+
 impl Gate {
+    pub async fn backlog(&self, coupon: CouponId) -> Result<Backlog, GateError> {
+        let keys = self.keys(coupon);
+        let (admitted, pending, inflight) = self
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .zcard(&keys.queue)
+                    .llen(&keys.pending)
+                    .zcard(&keys.inflight)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(Backlog {
+            admitted,
+            pending,
+            inflight,
+        })
+    }
+
     /// The registry of coupons the issuer looks at, so it never scans the keyspace.
     pub(super) fn registry_key(&self) -> String {
         format!("{}:coupons", self.prefix)

@@ -16,7 +16,7 @@ use deadpool_redis::{Connection, Pool};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 pub use admission::{Admission, Ticket};
-pub use issuing::{Claim, Progress, Winner};
+pub use issuing::{Backlog, Claim, Progress, Winner};
 pub use keys::CouponKeys;
 pub use snapshot::Snapshot;
 
@@ -114,7 +114,8 @@ impl Gate {
         .await
     }
 
-    /// Forgets a coupon whose creation could not be committed.
+    /// Forgets a coupon and everything the gate holds for it (a creation that could not be
+    /// committed, or a benchmark's throw-away coupon).
     pub async fn unregister(&self, coupon: CouponId) -> Result<(), GateError> {
         let keys = self.keys(coupon);
         let registry = self.registry_key();
@@ -126,6 +127,11 @@ impl Gate {
                 .await?;
             redis::cmd("DEL")
                 .arg(&keys.meta)
+                .arg(&keys.seq)
+                .arg(&keys.queue)
+                .arg(&keys.pending)
+                .arg(&keys.inflight)
+                .arg(&keys.status)
                 .query_async::<()>(&mut conn)
                 .await
         })

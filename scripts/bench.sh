@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The spike benchmark, end to end: services up, a release build of the service started on its
+# own prefix, database and topic, `fcfs-coupon bench` against it, the service stopped.
+#   scripts/bench.sh [bench options]      e.g. --users 100000 --stock 10000 --concurrency 256
+# Report and chart land in bench-results/ (report.json, chart.svg).
+set -euo pipefail
+SCRIPT_NAME=bench
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_build_tools
+scripts/services.sh up
+cargo build --release --locked
+bin=target/release/fcfs-coupon
+run="bench$(date +%s)"
+export APP_HTTP__ADDR=127.0.0.1:18080 APP_REDIS__KEY_PREFIX="test-$run" \
+  APP_DATABASE__URL="postgres://postgres@127.0.0.1:5432/fcfs_test_$run" \
+  APP_KAFKA__TOPIC="test-$run" APP_KAFKA__GROUP_ID="test-$run" \
+  APP_LOG__LEVEL=warn APP_AUTH__JWT_SECRET="bench-secret-$run"
+
+"$bin" serve >"bench-service.log" 2>&1 &
+service=$!
+trap 'kill "$service" 2>/dev/null; wait "$service" 2>/dev/null || true' EXIT
+wait_for service 18080 60 bench-service.log
+"$bin" bench --url http://127.0.0.1:18080 --service-pid "$service" "$@"

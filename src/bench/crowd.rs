@@ -1,0 +1,71 @@
+//! The crowd: N distinct users, each with its own token, over C keep-alive connections.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+
+/// One application as the client saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When the answer arrived, µs after the crowd started.
+    pub done_us: u64,
+    pub latency_us: u64,
+    pub status: u16,
+    /// The position, for admissions.
+    pub position: Option<u32>,
+}
+
+/// Sends every token's application once, `concurrency` at a time, and returns what came back.
+pub async fn run(
+    client: &reqwest::Client,
+    apply_url: &str,
+    tokens: Arc<Vec<String>>,
+    concurrency: usize,
+    started: Instant,
+) -> Vec<Sample> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = (0..concurrency).map(|_| {
+        let (client, next, tokens) = (client.clone(), next.clone(), tokens.clone());
+        let url = apply_url.to_owned();
+        async move {
+            let mut samples = Vec::with_capacity(tokens.len() / concurrency + 1);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(token) = tokens.get(i) else { break };
+                let sent = Instant::now();
+                let (status, position) = match client.post(&url).bearer_auth(token).send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let position = if status == StatusCode::ACCEPTED {
+                            resp.json::<serde_json::Value>()
+                                .await
+                                .ok()
+                                .and_then(|b| b["position"].as_u64())
+                        } else {
+                            let _ = resp.bytes().await; // drain, so the connection is reused
+                            None
+                        };
+                        (status.as_u16(), position.map(|p| p as u32))
+                    }
+                    Err(_) => (0, None),
+                };
+                let done = Instant::now();
+                samples.push(Sample {
+                    done_us: (done - started).as_micros() as u64,
+                    latency_us: (done - sent).as_micros() as u64,
+                    status,
+                    position,
+                });
+            }
+            samples
+        }
+    });
+    let per_worker = join_all(workers.map(tokio::spawn)).await;
+    per_worker
+        .into_iter()
+        .flat_map(|r| r.unwrap_or_default())
+        .collect()
+}

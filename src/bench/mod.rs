@@ -1,0 +1,266 @@
+//! `fcfs-coupon bench`: drives a running service like a real crowd and reports what happened,
+//! with the figures that matter for a flash event measured in the same run.
+
+mod ceiling;
+mod chart;
+mod crowd;
+mod probe;
+mod report;
+mod sampler;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+pub use report::Report;
+
+use crate::auth::TokenKeys;
+use crate::configuration::Settings;
+use crate::domain::{CouponId, UserId};
+use crate::gate::Gate;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// The running service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Distinct applicants, each with its own token.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u32,
+    /// The event's stock.
+    #[arg(long, default_value_t = 10_000)]
+    pub stock: u32,
+    /// Keep-alive connections applying at once (and Redis connections for the ceiling).
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Requests per second to the database-backed page `GET /me/coupons`.
+    #[arg(long, default_value_t = 50)]
+    pub probe_rate: u32,
+    /// Seconds of probing the page before the spike, for its idle latency.
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_secs: f64,
+    /// Where `report.json` and `chart.svg` go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// The service's process id, to sample its resident memory.
+    #[arg(long)]
+    pub service_pid: Option<u32>,
+}
+
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+
+pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Report> {
+    let keys = TokenKeys::new(&settings.auth.secret());
+    let admin = keys.mint(UserId::new(1)?, true, TOKEN_TTL)?;
+    let tokens: Vec<String> = (1..=i64::from(opts.users))
+        .map(|u| keys.mint(UserId::new(u)?, false, TOKEN_TTL))
+        .collect::<anyhow::Result<_>>()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency + 8)
+        .tcp_nodelay(true)
+        .build()?;
+    let db = settings.database.pool().await?;
+    let gate = Gate::new(
+        settings.redis.pool()?,
+        &settings.redis.key_prefix,
+        settings.redis.timeout(),
+    );
+
+    let coupon = create_coupon(&client, opts, &admin).await?;
+    eprintln!(
+        "bench: coupon {coupon}, stock {}, {} users, {} connections",
+        opts.stock, opts.users, opts.concurrency
+    );
+
+    let (_, ceiling) =
+        ceiling::measure(&settings.redis, opts.users, opts.stock, opts.concurrency).await?;
+    eprintln!("bench: raw Lua ceiling {ceiling:.0} calls/s");
+
+    let page = format!("{}/me/coupons", opts.url);
+    let idle_stop = CancellationToken::new();
+    let idle = tokio::spawn(probe::run(
+        client.clone(),
+        page.clone(),
+        tokens[0].clone(),
+        opts.probe_rate,
+        idle_stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs_f64(opts.idle_secs)).await;
+    idle_stop.cancel();
+    let page_idle = idle.await?;
+
+    // The spike.
+    let (started, wall_started) = (Instant::now(), Utc::now());
+    let stop_sampling = CancellationToken::new();
+    let sampling = tokio::spawn(sampler::run(
+        gate,
+        db.clone(),
+        coupon,
+        opts.service_pid,
+        started,
+        stop_sampling.clone(),
+    ));
+    let spike_stop = CancellationToken::new();
+    let spike_probe = tokio::spawn(probe::run(
+        client.clone(),
+        page,
+        tokens[0].clone(),
+        opts.probe_rate,
+        spike_stop.clone(),
+    ));
+    let apply_url = format!("{}/coupons/{coupon}/issue", opts.url);
+    let samples = crowd::run(
+        &client,
+        &apply_url,
+        Arc::new(tokens),
+        opts.concurrency,
+        started,
+    )
+    .await;
+    let apply_seconds = started.elapsed().as_secs_f64();
+    spike_stop.cancel();
+    let page_spike = spike_probe.await?;
+    eprintln!(
+        "bench: crowd done in {apply_seconds:.2} s; waiting for every winner to be persisted"
+    );
+
+    let last_persisted = wait_for_rows(&db, coupon, opts.stock).await?;
+    stop_sampling.cancel();
+    let progress = sampling.await?;
+
+    let mut latency = report::new_histogram();
+    for s in &samples {
+        latency.saturating_record(s.latency_us);
+    }
+    let count = |status: u16| samples.iter().filter(|s| s.status == status).count() as u64;
+    let admissions: Vec<_> = samples.iter().filter(|s| s.status == 202).collect();
+    let at = |us: u64| wall_started + chrono::Duration::microseconds(us as i64);
+    let last_admission = admissions.iter().map(|s| s.done_us).max().map(at);
+    let sold_out_at = admissions
+        .iter()
+        .find(|s| s.position == Some(opts.stock))
+        .map(|s| s.done_us as f64 / 1000.0);
+    let apply_latency = report::Percentiles::from(&latency);
+    let (page_idle, page_spike) = (
+        report::Percentiles::from(&page_idle),
+        report::Percentiles::from(&page_spike),
+    );
+    let apply_throughput = samples.len() as f64 / apply_seconds;
+    let mut report = Report {
+        users: opts.users,
+        stock: opts.stock,
+        concurrency: opts.concurrency,
+        apply_seconds,
+        apply_throughput,
+        admitted: count(202),
+        sold_out: count(410),
+        other_answers: samples.len() as u64 - count(202) - count(410),
+        ceiling_throughput: ceiling,
+        throughput_ratio: apply_throughput / ceiling,
+        page_p99_ratio: page_spike.p99_ms / page_idle.p99_ms.max(0.001),
+        apply_latency,
+        page_idle,
+        page_spike,
+        first_request_to_sold_out_ms: sold_out_at,
+        last_admission_to_last_persisted_ms: last_admission
+            .zip(last_persisted)
+            .map(|(a, p)| (p - a).num_microseconds().unwrap_or_default() as f64 / 1000.0),
+        max_rss_mib: progress.iter().filter_map(|p| p.rss_mib).reduce(f64::max),
+        verification: verify(&db, coupon, opts.stock).await?,
+        targets: Vec::new(),
+        timeline: report::buckets(&samples, Duration::from_millis(250)),
+        progress,
+    };
+    report.targets();
+
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    std::fs::write(
+        opts.out.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    chart::draw(&report, &opts.out.join("chart.svg"))?;
+    eprintln!(
+        "bench: wrote {0}/report.json and {0}/chart.svg",
+        opts.out.display()
+    );
+    Ok(report)
+}
+
+async fn create_coupon(
+    client: &reqwest::Client,
+    opts: &BenchOptions,
+    admin: &str,
+) -> anyhow::Result<CouponId> {
+    let resp = client
+        .post(format!("{}/coupons", opts.url))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": "bench", "stock": opts.stock}))
+        .send()
+        .await
+        .with_context(|| format!("is the service running at {}?", opts.url))?;
+    if !resp.status().is_success() {
+        bail!(
+            "creating the bench coupon: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    let id = resp.json::<serde_json::Value>().await?["id"]
+        .as_i64()
+        .context("no coupon id")?;
+    Ok(CouponId::new(id)?)
+}
+
+/// Waits until `stock` rows exist; the newest row's `issued_at`.
+async fn wait_for_rows(
+    db: &sqlx::PgPool,
+    coupon: CouponId,
+    stock: u32,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    loop {
+        let (rows, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), max(issued_at) FROM coupon_issue WHERE coupon_id = $1",
+        )
+        .bind(coupon.get())
+        .fetch_one(db)
+        .await?;
+        if rows >= i64::from(stock) {
+            return Ok(last);
+        }
+        if Instant::now() > deadline {
+            eprintln!("bench: only {rows} of {stock} rows after {DRAIN_DEADLINE:?}");
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn verify(
+    db: &sqlx::PgPool,
+    coupon: CouponId,
+    stock: u32,
+) -> anyhow::Result<report::Verification> {
+    let (rows, distinct_users, min, max): (i64, i64, Option<i32>, Option<i32>) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT user_id), min(position), max(position) \
+         FROM coupon_issue WHERE coupon_id = $1",
+    )
+    .bind(coupon.get())
+    .fetch_one(db)
+    .await?;
+    let stock = i64::from(stock);
+    // Unique positions (a constraint) within 1..=stock, as many as the stock: exactly 1..=stock.
+    let positions_dense = rows == stock && min == Some(1) && max.map(i64::from) == Some(stock);
+    Ok(report::Verification {
+        rows,
+        distinct_users,
+        positions_dense,
+        ok: positions_dense && distinct_users == stock,
+    })
+}

@@ -1,0 +1,38 @@
+//! The collateral damage: a database-backed page (`GET /me/coupons`) asked at a low fixed rate,
+//! so its latency shows whether the spike reaches the rest of the shop.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio_util::sync::CancellationToken;
+
+use super::report::new_histogram;
+
+/// Asks `url` `rate` times a second until `stop`; every latency, in µs. Missed ticks are not
+/// made up, so a slow answer does not turn into a burst.
+pub async fn run(
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    rate: u32,
+    stop: CancellationToken,
+) -> Histogram<u64> {
+    let mut latencies = new_histogram();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let sent = std::time::Instant::now();
+        let ok = match client.get(&url).bearer_auth(&token).send().await {
+            Ok(resp) => resp.status().is_success() && resp.bytes().await.is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            latencies.saturating_record(sent.elapsed().as_micros() as u64);
+        }
+    }
+    latencies
+}

@@ -1,0 +1,213 @@
+//! The figures of one bench run, written as JSON and printed as a summary.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::crowd::Sample;
+use super::sampler::Progress;
+
+/// Latencies in µs, 1 µs to 60 s, three significant figures.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl From<&Histogram<u64>> for Percentiles {
+    fn from(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Requests and latency in one slice of time.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bucket {
+    /// Start of the slice, seconds after the crowd started.
+    pub t: f64,
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+pub fn buckets(samples: &[Sample], width: Duration) -> Vec<Bucket> {
+    let width_us = width.as_micros() as u64;
+    let last = samples.iter().map(|s| s.done_us).max().unwrap_or(0);
+    let mut slices: Vec<Histogram<u64>> = (0..=last / width_us).map(|_| new_histogram()).collect();
+    for s in samples {
+        slices[(s.done_us / width_us) as usize].saturating_record(s.latency_us);
+    }
+    slices
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Bucket {
+            t: (i as u64 * width_us) as f64 / 1e6,
+            requests_per_sec: h.len() as f64 / width.as_secs_f64(),
+            p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub name: &'static str,
+    pub target: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub rows: i64,
+    pub distinct_users: i64,
+    /// Positions are exactly 1..=stock.
+    pub positions_dense: bool,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub users: u32,
+    pub stock: u32,
+    pub concurrency: usize,
+    pub apply_seconds: f64,
+    pub apply_throughput: f64,
+    pub admitted: u64,
+    pub sold_out: u64,
+    pub other_answers: u64,
+    pub apply_latency: Percentiles,
+    pub ceiling_throughput: f64,
+    /// Apply throughput over the raw Lua ceiling, both measured in this run.
+    pub throughput_ratio: f64,
+    pub page_idle: Percentiles,
+    pub page_spike: Percentiles,
+    /// The database-backed page's p99 during the spike over its idle p99.
+    pub page_p99_ratio: f64,
+    pub first_request_to_sold_out_ms: Option<f64>,
+    pub last_admission_to_last_persisted_ms: Option<f64>,
+    pub max_rss_mib: Option<f64>,
+    pub verification: Verification,
+    pub targets: Vec<Target>,
+    pub timeline: Vec<Bucket>,
+    pub progress: Vec<Progress>,
+}
+
+impl Report {
+    pub fn targets(&mut self) {
+        let mut t = Vec::new();
+        let mut add = |name, target: &str, measured: String, met| {
+            t.push(Target {
+                name,
+                target: target.into(),
+                measured,
+                met,
+            })
+        };
+        add(
+            "throughput",
+            ">= 0.6 x raw Lua ceiling",
+            format!("{:.2} x", self.throughput_ratio),
+            self.throughput_ratio >= 0.6,
+        );
+        add(
+            "apply p99",
+            "<= 50 ms",
+            format!(
+                "{:.1} ms at {} connections",
+                self.apply_latency.p99_ms, self.concurrency
+            ),
+            self.apply_latency.p99_ms <= 50.0,
+        );
+        add(
+            "page p99 during spike",
+            "<= 2 x idle p99",
+            format!("{:.2} x", self.page_p99_ratio),
+            self.page_p99_ratio <= 2.0,
+        );
+        if let Some(ms) = self.last_admission_to_last_persisted_ms {
+            add(
+                "last admission to last row",
+                "<= 2000 ms",
+                format!("{ms:.0} ms for {} winners", self.stock),
+                ms <= 2000.0,
+            );
+        }
+        if let Some(mib) = self.max_rss_mib {
+            add(
+                "service memory",
+                "< 200 MiB",
+                format!("{mib:.0} MiB for {} applicants", self.users),
+                mib < 200.0,
+            );
+        }
+        add(
+            "persisted exactly",
+            "stock rows, distinct users, positions 1..=stock",
+            format!("{:?}", self.verification),
+            self.verification.ok,
+        );
+        self.targets = t;
+    }
+
+    pub fn print_summary(&self) {
+        println!(
+            "\n== fcfs-coupon bench: {} users, stock {}, {} connections ==",
+            self.users, self.stock, self.concurrency
+        );
+        println!(
+            "apply            {:>9.0} req/s over {:.2} s  (admitted {}, sold out {}, other {})",
+            self.apply_throughput,
+            self.apply_seconds,
+            self.admitted,
+            self.sold_out,
+            self.other_answers
+        );
+        println!(
+            "apply latency    p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms",
+            self.apply_latency.p50_ms,
+            self.apply_latency.p99_ms,
+            self.apply_latency.p999_ms,
+            self.apply_latency.max_ms
+        );
+        println!(
+            "raw Lua ceiling  {:>9.0} calls/s  -> ratio {:.2}",
+            self.ceiling_throughput, self.throughput_ratio
+        );
+        println!(
+            "/me/coupons p99  idle {:.1} ms, spike {:.1} ms -> ratio {:.2}",
+            self.page_idle.p99_ms, self.page_spike.p99_ms, self.page_p99_ratio
+        );
+        for target in &self.targets {
+            println!(
+                "  [{}] {:<28} target {:<24} measured {}",
+                if target.met { "met" } else { "MISSED" },
+                target.name,
+                target.target,
+                target.measured
+            );
+        }
+    }
+}
