@@ -41,11 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let service = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let db = settings.database.pool().await?;
-    let gate = Gate::new(
-        settings.redis.pool()?,
-        &settings.redis.key_prefix,
-        settings.redis.timeout(),
-    );
+    let gate = settings.redis.gate()?;
 
     let mut tx = db.begin().await?;
     let coupon = insert_coupon(

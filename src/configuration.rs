@@ -68,6 +68,7 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// Every key the service writes starts with this, so tests and tenants can share a server.
     pub key_prefix: String,
+    /// Multiplexed connections shared by all requests (each pipelines many commands).
     pub pool_size: usize,
     /// Bounds every Redis call: a hung server turns into 503 UNAVAILABLE, not a hung request.
     pub timeout_ms: u64,
@@ -78,7 +79,7 @@ impl Default for RedisSettings {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "fcfs".into(),
-            pool_size: 64,
+            pool_size: 4,
             timeout_ms: 2_000,
         }
     }

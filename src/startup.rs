@@ -15,7 +15,6 @@ use crate::api::{self, AppState};
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
 use crate::consumer::IssueConsumer;
-use crate::gate::Gate;
 use crate::issuer::Issuer;
 use crate::kafka::{self, BrokerProbe, Publisher};
 use crate::store;
@@ -55,11 +54,7 @@ impl Application {
         }
         let db = settings.database.pool().await?;
         store::migrate(&db).await?;
-        let gate = Gate::new(
-            settings.redis.pool()?,
-            &settings.redis.key_prefix,
-            settings.redis.timeout(),
-        );
+        let gate = settings.redis.gate()?;
         let pipeline = roles.contains(&Role::Issuer) || roles.contains(&Role::Consumer);
         let publisher = if pipeline {
             kafka::ensure_topics(&settings.kafka).await?;

@@ -10,7 +10,6 @@ use futures::future::join_all;
 
 use crate::configuration::RedisSettings;
 use crate::domain::{Coupon, CouponId, CouponName, EventWindow, Stock, UserId};
-use crate::gate::Gate;
 
 /// Admission-script calls per second, for `calls` calls over `concurrency` connections.
 pub async fn measure(
@@ -19,10 +18,10 @@ pub async fn measure(
     stock: u32,
     concurrency: usize,
 ) -> anyhow::Result<(Duration, f64)> {
+    // The service's own Redis settings (connections included), under a throw-away prefix.
     let mut settings = redis.clone();
-    settings.pool_size = concurrency;
-    let prefix = format!("bench-ceiling-{}", std::process::id());
-    let gate = Gate::new(settings.pool()?, &prefix, settings.timeout());
+    settings.key_prefix = format!("bench-ceiling-{}", std::process::id());
+    let gate = settings.gate()?;
     let coupon = Coupon {
         id: CouponId::new(1)?,
         name: CouponName::new("ceiling")?,

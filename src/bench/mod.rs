@@ -21,7 +21,6 @@ pub use report::Report;
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
 use crate::domain::{CouponId, UserId};
-use crate::gate::Gate;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
@@ -65,11 +64,7 @@ pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Rep
         .tcp_nodelay(true)
         .build()?;
     let db = settings.database.pool().await?;
-    let gate = Gate::new(
-        settings.redis.pool()?,
-        &settings.redis.key_prefix,
-        settings.redis.timeout(),
-    );
+    let gate = settings.redis.gate()?;
 
     let coupon = create_coupon(&client, opts, &admin).await?;
     eprintln!(

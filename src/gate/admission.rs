@@ -51,6 +51,7 @@ impl Gate {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn apply(&self, coupon: CouponId, user: UserId) -> Result<Admission, GateError> {
         let keys = self.keys(coupon);
+        let keys = &keys;
         let reply: Vec<String> = self
             .run(|mut conn| async move {
                 APPLY

@@ -66,6 +66,7 @@ impl Backlog {
 impl Gate {
     pub async fn backlog(&self, coupon: CouponId) -> Result<Backlog, GateError> {
         let keys = self.keys(coupon);
+        let keys = &keys;
         let (admitted, pending, inflight) = self
             .run(|mut conn| async move {
                 redis::pipe()
@@ -90,6 +91,7 @@ impl Gate {
 
     pub async fn active_coupons(&self) -> Result<Vec<CouponId>, GateError> {
         let key = self.registry_key();
+        let key = &key;
         let ids: Vec<i64> =
             self.run(|mut conn| async move {
                 redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await
@@ -104,6 +106,7 @@ impl Gate {
     /// Takes a finished coupon off the issuer's list.
     pub async fn retire(&self, coupon: CouponId) -> Result<(), GateError> {
         let key = self.registry_key();
+        let key = &key;
         self.run(|mut conn| async move {
             redis::cmd("SREM")
                 .arg(key)
@@ -121,6 +124,7 @@ impl Gate {
         lease: Duration,
     ) -> Result<Claim, GateError> {
         let keys = self.keys(coupon);
+        let keys = &keys;
         let reply: Vec<String> = self
             .run(|mut conn| async move {
                 CLAIM
@@ -149,7 +153,9 @@ impl Gate {
             return Ok(0);
         }
         let keys = self.keys(coupon);
+        let keys = &keys;
         let users: Vec<i64> = users.iter().map(|u| u.get()).collect();
+        let users = &users;
         self.run(|mut conn| async move {
             ADVANCE
                 .key(&keys.status)
@@ -169,7 +175,9 @@ impl Gate {
             return Ok(0);
         }
         let keys = self.keys(coupon);
+        let keys = &keys;
         let users: Vec<i64> = users.iter().map(|u| u.get()).collect();
+        let users = &users;
         self.run(|mut conn| async move {
             RELEASE
                 .key(&keys.pending)

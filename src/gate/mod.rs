@@ -2,6 +2,7 @@
 //! PostgreSQL is never touched on this path.
 
 mod admission;
+mod connections;
 mod issuing;
 mod keys;
 mod snapshot;
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
-use deadpool_redis::{Connection, Pool};
+use deadpool_redis::Pool;
+use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 pub use admission::{Admission, Ticket};
@@ -56,10 +58,22 @@ impl From<RedisError> for GateError {
     }
 }
 
+impl crate::configuration::RedisSettings {
+    /// The gate over these settings' Redis and key prefix.
+    pub fn gate(&self) -> anyhow::Result<Gate> {
+        Ok(Gate::new(
+            self.pool()?,
+            self.pool_size,
+            &self.key_prefix,
+            self.timeout(),
+        ))
+    }
+}
+
 /// A cheap handle (clone it freely) on the Redis side of the pipeline.
 #[derive(Clone)]
 pub struct Gate {
-    pool: Pool,
+    connections: Arc<connections::Connections>,
     /// The configured key prefix; every key of the service starts with it.
     prefix: Arc<str>,
     /// Upper bound for one call, pool wait included.
@@ -67,9 +81,10 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(pool: Pool, prefix: &str, timeout: Duration) -> Self {
+    /// `connections`: how many multiplexed connections every request shares.
+    pub fn new(pool: Pool, connections: usize, prefix: &str, timeout: Duration) -> Self {
         Self {
-            pool,
+            connections: Arc::new(connections::Connections::new(pool, connections)),
             prefix: prefix.into(),
             timeout,
         }
@@ -82,6 +97,7 @@ impl Gate {
     /// Makes a coupon known to the gate. Called once, when the event is created.
     pub async fn register(&self, coupon: &Coupon) -> Result<(), GateError> {
         let keys = self.keys(coupon.id);
+        let keys = &keys;
         let mut fields: Vec<(&str, String)> = vec![
             ("stock", coupon.stock.get().to_string()),
             ("name", coupon.name.as_str().to_owned()),
@@ -96,7 +112,7 @@ impl Gate {
         if let Some(close) = coupon.window.closes_at() {
             fields.push(("closes_at_us", close.timestamp_micros().to_string()));
         }
-        let registry = self.registry_key();
+        let (fields, registry) = (&fields, &self.registry_key());
         // Two slots (the coupon's and the registry's), so two commands; creation undoes both
         // through `unregister` when it cannot commit.
         self.run(|mut conn| async move {
@@ -118,7 +134,9 @@ impl Gate {
     /// committed, or a benchmark's throw-away coupon).
     pub async fn unregister(&self, coupon: CouponId) -> Result<(), GateError> {
         let keys = self.keys(coupon);
+        let keys = &keys;
         let registry = self.registry_key();
+        let registry = &registry;
         self.run(|mut conn| async move {
             redis::cmd("SREM")
                 .arg(registry)
@@ -143,20 +161,37 @@ impl Gate {
             .await
     }
 
-    /// Runs one Redis interaction on a pooled connection, bounded by the configured timeout.
+    /// Runs one Redis interaction on a shared connection, bounded by the configured timeout. A
+    /// connection found dropped (Redis restarted, the network blipped) is replaced and the
+    /// interaction tried once more: every script here is safe to repeat (a repeated apply returns
+    /// the same ticket; a repeated claim only waits for its lease).
     async fn run<T, F, Fut>(&self, work: F) -> Result<T, GateError>
     where
-        F: FnOnce(Connection) -> Fut,
+        F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let conn =
-                self.pool.get().await.map_err(|e| {
+        let attempts = async {
+            let mut retried = false;
+            loop {
+                let (slot, conn) = self.connections.get().await.map_err(|e| {
                     GateError::Unavailable(anyhow!(e).context("no Redis connection"))
                 })?;
-            Ok(work(conn).await?)
+                match work(conn).await {
+                    Ok(value) => return Ok(value),
+                    Err(e) => {
+                        let dropped = e.is_connection_dropped() || e.is_io_error();
+                        if dropped {
+                            self.connections.discard(slot).await;
+                        }
+                        if !dropped || retried {
+                            return Err(GateError::from(e));
+                        }
+                        retried = true;
+                    }
+                }
+            }
         };
-        tokio::time::timeout(self.timeout, attempt)
+        tokio::time::timeout(self.timeout, attempts)
             .await
             .map_err(|_| GateError::Unavailable(anyhow!("Redis did not answer in time")))?
     }

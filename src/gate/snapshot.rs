@@ -49,7 +49,9 @@ impl Gate {
         user: Option<UserId>,
     ) -> Result<Option<Snapshot>, GateError> {
         let keys = self.keys(coupon);
+        let keys = &keys;
         let user_arg = user.map(|u| u.to_string()).unwrap_or_default();
+        let user_arg = &user_arg;
         let reply: Vec<String> = self
             .run(|mut conn| async move {
                 SNAPSHOT

@@ -99,11 +99,7 @@ pub async fn start(settings: Settings) -> TestApp {
         .get_multiplexed_async_connection()
         .await
         .expect("Redis for assertions");
-    let gate = Gate::new(
-        settings.redis.pool().unwrap(),
-        &settings.redis.key_prefix,
-        settings.redis.timeout(),
-    );
+    let gate = settings.redis.gate().unwrap();
     TestApp {
         address,
         client: reqwest::Client::builder()
