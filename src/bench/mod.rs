@@ -76,18 +76,29 @@ pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Rep
         ceiling::measure(&settings.redis, opts.users, opts.stock, opts.concurrency).await?;
     eprintln!("bench: raw Lua ceiling {ceiling:.0} calls/s");
 
+    // The database-backed page, and a control that touches no data store: when both slow down
+    // alike during the spike, the cause is the machine, not the database.
     let page = format!("{}/me/coupons", opts.url);
+    let live = format!("{}/health/live", opts.url);
+    let probe_token = tokens[0].clone();
+    let probes = |stop: &CancellationToken| {
+        let spawn = |url: &String| {
+            let run = probe::run(
+                client.clone(),
+                url.clone(),
+                probe_token.clone(),
+                opts.probe_rate,
+                stop.clone(),
+            );
+            tokio::spawn(run)
+        };
+        (spawn(&page), spawn(&live))
+    };
     let idle_stop = CancellationToken::new();
-    let idle = tokio::spawn(probe::run(
-        client.clone(),
-        page.clone(),
-        tokens[0].clone(),
-        opts.probe_rate,
-        idle_stop.clone(),
-    ));
+    let (idle_page, idle_live) = probes(&idle_stop);
     tokio::time::sleep(Duration::from_secs_f64(opts.idle_secs)).await;
     idle_stop.cancel();
-    let page_idle = idle.await?;
+    let (page_idle, live_idle) = (idle_page.await?, idle_live.await?);
 
     // The spike.
     let (started, wall_started) = (Instant::now(), Utc::now());
@@ -101,13 +112,7 @@ pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Rep
         stop_sampling.clone(),
     ));
     let spike_stop = CancellationToken::new();
-    let spike_probe = tokio::spawn(probe::run(
-        client.clone(),
-        page,
-        tokens[0].clone(),
-        opts.probe_rate,
-        spike_stop.clone(),
-    ));
+    let (spike_page, spike_live) = probes(&spike_stop);
     let apply_url = format!("{}/coupons/{coupon}/issue", opts.url);
     let samples = crowd::run(
         &client,
@@ -119,7 +124,7 @@ pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Rep
     .await;
     let apply_seconds = started.elapsed().as_secs_f64();
     spike_stop.cancel();
-    let page_spike = spike_probe.await?;
+    let (page_spike, live_spike) = (spike_page.await?, spike_live.await?);
     eprintln!(
         "bench: crowd done in {apply_seconds:.2} s; waiting for every winner to be persisted"
     );
@@ -141,10 +146,8 @@ pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Rep
         .find(|s| s.position == Some(opts.stock))
         .map(|s| s.done_us as f64 / 1000.0);
     let apply_latency = report::Percentiles::from(&latency);
-    let (page_idle, page_spike) = (
-        report::Percentiles::from(&page_idle),
-        report::Percentiles::from(&page_spike),
-    );
+    let [page_idle, page_spike, live_idle, live_spike] =
+        [&page_idle, &page_spike, &live_idle, &live_spike].map(report::Percentiles::from);
     let apply_throughput = samples.len() as f64 / apply_seconds;
     let mut report = Report {
         users: opts.users,
@@ -158,6 +161,9 @@ pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Rep
         ceiling_throughput: ceiling,
         throughput_ratio: apply_throughput / ceiling,
         page_p99_ratio: page_spike.p99_ms / page_idle.p99_ms.max(0.001),
+        live_p99_ratio: live_spike.p99_ms / live_idle.p99_ms.max(0.001),
+        live_idle,
+        live_spike,
         apply_latency,
         page_idle,
         page_spike,

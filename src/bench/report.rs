@@ -106,6 +106,10 @@ pub struct Report {
     pub page_spike: Percentiles,
     /// The database-backed page's p99 during the spike over its idle p99.
     pub page_p99_ratio: f64,
+    /// The control, `GET /health/live` (no Redis, no database), probed alongside.
+    pub live_idle: Percentiles,
+    pub live_spike: Percentiles,
+    pub live_p99_ratio: f64,
     pub first_request_to_sold_out_ms: Option<f64>,
     pub last_admission_to_last_persisted_ms: Option<f64>,
     pub max_rss_mib: Option<f64>,

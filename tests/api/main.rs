@@ -3,6 +3,7 @@
 
 mod admission;
 mod bad_input;
+mod bench;
 mod contract;
 mod helpers;
 mod issuance;

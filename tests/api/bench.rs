@@ -1,0 +1,42 @@
+//! A small run of `fcfs-coupon bench`, so the benchmark cannot rot. Figures are not asserted
+//! (speed is measured by the bench, not by tests); its counts and its verification are.
+
+use fcfs_coupon::bench::{self, BenchOptions};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn a_small_bench_run_verifies_and_writes_its_report() {
+    let app = spawn_app().await;
+    let out = std::env::temp_dir().join(format!("fcfs-bench-{}", uuid::Uuid::new_v4()));
+    let options = BenchOptions {
+        url: app.address.clone(),
+        users: 300,
+        stock: 30,
+        concurrency: 16,
+        probe_rate: 20,
+        idle_secs: 0.3,
+        out: out.clone(),
+        service_pid: Some(std::process::id()),
+    };
+
+    let report = bench::run(&app.settings, &options)
+        .await
+        .expect("bench runs");
+
+    assert_eq!(
+        (report.admitted, report.sold_out, report.other_answers),
+        (30, 270, 0)
+    );
+    assert!(report.verification.ok, "{:?}", report.verification);
+    assert_eq!(report.verification.rows, 30);
+    assert!(report.last_admission_to_last_persisted_ms.is_some());
+    assert!(report.ceiling_throughput > 0.0 && report.max_rss_mib.is_some());
+    assert_eq!(report.targets.len(), 6);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["stock"], 30);
+    let svg = std::fs::read_to_string(out.join("chart.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("Winners through the pipeline"));
+    std::fs::remove_dir_all(out).ok();
+}
