@@ -204,6 +204,10 @@ impl Report {
             "/me/coupons p99  idle {:.1} ms, spike {:.1} ms -> ratio {:.2}",
             self.page_idle.p99_ms, self.page_spike.p99_ms, self.page_p99_ratio
         );
+        println!(
+            "/health/live p99 idle {:.1} ms, spike {:.1} ms -> ratio {:.2} (control: no data store)",
+            self.live_idle.p99_ms, self.live_spike.p99_ms, self.live_p99_ratio
+        );
         for target in &self.targets {
             println!(
                 "  [{}] {:<28} target {:<24} measured {}",
