@@ -83,14 +83,12 @@ pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Rep
     let probe_token = tokens[0].clone();
     let probes = |stop: &CancellationToken| {
         let spawn = |url: &String| {
-            let run = probe::run(
-                client.clone(),
+            probe::spawn(
                 url.clone(),
                 probe_token.clone(),
                 opts.probe_rate,
                 stop.clone(),
-            );
-            tokio::spawn(run)
+            )
         };
         (spawn(&page), spawn(&live))
     };

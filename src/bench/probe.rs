@@ -8,9 +8,26 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::new_histogram;
 
+/// Starts a probe on a thread and runtime of its own: on the bench's runtime its requests would
+/// queue behind the crowd's, and the figure would measure the load generator, not the service.
+pub fn spawn(
+    url: String,
+    token: String,
+    rate: u32,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<Histogram<u64>> {
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a probe runtime");
+        runtime.block_on(run(reqwest::Client::new(), url, token, rate, stop))
+    })
+}
+
 /// Asks `url` `rate` times a second until `stop`; every latency, in µs. Missed ticks are not
 /// made up, so a slow answer does not turn into a burst.
-pub async fn run(
+async fn run(
     client: reqwest::Client,
     url: String,
     token: String,
