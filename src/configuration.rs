@@ -51,12 +51,16 @@ impl Settings {
 #[serde(default)]
 pub struct HttpSettings {
     pub addr: String,
+    /// Applications worked on at once per instance; the rest wait, costing no CPU, so a spike
+    /// cannot queue every other route behind it (a bulkhead).
+    pub apply_concurrency: usize,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             addr: "0.0.0.0:8080".into(),
+            apply_concurrency: 32,
         }
     }
 }

@@ -86,6 +86,9 @@ impl Application {
                 db,
                 tokens: Arc::new(TokenKeys::new(&settings.auth.secret())),
                 broker: BrokerProbe::new(&settings.kafka)?,
+                apply_permits: Arc::new(tokio::sync::Semaphore::new(
+                    settings.http.apply_concurrency.max(1),
+                )),
                 issuer_period: STATUS_POLL_INTERVAL,
             };
             let listener = TcpListener::bind(&settings.http.addr)

@@ -65,6 +65,11 @@ impl ApplyApi {
     ) -> Result<ApplyResponse, ApiError> {
         let coupon = coupon_id(coupon.0)?;
         let user = auth.0.user;
+        let _permit = state
+            .apply_permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(e.into()))?;
         match state.gate.apply(coupon, user).await? {
             Admission::Admitted { ticket, stock } => Ok(ApplyResponse::Admitted(
                 ApplicationView::new(coupon, user, ticket, stock),

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 
 use crate::auth::TokenKeys;
 use crate::gate::Gate;
@@ -15,6 +16,8 @@ pub struct AppState {
     pub db: PgPool,
     pub tokens: Arc<TokenKeys>,
     pub broker: BrokerProbe,
+    /// The apply bulkhead: permits for applications in progress (`http.apply_concurrency`).
+    pub apply_permits: Arc<Semaphore>,
     /// How often the batch issuer runs; tells pollers when a status can next change.
     pub issuer_period: Duration,
 }

@@ -178,3 +178,27 @@ async fn position_shows_each_applicant_where_they_stand() {
     assert_eq!(loser["position"], Value::Null);
     assert_eq!(loser["admitted"], 2);
 }
+
+#[tokio::test]
+async fn applications_waiting_for_the_bulkhead_still_get_exact_answers() {
+    // One application at a time: the other 99 wait for the permit.
+    let app = spawn_app_with(|s| s.http.apply_concurrency = 1).await;
+    let coupon = app.create_stock(10).await;
+
+    let statuses: Vec<StatusCode> = stream::iter(1..=100)
+        .map(|user| {
+            let app = &app;
+            async move { app.apply(coupon, user).await.status() }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+
+    let admitted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    let sold_out = statuses.iter().filter(|s| **s == StatusCode::GONE).count();
+    assert_eq!((admitted, sold_out), (10, 90));
+    assert_eq!(app.queue(coupon).await.len(), 10);
+}
