@@ -8,9 +8,7 @@ SCRIPT_NAME=bench
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_build_tools
-scripts/services.sh up
-cargo build --release --locked
+prepare_release
 bin=target/release/fcfs-coupon
 run="bench$(date +%s)"
 export APP_HTTP__ADDR=127.0.0.1:18080 APP_REDIS__KEY_PREFIX="test-$run" \

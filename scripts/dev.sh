@@ -6,9 +6,7 @@ SCRIPT_NAME=dev
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_build_tools
-scripts/services.sh up
-cargo build --release --locked
+prepare_release
 bin=target/release/fcfs-coupon
 admin=$("$bin" token --user 1 --admin)
 user=$("$bin" token --user 42)

@@ -53,3 +53,10 @@ wait_for() {
     sleep 0.2
   done
 }
+
+# Build tools, the local services, and a release build: what running the service needs.
+prepare_release() {
+  ensure_build_tools
+  scripts/services.sh up
+  cargo build --release --locked
+}

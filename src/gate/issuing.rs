@@ -149,43 +149,42 @@ impl Gate {
         to: Progress,
         users: &[UserId],
     ) -> Result<u64, GateError> {
-        if users.is_empty() {
-            return Ok(0);
-        }
         let keys = self.keys(coupon);
-        let keys = &keys;
-        let users: Vec<i64> = users.iter().map(|u| u.get()).collect();
-        let users = &users;
-        self.run(|mut conn| async move {
-            ADVANCE
-                .key(&keys.status)
-                .key(&keys.inflight)
-                .key(&keys.meta)
-                .arg(to.as_str())
-                .arg(users)
-                .invoke_async(&mut conn)
-                .await
-        })
-        .await
+        let keys = [&keys.status, &keys.inflight, &keys.meta];
+        self.for_users(&ADVANCE, &keys, Some(to.as_str()), users)
+            .await
     }
 
     /// Returns claimed winners whose send failed to the head of pending.
     pub async fn release(&self, coupon: CouponId, users: &[UserId]) -> Result<u64, GateError> {
+        let keys = self.keys(coupon);
+        let keys = [&keys.pending, &keys.inflight, &keys.status];
+        self.for_users(&RELEASE, &keys, None, users).await
+    }
+
+    /// Runs a script that takes a list of users (after an optional leading argument) and
+    /// answers how many it changed; nothing to do for no users.
+    async fn for_users(
+        &self,
+        script: &Script,
+        keys: &[&String],
+        leading: Option<&str>,
+        users: &[UserId],
+    ) -> Result<u64, GateError> {
         if users.is_empty() {
             return Ok(0);
         }
-        let keys = self.keys(coupon);
-        let keys = &keys;
         let users: Vec<i64> = users.iter().map(|u| u.get()).collect();
         let users = &users;
         self.run(|mut conn| async move {
-            RELEASE
-                .key(&keys.pending)
-                .key(&keys.inflight)
-                .key(&keys.status)
-                .arg(users)
-                .invoke_async(&mut conn)
-                .await
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(*key);
+            }
+            if let Some(leading) = leading {
+                invocation.arg(leading);
+            }
+            invocation.arg(users).invoke_async(&mut conn).await
         })
         .await
     }
