@@ -14,6 +14,7 @@ pub mod domain;
 pub mod gate;
 pub mod issuer;
 pub mod kafka;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

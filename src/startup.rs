@@ -17,6 +17,7 @@ use crate::configuration::Settings;
 use crate::consumer::IssueConsumer;
 use crate::issuer::Issuer;
 use crate::kafka::{self, BrokerProbe, Publisher};
+use crate::metrics::Metrics;
 use crate::store;
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -55,6 +56,7 @@ impl Application {
         let db = settings.database.pool().await?;
         store::migrate(&db).await?;
         let gate = settings.redis.gate()?;
+        let metrics = Metrics::new();
         let pipeline = roles.contains(&Role::Issuer) || roles.contains(&Role::Consumer);
         let publisher = if pipeline {
             kafka::ensure_topics(&settings.kafka).await?;
@@ -67,6 +69,7 @@ impl Application {
                 gate.clone(),
                 p.clone(),
                 settings.issuer.clone(),
+                metrics.clone(),
             )),
             _ => None,
         };
@@ -77,6 +80,7 @@ impl Application {
                 db.clone(),
                 gate.clone(),
                 p.clone(),
+                metrics.clone(),
             )?),
             _ => None,
         };
@@ -89,6 +93,7 @@ impl Application {
                 apply_permits: Arc::new(tokio::sync::Semaphore::new(
                     settings.http.apply_concurrency.max(1),
                 )),
+                metrics,
                 issuer_period: STATUS_POLL_INTERVAL,
             };
             let listener = TcpListener::bind(&settings.http.addr)

@@ -11,6 +11,7 @@ use super::security::BearerAuth;
 use super::{coupon_id, ApiTags, AppState};
 use crate::domain::{ApplicationStatus, CouponId, UserId};
 use crate::gate::{Admission, Ticket};
+use crate::metrics::ApplyResult;
 
 /// A winner's ticket.
 #[derive(Debug, Object)]
@@ -65,12 +66,27 @@ impl ApplyApi {
     ) -> Result<ApplyResponse, ApiError> {
         let coupon = coupon_id(coupon.0)?;
         let user = auth.0.user;
+        let started = std::time::Instant::now();
         let _permit = state
             .apply_permits
             .acquire()
             .await
             .map_err(|e| ApiError::internal(e.into()))?;
-        match state.gate.apply(coupon, user).await? {
+        let admission = state.gate.apply(coupon, user).await;
+        state
+            .metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        state.metrics.apply(match &admission {
+            Ok(Admission::Admitted { .. }) => ApplyResult::admitted,
+            Ok(Admission::AlreadyAdmitted { .. }) => ApplyResult::already,
+            Ok(Admission::SoldOut) => ApplyResult::sold_out,
+            Ok(Admission::NotOpen) => ApplyResult::not_open,
+            Ok(Admission::Closed) => ApplyResult::closed,
+            Ok(Admission::UnknownCoupon) => ApplyResult::not_found,
+            Err(_) => ApplyResult::error,
+        });
+        match admission? {
             Admission::Admitted { ticket, stock } => Ok(ApplyResponse::Admitted(
                 ApplicationView::new(coupon, user, ticket, stock),
             )),

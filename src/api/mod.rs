@@ -10,7 +10,8 @@ mod problem;
 mod security;
 mod state;
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::web::Data;
+use poem::{get, handler, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 pub use problem::{ApiError, ErrorCode, Problem};
@@ -69,9 +70,18 @@ pub fn app(state: AppState) -> impl Endpoint {
     Route::new()
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
+        .at("/metrics", get(metrics))
         .nest("/", api)
         .data(state)
         .catch_all_error(catch::to_problem)
+}
+
+/// Prometheus text format; an operational route, so not part of the OpenAPI document.
+#[handler]
+fn metrics(state: Data<&AppState>) -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.encode())
 }
 
 fn coupon_id(raw: i64) -> Result<CouponId, ApiError> {

@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 use crate::auth::TokenKeys;
 use crate::gate::Gate;
 use crate::kafka::BrokerProbe;
+use crate::metrics::Metrics;
 
 /// What every handler may use; cheap to clone (each field is a handle or an `Arc`).
 #[derive(Clone)]
@@ -18,6 +19,7 @@ pub struct AppState {
     pub broker: BrokerProbe,
     /// The apply bulkhead: permits for applications in progress (`http.apply_concurrency`).
     pub apply_permits: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
     /// How often the batch issuer runs; tells pollers when a status can next change.
     pub issuer_period: Duration,
 }

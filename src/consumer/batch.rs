@@ -58,6 +58,8 @@ impl IssueConsumer {
             }
         }
         self.commit(batch);
+        self.metrics.consumer_batch_size.observe(batch.len() as f64);
+        self.metrics.failed_events.inc_by(poison.len() as u64);
         tracing::debug!(
             persisted = persisted.len(),
             poison = poison.len(),
@@ -82,7 +84,10 @@ impl IssueConsumer {
         })
         .await;
         match whole {
-            Ok(_) => return Ok(issues),
+            Ok(inserted) => {
+                self.metrics.rows_persisted.inc_by(inserted);
+                return Ok(issues);
+            }
             Err(Gave::Stopped) => return Err(Gave::Stopped),
             Err(Gave::Up(e)) => tracing::warn!(error = ?e, "batch refused; persisting row by row"),
         }
@@ -93,7 +98,10 @@ impl IssueConsumer {
             })
             .await;
             match one {
-                Ok(_) => persisted.push(issue),
+                Ok(inserted) => {
+                    self.metrics.rows_persisted.inc_by(inserted);
+                    persisted.push(issue);
+                }
                 Err(Gave::Stopped) => return Err(Gave::Stopped),
                 Err(Gave::Up(e)) => poison.push(Poison {
                     message,

@@ -6,6 +6,7 @@ mod batch;
 mod retry;
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::{ConsumerSettings, KafkaSettings};
 use crate::gate::Gate;
 use crate::kafka::Publisher;
+use crate::metrics::Metrics;
 
 pub struct IssueConsumer {
     consumer: StreamConsumer,
@@ -28,6 +30,7 @@ pub struct IssueConsumer {
     publisher: Publisher,
     dead_letter_topic: String,
     settings: ConsumerSettings,
+    metrics: Arc<Metrics>,
     /// `max_rows_per_sec`, when set: the database sees at most that many rows a second.
     limiter: Option<DefaultDirectRateLimiter>,
 }
@@ -39,6 +42,7 @@ impl IssueConsumer {
         db: PgPool,
         gate: Gate,
         publisher: Publisher,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = kafka
             .client_config()
@@ -67,6 +71,7 @@ impl IssueConsumer {
             publisher,
             dead_letter_topic: kafka.dead_letter_topic(),
             settings,
+            metrics,
             limiter,
         })
     }

@@ -16,6 +16,7 @@ use crate::configuration::IssuerSettings;
 use crate::domain::{CouponId, UserId};
 use crate::gate::{Gate, Progress};
 use crate::kafka::Publisher;
+use crate::metrics::{CouponLabel, Metrics};
 
 /// What one tick did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -29,17 +30,24 @@ pub struct Issuer {
     gate: Gate,
     publisher: Publisher,
     settings: IssuerSettings,
+    metrics: Arc<Metrics>,
     /// Held for the whole of a tick: ticks of one instance never overlap, and shutdown waits on
     /// it to let the running tick finish.
     tick: Arc<Mutex<()>>,
 }
 
 impl Issuer {
-    pub fn new(gate: Gate, publisher: Publisher, settings: IssuerSettings) -> Self {
+    pub fn new(
+        gate: Gate,
+        publisher: Publisher,
+        settings: IssuerSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             gate,
             publisher,
             settings,
+            metrics,
             tick: Arc::default(),
         }
     }
@@ -61,6 +69,19 @@ impl Issuer {
                     report.failed += r.failed;
                 }
                 Err(e) => tracing::warn!(error = ?e, %coupon, "issuing failed; retrying next tick"),
+            }
+            if let Ok(backlog) = self.gate.backlog(coupon).await {
+                let label = CouponLabel {
+                    coupon: coupon.get(),
+                };
+                self.metrics
+                    .pending
+                    .get_or_create(&label)
+                    .set(backlog.pending as i64);
+                self.metrics
+                    .inflight
+                    .get_or_create(&label)
+                    .set(backlog.inflight as i64);
             }
         }
         if report.published + report.failed > 0 {
@@ -88,7 +109,14 @@ impl Issuer {
                 }
                 return Ok(report);
             }
+            self.metrics
+                .issuer_batch_size
+                .observe(claim.winners.len() as f64);
+            let sending = Instant::now();
             let results = self.publisher.publish(&claim.winners).await;
+            self.metrics
+                .publish_seconds
+                .observe(sending.elapsed().as_secs_f64());
             let (mut delivered, mut failed): (Vec<UserId>, Vec<UserId>) = (vec![], vec![]);
             for (winner, result) in claim.winners.iter().zip(results) {
                 match result {
@@ -103,6 +131,8 @@ impl Issuer {
                 .advance(coupon, Progress::Published, &delivered)
                 .await?;
             report.published += delivered.len();
+            self.metrics.published.inc_by(delivered.len() as u64);
+            self.metrics.publish_failures.inc_by(failed.len() as u64);
             if !failed.is_empty() {
                 self.gate.release(coupon, &failed).await?;
                 report.failed += failed.len();

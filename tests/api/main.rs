@@ -7,5 +7,6 @@ mod bench;
 mod contract;
 mod helpers;
 mod issuance;
+mod observability;
 mod resilience;
 mod window;

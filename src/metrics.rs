@@ -1,0 +1,144 @@
+//! Prometheus metrics, one registry per `Application` (so instances in one process, as in the
+//! tests, never mix their counts). Labels stay low-cardinality: outcomes and coupon ids, never
+//! user ids.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// How an application ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ApplyResult {
+    admitted,
+    already,
+    sold_out,
+    not_open,
+    closed,
+    not_found,
+    error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: ApplyResult,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CouponLabel {
+    pub coupon: i64,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub applies: Family<ResultLabel, Counter>,
+    /// Seconds per application inside the service (gate round trip included).
+    pub apply_seconds: Histogram,
+    pub issuer_batch_size: Histogram,
+    /// Seconds from sending a batch to its last delivery report.
+    pub publish_seconds: Histogram,
+    pub published: Counter,
+    pub publish_failures: Counter,
+    pub pending: Family<CouponLabel, Gauge>,
+    pub inflight: Family<CouponLabel, Gauge>,
+    pub consumer_batch_size: Histogram,
+    pub rows_persisted: Counter,
+    pub failed_events: Counter,
+}
+
+fn sizes() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 4.0, 8))
+}
+
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut m = Self {
+            registry: Registry::with_prefix("fcfs"),
+            applies: Family::default(),
+            apply_seconds: seconds(),
+            issuer_batch_size: sizes(),
+            publish_seconds: seconds(),
+            published: Counter::default(),
+            publish_failures: Counter::default(),
+            pending: Family::default(),
+            inflight: Family::default(),
+            consumer_batch_size: sizes(),
+            rows_persisted: Counter::default(),
+            failed_events: Counter::default(),
+        };
+        let r = &mut m.registry;
+        r.register("apply", "Applications by result", m.applies.clone());
+        r.register(
+            "apply_duration_seconds",
+            "Time to answer an application",
+            m.apply_seconds.clone(),
+        );
+        r.register(
+            "issuer_batch_size",
+            "Winners claimed per batch",
+            m.issuer_batch_size.clone(),
+        );
+        r.register(
+            "issuer_publish_duration_seconds",
+            "Time to deliver a batch to Kafka",
+            m.publish_seconds.clone(),
+        );
+        r.register(
+            "issuer_published",
+            "Winners delivered to Kafka",
+            m.published.clone(),
+        );
+        r.register(
+            "issuer_publish_failures",
+            "Sends that failed and went back to pending",
+            m.publish_failures.clone(),
+        );
+        r.register(
+            "pending_winners",
+            "Admitted winners waiting for the issuer, per coupon",
+            m.pending.clone(),
+        );
+        r.register(
+            "inflight_winners",
+            "Winners claimed by an issuer, per coupon",
+            m.inflight.clone(),
+        );
+        r.register(
+            "consumer_batch_size",
+            "Messages per consumer batch",
+            m.consumer_batch_size.clone(),
+        );
+        r.register(
+            "consumer_rows_persisted",
+            "Issue rows written to PostgreSQL",
+            m.rows_persisted.clone(),
+        );
+        r.register(
+            "consumer_failed_events",
+            "Messages set aside as failed events",
+            m.failed_events.clone(),
+        );
+        Arc::new(m)
+    }
+
+    pub fn apply(&self, result: ApplyResult) {
+        self.applies.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// The Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+use futures::{stream, StreamExt};
+use reqwest::StatusCode;
+
+use crate::helpers::{eventually, spawn_app};
+
+/// The value of one series in the Prometheus text format, e.g. `fcfs_apply_total{result="admitted"}`.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_a_small_spike_exactly() {
+    let app = spawn_app().await;
+    let coupon = app.create_stock(10).await;
+    let statuses: Vec<StatusCode> = stream::iter(1..=30)
+        .map(|user| {
+            let app = &app;
+            async move { app.apply(coupon, user).await.status() }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::ACCEPTED)
+            .count(),
+        10
+    );
+    assert_eq!(app.apply(coupon, 1).await.status(), StatusCode::OK);
+    app.wait_for_rows(coupon, 10).await;
+
+    let pending = format!("fcfs_pending_winners{{coupon=\"{coupon}\"}}");
+    let text = eventually(
+        "the pipeline's counters",
+        Duration::from_secs(20),
+        || async {
+            let resp = app.get("/metrics").await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            let text = resp.text().await.unwrap();
+            (series(&text, "fcfs_consumer_rows_persisted_total") == Some(10.0)
+                && series(&text, &pending) == Some(0.0))
+            .then_some(text)
+        },
+    )
+    .await;
+
+    assert_eq!(
+        series(&text, "fcfs_apply_total{result=\"admitted\"}"),
+        Some(10.0)
+    );
+    assert_eq!(
+        series(&text, "fcfs_apply_total{result=\"sold_out\"}"),
+        Some(20.0)
+    );
+    assert_eq!(
+        series(&text, "fcfs_apply_total{result=\"already\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&text, "fcfs_apply_duration_seconds_count"),
+        Some(31.0)
+    );
+    assert_eq!(series(&text, "fcfs_issuer_published_total"), Some(10.0));
+    assert_eq!(
+        series(&text, "fcfs_issuer_publish_failures_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        series(&text, "fcfs_consumer_failed_events_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        series(
+            &text,
+            &format!("fcfs_inflight_winners{{coupon=\"{coupon}\"}}")
+        ),
+        Some(0.0)
+    );
+    assert!(!text.contains("user"), "no user ids in labels:\n{text}");
+}
