@@ -8,6 +8,10 @@ source scripts/lib.sh
 
 ensure_build_tools
 command -v docker-compose >/dev/null || apt_install docker-compose
+# The dashboard test drives Debian's Chromium with playwright-core (pinned in tests/browser).
+command -v chromium >/dev/null || apt_install chromium
+command -v npm >/dev/null || apt_install nodejs npm
+npm ci --prefix tests/browser --no-audit --no-fund --silent
 scripts/services.sh up
 
 # Each test makes its own database (fcfs_test_*) and Redis prefix (test-*); drop earlier runs'.

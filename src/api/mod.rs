@@ -3,6 +3,7 @@
 mod apply;
 mod catch;
 mod coupons;
+mod dashboard;
 mod health;
 mod issues;
 mod position;
@@ -33,6 +34,7 @@ enum ApiTags {
 
 type Apis = (
     coupons::CouponsApi,
+    dashboard::DashboardApi,
     apply::ApplyApi,
     position::PositionApi,
     issues::IssuesApi,
@@ -44,6 +46,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             coupons::CouponsApi,
+            dashboard::DashboardApi,
             apply::ApplyApi,
             position::PositionApi,
             issues::IssuesApi,
@@ -71,6 +74,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
         .at("/metrics", get(metrics))
+        .at("/dashboard", get(dashboard::page))
         .nest("/", api)
         .data(state)
         .catch_all_error(catch::to_problem)

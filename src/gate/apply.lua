@@ -2,7 +2,8 @@
 -- Redis runs a script to completion before anything else, so the read-check-write below
 -- cannot interleave with another application: that is what makes the cap hard.
 --
--- KEYS[1] meta     hash: stock, opens_at_us, closes_at_us (a missing bound is open)
+-- KEYS[1] meta     hash: stock, opens_at_us, closes_at_us (a missing bound is open),
+--                  applications (every application counted, for the dashboard)
 -- KEYS[2] seq      string: the last score handed out, microseconds
 -- KEYS[3] queue    sorted set: admitted user -> score (only winners are ever added)
 -- KEYS[4] pending  list: admitted users the batch issuer has not published yet
@@ -17,6 +18,7 @@ if not stock then
   return {'NOT_FOUND'}
 end
 local user = ARGV[1]
+redis.call('HINCRBY', KEYS[1], 'applications', 1)
 
 -- One per user: an admitted user gets the same answer forever, even after the window closed.
 local previous = redis.call('ZSCORE', KEYS[3], user)

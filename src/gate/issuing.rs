@@ -51,6 +51,8 @@ impl Progress {
 /// Where a coupon's winners are: admitted in all, still pending, claimed but not acknowledged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
+    /// Every application the gate answered for the coupon, admitted or not.
+    pub applications: u64,
     pub admitted: u64,
     pub pending: u64,
     pub inflight: u64,
@@ -67,9 +69,10 @@ impl Gate {
     pub async fn backlog(&self, coupon: CouponId) -> Result<Backlog, GateError> {
         let keys = self.keys(coupon);
         let keys = &keys;
-        let (admitted, pending, inflight) = self
+        let (applications, admitted, pending, inflight): (Option<u64>, u64, u64, u64) = self
             .run(|mut conn| async move {
                 redis::pipe()
+                    .hget(&keys.meta, "applications")
                     .zcard(&keys.queue)
                     .llen(&keys.pending)
                     .zcard(&keys.inflight)
@@ -78,6 +81,7 @@ impl Gate {
             })
             .await?;
         Ok(Backlog {
+            applications: applications.unwrap_or_default(),
             admitted,
             pending,
             inflight,

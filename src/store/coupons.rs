@@ -32,3 +32,25 @@ pub async fn insert_coupon(conn: &mut PgConnection, new: NewCoupon) -> sqlx::Res
         created_at,
     })
 }
+
+/// A coupon event in the list a dashboard offers.
+#[derive(Debug, Clone, sqlx::FromRow, poem_openapi::Object)]
+#[oai(rename_all = "camelCase", rename = "CouponSummary")]
+pub struct CouponSummary {
+    pub id: i64,
+    pub name: String,
+    pub stock: i32,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The newest events first.
+pub async fn list_coupons(db: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<CouponSummary>> {
+    sqlx::query_as(
+        "SELECT id, name, stock, opens_at, closes_at, created_at FROM coupon ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

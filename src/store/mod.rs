@@ -3,7 +3,7 @@
 mod coupons;
 mod issues;
 
-pub use coupons::{insert_coupon, NewCoupon};
+pub use coupons::{insert_coupon, list_coupons, CouponSummary, NewCoupon};
 pub use issues::{
     coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,
     IssueRecord, IssuedCoupon, NewIssue,

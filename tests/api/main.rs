@@ -5,6 +5,7 @@ mod admission;
 mod bad_input;
 mod bench;
 mod contract;
+mod dashboard;
 mod helpers;
 mod issuance;
 mod observability;

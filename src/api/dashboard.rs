@@ -1,0 +1,97 @@
+//! What the live event dashboard reads: the list of events and one event's compact stats. The
+//! page itself (`GET /dashboard`) is static HTML that polls these public endpoints.
+
+use chrono::{DateTime, Utc};
+use poem::web::Html;
+use poem::{handler, web::Data};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use super::problem::{ApiError, ErrorCode};
+use super::{coupon_id, ApiTags, AppState};
+use crate::domain::CouponState;
+use crate::store::{self, CouponSummary};
+
+const LIST_LIMIT: i64 = 50;
+
+/// One event's numbers at one instant, cheap to poll every second.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CouponStats {
+    pub coupon_id: i64,
+    pub name: String,
+    pub stock: u32,
+    /// Every application answered, admitted or not.
+    pub applications: u64,
+    pub admitted: u64,
+    /// On Kafka or further.
+    pub published: u64,
+    /// Written to PostgreSQL.
+    pub issued: u32,
+    pub pending: u64,
+    pub inflight: u64,
+    pub remaining: u32,
+    pub state: CouponState,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+    /// Redis' clock at the read, for "time to open".
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CouponList {
+    /// The newest events first, at most 50.
+    pub items: Vec<CouponSummary>,
+}
+
+pub struct DashboardApi;
+
+#[OpenApi(tag = "ApiTags::Coupons")]
+impl DashboardApi {
+    /// The newest coupon events (read from PostgreSQL).
+    #[oai(path = "/coupons", method = "get")]
+    async fn list(&self, state: Data<&AppState>) -> Result<Json<CouponList>, ApiError> {
+        let items = store::list_coupons(&state.db, LIST_LIMIT).await?;
+        Ok(Json(CouponList { items }))
+    }
+
+    /// One event's live numbers for the dashboard (served from Redis).
+    #[oai(path = "/coupons/:couponId/stats", method = "get")]
+    async fn stats(
+        &self,
+        state: Data<&AppState>,
+        /// The coupon event's id.
+        #[oai(name = "couponId")]
+        coupon: Path<i64>,
+    ) -> Result<Json<CouponStats>, ApiError> {
+        let id = coupon_id(coupon.0)?;
+        let (snapshot, backlog) =
+            tokio::try_join!(state.gate.snapshot(id, None), state.gate.backlog(id))?;
+        let s = snapshot
+            .ok_or_else(|| ApiError::new(ErrorCode::CouponNotFound, format!("No coupon {id}.")))?;
+        Ok(Json(CouponStats {
+            coupon_id: id.get(),
+            name: s.coupon.name.as_str().to_owned(),
+            stock: s.coupon.stock.get(),
+            applications: backlog.applications,
+            admitted: backlog.admitted,
+            published: backlog.published(),
+            issued: s.issued,
+            pending: backlog.pending,
+            inflight: backlog.inflight,
+            remaining: s.remaining(),
+            state: s.state(),
+            opens_at: s.coupon.window.opens_at(),
+            closes_at: s.coupon.window.closes_at(),
+            now: s.now,
+        }))
+    }
+}
+
+/// The live event page: static, no build step; it polls the endpoints above.
+#[handler]
+pub fn page() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}

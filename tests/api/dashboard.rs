@@ -1,0 +1,87 @@
+//! The live dashboard in a real browser (Debian's headless Chromium driven by playwright-core,
+//! installed by scripts/test.sh). The screenshot is kept in target/test-artifacts/.
+
+use futures::{stream, StreamExt};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn the_dashboard_shows_the_right_numbers_after_a_spike() {
+    // Arrange: the page is open before the crowd arrives, as an operator's would be.
+    let app = spawn_app().await;
+    let coupon = app.create_stock(20).await;
+    let page = app.get("/dashboard").await;
+    assert!(page.text().await.unwrap().contains("Live event"));
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let artifacts = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-artifacts");
+    std::fs::create_dir_all(artifacts).unwrap();
+    assert!(
+        std::path::Path::new(dir)
+            .join("node_modules/playwright-core")
+            .exists(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` (scripts/test.sh does)"
+    );
+    let expected = json!({
+        "stock": "20", "admitted": "20", "published": "20", "issued": "20", "remaining": "0",
+        "applications": "60", "state": "SOLD OUT",
+    });
+    let screenshot = format!("{artifacts}/dashboard.png");
+    // Async: the app under test is served by this same runtime.
+    let mut browser = tokio::process::Command::new("node")
+        .current_dir(dir)
+        .args([
+            "dashboard.mjs",
+            &app.address,
+            &coupon.to_string(),
+            &expected.to_string(),
+            &screenshot,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+    assert!(
+        matches!(&ready, Ok(Ok(Some(line))) if line == "ready"),
+        "the page did not load: {ready:?}"
+    );
+
+    // Act: 60 applicants for 20 coupons, all the way to PostgreSQL, while the page watches.
+    let statuses: Vec<StatusCode> = stream::iter(1..=60)
+        .map(|user| {
+            let app = &app;
+            async move { app.apply(coupon, user).await.status() }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::ACCEPTED)
+            .count(),
+        20
+    );
+    app.wait_for_rows(coupon, 20).await;
+
+    // Assert: the browser saw every number reach its value.
+    let run = browser.wait_with_output().await.expect("node runs");
+    let rest = lines.next_line().await.ok().flatten().unwrap_or_default();
+    assert!(
+        run.status.success(),
+        "the dashboard did not show {expected}:\n{rest}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 10_000,
+        "screenshot kept"
+    );
+}
