@@ -29,6 +29,25 @@ pub struct ResultLabel {
     pub result: ApplyResult,
 }
 
+/// The services the pipeline depends on.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Dependency {
+    redis,
+    postgres,
+    kafka,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabel {
+    pub dependency: Dependency,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub partition: i32,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CouponLabel {
     pub coupon: i64,
@@ -49,6 +68,9 @@ pub struct Metrics {
     pub consumer_batch_size: Histogram,
     pub rows_persisted: Counter,
     pub failed_events: Counter,
+    /// Messages behind the end of each partition, from librdkafka's statistics.
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    pub dependency_errors: Family<DependencyLabel, Counter>,
 }
 
 fn sizes() -> Histogram {
@@ -74,6 +96,8 @@ impl Metrics {
             consumer_batch_size: sizes(),
             rows_persisted: Counter::default(),
             failed_events: Counter::default(),
+            consumer_lag: Family::default(),
+            dependency_errors: Family::default(),
         };
         let r = &mut m.registry;
         r.register("apply", "Applications by result", m.applies.clone());
@@ -127,11 +151,27 @@ impl Metrics {
             "Messages set aside as failed events",
             m.failed_events.clone(),
         );
+        r.register(
+            "consumer_lag",
+            "Messages not yet consumed, per partition",
+            m.consumer_lag.clone(),
+        );
+        r.register(
+            "dependency_errors",
+            "Failed calls to Redis, PostgreSQL or Kafka",
+            m.dependency_errors.clone(),
+        );
         Arc::new(m)
     }
 
     pub fn apply(&self, result: ApplyResult) {
         self.applies.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn dependency_error(&self, dependency: Dependency) {
+        self.dependency_errors
+            .get_or_create(&DependencyLabel { dependency })
+            .inc();
     }
 
     /// The Prometheus text format.

@@ -55,8 +55,8 @@ impl Application {
         }
         let db = settings.database.pool().await?;
         store::migrate(&db).await?;
-        let gate = settings.redis.gate()?;
         let metrics = Metrics::new();
+        let gate = settings.redis.gate()?.with_metrics(metrics.clone());
         let pipeline = roles.contains(&Role::Issuer) || roles.contains(&Role::Consumer);
         let publisher = if pipeline {
             kafka::ensure_topics(&settings.kafka).await?;

@@ -56,6 +56,7 @@ pub struct ApplyApi;
 impl ApplyApi {
     /// Apply for a coupon (user token). First come, first served; one per user.
     #[oai(path = "/coupons/:couponId/issue", method = "post")]
+    #[tracing::instrument(level = "debug", name = "apply", skip_all, fields(coupon_id = coupon.0, user_id = %auth.0.user))]
     async fn apply(
         &self,
         state: Data<&AppState>,

@@ -77,6 +77,7 @@ pub struct CouponsApi;
 impl CouponsApi {
     /// Create a coupon event (admin token).
     #[oai(path = "/coupons", method = "post")]
+    #[tracing::instrument(name = "create_coupon", skip_all)]
     async fn create(
         &self,
         state: Data<&AppState>,

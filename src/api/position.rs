@@ -37,6 +37,7 @@ pub struct PositionApi;
 impl PositionApi {
     /// The caller's status and place in line (user token).
     #[oai(path = "/coupons/:couponId/position", method = "get")]
+    #[tracing::instrument(level = "debug", name = "position", skip_all, fields(coupon_id = coupon.0, user_id = %auth.0.user))]
     async fn position(
         &self,
         state: Data<&AppState>,

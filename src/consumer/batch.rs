@@ -11,6 +11,7 @@ use super::IssueConsumer;
 use crate::domain::{CouponId, UserId};
 use crate::gate::{GateError, Progress};
 use crate::kafka::IssueRequest;
+use crate::metrics::Dependency;
 use crate::store::{self, FailedEvent, NewIssue};
 
 /// A message that can never be persisted, with the reason.
@@ -79,9 +80,13 @@ impl IssueConsumer {
         if issues.is_empty() {
             return Ok(issues);
         }
-        let whole = retrying("persisting a batch", shutdown, store::is_permanent, || {
-            store::persist_batch(&self.db, &issues)
-        })
+        let whole = retrying(
+            "persisting a batch",
+            self.failed(Dependency::postgres),
+            shutdown,
+            store::is_permanent,
+            || store::persist_batch(&self.db, &issues),
+        )
         .await;
         match whole {
             Ok(inserted) => {
@@ -93,9 +98,13 @@ impl IssueConsumer {
         }
         let mut persisted = Vec::with_capacity(issues.len());
         for ((message, request), issue) in valid.iter().zip(issues) {
-            let one = retrying("persisting a row", shutdown, store::is_permanent, || {
-                store::persist_batch(&self.db, std::slice::from_ref(&issue))
-            })
+            let one = retrying(
+                "persisting a row",
+                self.failed(Dependency::postgres),
+                shutdown,
+                store::is_permanent,
+                || store::persist_batch(&self.db, std::slice::from_ref(&issue)),
+            )
             .await;
             match one {
                 Ok(inserted) => {
@@ -126,6 +135,7 @@ impl IssueConsumer {
         for (coupon, users) in by_coupon {
             retrying(
                 "updating status in Redis",
+                || {},
                 shutdown,
                 never::<GateError>,
                 || self.gate.advance(coupon, to, &users),
@@ -150,9 +160,13 @@ impl IssueConsumer {
             payload: m.payload(),
             error: &poison.error,
         };
-        retrying("recording a failed event", shutdown, never, || {
-            store::record_failed(&self.db, &event)
-        })
+        retrying(
+            "recording a failed event",
+            self.failed(Dependency::postgres),
+            shutdown,
+            never,
+            || store::record_failed(&self.db, &event),
+        )
         .await?;
         let letter = [(
             String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
@@ -160,6 +174,7 @@ impl IssueConsumer {
         )];
         retrying(
             "sending to the dead-letter topic",
+            self.failed(Dependency::kafka),
             shutdown,
             never,
             || async {
@@ -197,6 +212,13 @@ impl IssueConsumer {
         {
             tracing::warn!(error = %e, "offset commit failed; the batch will be redelivered");
         }
+    }
+}
+
+impl IssueConsumer {
+    /// Counts a failed call; Redis failures are counted by the gate itself.
+    fn failed(&self, dependency: Dependency) -> impl Fn() + '_ {
+        move || self.metrics.dependency_error(dependency)
     }
 }
 

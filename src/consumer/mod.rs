@@ -11,19 +11,44 @@ use std::time::Duration;
 
 use anyhow::Context;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
+use rdkafka::{ClientContext, Statistics};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::{ConsumerSettings, KafkaSettings};
 use crate::gate::Gate;
 use crate::kafka::Publisher;
-use crate::metrics::Metrics;
+use crate::metrics::{Dependency, Metrics, PartitionLabel};
+
+/// Copies librdkafka's per-partition consumer lag (from its statistics) into the metrics.
+pub struct LagContext {
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        for topic in statistics.topics.values() {
+            for (&partition, stats) in &topic.partitions {
+                // Partition -1 is librdkafka's internal one; lag -1 means not known yet.
+                if partition >= 0 && stats.consumer_lag >= 0 {
+                    let label = PartitionLabel { partition };
+                    self.metrics
+                        .consumer_lag
+                        .get_or_create(&label)
+                        .set(stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
 
 pub struct IssueConsumer {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagContext>,
     db: PgPool,
     gate: Gate,
     /// Sends undeliverable messages to the dead-letter topic.
@@ -44,13 +69,16 @@ impl IssueConsumer {
         publisher: Publisher,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer = kafka
+        let consumer: StreamConsumer<LagContext> = kafka
             .client_config()
             .set("group.id", &kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .create()
+            .set("statistics.interval.ms", "1000")
+            .create_with_context(LagContext {
+                metrics: metrics.clone(),
+            })
             .context("creating the Kafka consumer")?;
         consumer
             .subscribe(&[&kafka.topic])
@@ -86,6 +114,7 @@ impl IssueConsumer {
             match batch {
                 Ok(batch) => self.process(&batch, &shutdown).await,
                 Err(e) => {
+                    self.metrics.dependency_error(Dependency::kafka);
                     tracing::warn!(error = %e, "Kafka receive failed");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }

@@ -19,6 +19,7 @@ pub enum Gave {
 /// consumer never skips a message because a dependency is down.
 pub async fn retrying<T, E, F, Fut>(
     what: &str,
+    on_failure: impl Fn(),
     shutdown: &CancellationToken,
     permanent: impl Fn(&E) -> bool,
     mut attempt: F,
@@ -30,7 +31,11 @@ where
 {
     let mut delay = FIRST_DELAY;
     loop {
-        match attempt().await {
+        let outcome = attempt().await;
+        if outcome.is_err() {
+            on_failure();
+        }
+        match outcome {
             Ok(value) => return Ok(value),
             Err(e) if permanent(&e) => return Err(Gave::Up(e.into())),
             Err(e) => {

@@ -78,6 +78,8 @@ pub struct Gate {
     prefix: Arc<str>,
     /// Upper bound for one call, pool wait included.
     timeout: Duration,
+    /// Counts failed calls, when the gate belongs to a running service.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Gate {
@@ -87,7 +89,13 @@ impl Gate {
             connections: Arc::new(connections::Connections::new(pool, connections)),
             prefix: prefix.into(),
             timeout,
+            metrics: None,
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn keys(&self, coupon: CouponId) -> CouponKeys {
@@ -191,9 +199,14 @@ impl Gate {
                 }
             }
         };
-        tokio::time::timeout(self.timeout, attempts)
+        let outcome = tokio::time::timeout(self.timeout, attempts)
             .await
-            .map_err(|_| GateError::Unavailable(anyhow!("Redis did not answer in time")))?
+            .map_err(|_| GateError::Unavailable(anyhow!("Redis did not answer in time")))
+            .and_then(|r| r);
+        if let (Err(_), Some(metrics)) = (&outcome, &self.metrics) {
+            metrics.dependency_error(crate::metrics::Dependency::redis);
+        }
+        outcome
     }
 }
 

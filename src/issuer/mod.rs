@@ -134,6 +134,8 @@ impl Issuer {
             self.metrics.published.inc_by(delivered.len() as u64);
             self.metrics.publish_failures.inc_by(failed.len() as u64);
             if !failed.is_empty() {
+                self.metrics
+                    .dependency_error(crate::metrics::Dependency::kafka);
                 self.gate.release(coupon, &failed).await?;
                 report.failed += failed.len();
                 // The broker is struggling: leave the rest for the next tick.

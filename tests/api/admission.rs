@@ -5,7 +5,7 @@ use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, MANUAL};
+use crate::helpers::{assert_problem, spawn_app_with, MANUAL};
 
 const WORKERS: usize = 64;
 
@@ -93,7 +93,8 @@ async fn a_thousand_users_race_for_a_hundred_coupons() {
 #[tokio::test]
 async fn a_user_is_admitted_once_however_often_they_apply() {
     // Arrange
-    let app = spawn_app().await;
+    // The issuer stays still: these answers carry the current status.
+    let app = spawn_app_with(|s| s.issuer.schedule = MANUAL.into()).await;
     let coupon = app.create_stock(100).await;
     let attempts: Vec<i64> = (1..=20)
         .flat_map(|user| std::iter::repeat_n(user, 25))
@@ -154,7 +155,8 @@ async fn a_user_is_admitted_once_however_often_they_apply() {
 
 #[tokio::test]
 async fn position_shows_each_applicant_where_they_stand() {
-    let app = spawn_app().await;
+    // The issuer stays still: these answers carry the current status.
+    let app = spawn_app_with(|s| s.issuer.schedule = MANUAL.into()).await;
     let coupon = app.create_stock(2).await;
 
     let before: Value = app.position(coupon, 5).await.json().await.unwrap();

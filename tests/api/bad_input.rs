@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app, TestApp};
+use crate::helpers::{assert_problem, spawn_app_with, TestApp, MANUAL};
 
 fn signed(app: &TestApp, alg: Algorithm, claims: Value) -> String {
     let secret = app.settings.auth.secret();
@@ -72,7 +72,8 @@ fn bad_tokens(app: &TestApp) -> Vec<(&'static str, String)> {
 
 /// An app holding one event with one winner, so "nothing changed" is a real comparison.
 async fn app_with_an_event() -> (TestApp, i64) {
-    let app = spawn_app().await;
+    // The issuer stays still, so nothing moves between the before and after snapshots.
+    let app = spawn_app_with(|s| s.issuer.schedule = MANUAL.into()).await;
     let coupon = app.create_stock(10).await;
     assert_eq!(app.apply(coupon, 77).await.status(), StatusCode::ACCEPTED);
     (app, coupon)

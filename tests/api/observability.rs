@@ -46,9 +46,15 @@ async fn metrics_count_a_small_spike_exactly() {
             let resp = app.get("/metrics").await;
             assert_eq!(resp.status(), StatusCode::OK);
             let text = resp.text().await.unwrap();
+            let lags: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("fcfs_consumer_lag{"))
+                .collect();
+            let caught_up = !lags.is_empty() && lags.iter().all(|l| l.ends_with(" 0"));
             (series(&text, "fcfs_consumer_rows_persisted_total") == Some(10.0)
-                && series(&text, &pending) == Some(0.0))
-            .then_some(text)
+                && series(&text, &pending) == Some(0.0)
+                && caught_up)
+                .then_some(text)
         },
     )
     .await;
@@ -84,6 +90,10 @@ async fn metrics_count_a_small_spike_exactly() {
             &format!("fcfs_inflight_winners{{coupon=\"{coupon}\"}}")
         ),
         Some(0.0)
+    );
+    assert!(
+        !text.contains("fcfs_dependency_errors_total{"),
+        "no dependency failed:\n{text}"
     );
     assert!(!text.contains("user"), "no user ids in labels:\n{text}");
 }

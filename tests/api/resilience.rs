@@ -33,6 +33,14 @@ async fn redis_unreachable_answers_503_and_admits_nobody() {
     assert_eq!(ready["redis"], "down");
     assert_eq!(ready["postgres"], "up");
 
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("fcfs_dependency_errors_total{dependency=\"redis\"}")),
+        "Redis failures are counted:\n{metrics}"
+    );
+
     proxy.restore();
     assert!(
         app.queue(coupon).await.is_empty(),
