@@ -187,14 +187,7 @@ async fn applications_waiting_for_the_bulkhead_still_get_exact_answers() {
     let app = spawn_app_with(|s| s.http.apply_concurrency = 1).await;
     let coupon = app.create_stock(10).await;
 
-    let statuses: Vec<StatusCode> = stream::iter(1..=100)
-        .map(|user| {
-            let app = &app;
-            async move { app.apply(coupon, user).await.status() }
-        })
-        .buffer_unordered(100)
-        .collect()
-        .await;
+    let statuses = app.apply_all(coupon, 1..=100, 100).await;
 
     let admitted = statuses
         .iter()

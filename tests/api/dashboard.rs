@@ -1,7 +1,6 @@
 //! The live dashboard in a real browser (Debian's headless Chromium driven by playwright-core,
 //! installed by scripts/test.sh). The screenshot is kept in target/test-artifacts/.
 
-use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -55,14 +54,7 @@ async fn the_dashboard_shows_the_right_numbers_after_a_spike() {
     );
 
     // Act: 60 applicants for 20 coupons, all the way to PostgreSQL, while the page watches.
-    let statuses: Vec<StatusCode> = stream::iter(1..=60)
-        .map(|user| {
-            let app = &app;
-            async move { app.apply(coupon, user).await.status() }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let statuses = app.apply_all(coupon, 1..=60, 16).await;
     assert_eq!(
         statuses
             .iter()

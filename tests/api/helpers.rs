@@ -197,6 +197,21 @@ impl TestApp {
             .await
     }
 
+    /// Every user applies once, `concurrency` at a time; the statuses, in no particular order.
+    pub async fn apply_all(
+        &self,
+        coupon: i64,
+        users: impl IntoIterator<Item = i64>,
+        concurrency: usize,
+    ) -> Vec<StatusCode> {
+        use futures::{stream, StreamExt};
+        stream::iter(users)
+            .map(|user| async move { self.apply(coupon, user).await.status() })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
+    }
+
     pub async fn position(&self, coupon: i64, user: i64) -> Response {
         self.client
             .get(self.url(&format!("/coupons/{coupon}/position")))

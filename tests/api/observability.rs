@@ -1,6 +1,5 @@
 use std::time::Duration;
 
-use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 
 use crate::helpers::{eventually, spawn_app};
@@ -20,14 +19,7 @@ fn series(text: &str, name: &str) -> Option<f64> {
 async fn metrics_count_a_small_spike_exactly() {
     let app = spawn_app().await;
     let coupon = app.create_stock(10).await;
-    let statuses: Vec<StatusCode> = stream::iter(1..=30)
-        .map(|user| {
-            let app = &app;
-            async move { app.apply(coupon, user).await.status() }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let statuses = app.apply_all(coupon, 1..=30, 16).await;
     assert_eq!(
         statuses
             .iter()
