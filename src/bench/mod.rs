@@ -72,7 +72,7 @@ pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Rep
         opts.stock, opts.users, opts.concurrency
     );
 
-    let (_, ceiling) =
+    let ceiling =
         ceiling::measure(&settings.redis, opts.users, opts.stock, opts.concurrency).await?;
     eprintln!("bench: raw Lua ceiling {ceiling:.0} calls/s");
 
