@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `token`, `openapi`.
+//! The command line: `serve`, `migrate`, `reconcile`, `audit`, `token`, `openapi`, `bench`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,9 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
-use crate::domain::UserId;
+use crate::domain::{CouponId, UserId};
+use crate::reconcile::Reconciler;
 use crate::startup::{Application, Role};
-use crate::{api, store, telemetry};
+use crate::{api, audit, store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +49,20 @@ pub enum Command {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
     },
+    /// Rebuild the Redis state of coupons Redis lost from PostgreSQL, then exit. Waits for the
+    /// consumer to persist what is already on Kafka first, so it must be running somewhere.
+    Reconcile {
+        /// Give up (exit 1) when the consumer has not caught up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        drain_timeout_secs: u64,
+    },
+    /// Compare one coupon's Redis winners and claims with PostgreSQL's rows; print the report
+    /// as JSON; exit 1 when there is any discrepancy.
+    Audit {
+        /// The coupon event's id.
+        #[arg(long)]
+        coupon: i64,
+    },
     /// Print the OpenAPI document (what `openapi/openapi.json` must contain).
     Openapi,
     /// Drive a running service with a crowd and report throughput, latency and the pipeline.
@@ -72,6 +87,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let keys = TokenKeys::new(&settings.auth.secret());
             let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
             println!("{}", keys.mint(UserId::new(user)?, admin, ttl)?);
+            Ok(())
+        }
+        Command::Reconcile { drain_timeout_secs } => {
+            telemetry::init(&settings.log);
+            let reconciler = Reconciler::new(
+                settings.redis.gate()?,
+                settings.database.pool().await?,
+                settings.kafka.clone(),
+            );
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(drain_timeout_secs);
+            let restored = reconciler.run(Some(deadline)).await?;
+            println!("{}", serde_json::json!({ "restored": restored }));
+            Ok(())
+        }
+        Command::Audit { coupon } => {
+            let coupon = CouponId::new(coupon)?;
+            let db = settings.database.pool().await?;
+            let report = audit::audit(&settings.redis.gate()?, &db, coupon)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no coupon {coupon}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.consistent {
+                anyhow::bail!("{} discrepancies", report.discrepancy_count);
+            }
             Ok(())
         }
         Command::Openapi => {

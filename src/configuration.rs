@@ -22,6 +22,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub issuer: IssuerSettings,
     pub consumer: ConsumerSettings,
+    pub rate_limit: RateLimitSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
 }
@@ -54,6 +55,15 @@ pub struct HttpSettings {
     /// Applications worked on at once per instance; the rest wait, costing no CPU, so a spike
     /// cannot queue every other route behind it (a bulkhead).
     pub apply_concurrency: usize,
+    /// Larger request bodies are refused with 413 before they are parsed.
+    pub max_body_bytes: usize,
+    /// Requests whose headers add up to more are refused with 431.
+    pub max_header_bytes: usize,
+    /// A request (body upload included) that takes longer is answered 408 and dropped.
+    pub request_timeout_ms: u64,
+    /// A connection that sends and receives nothing for this long is closed (slow clients,
+    /// idle keep-alives).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -61,6 +71,47 @@ impl Default for HttpSettings {
         Self {
             addr: "0.0.0.0:8080".into(),
             apply_concurrency: 32,
+            max_body_bytes: 16 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl HttpSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+/// Token buckets in front of the admission gate: a request over its bucket is answered 429
+/// before it reaches Redis, so it never counts as an application and never takes stock.
+/// A rate of 0 turns that limit off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    /// Applications per second one user may make (after the burst)…
+    pub per_user_per_sec: u32,
+    /// …and how many at once.
+    pub per_user_burst: u32,
+    /// Applications per second from one client address, whoever the users are (bots rotating
+    /// accounts). Behind a proxy every client shares the proxy's address: raise or disable it.
+    pub per_address_per_sec: u32,
+    pub per_address_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_user_per_sec: 2,
+            per_user_burst: 5,
+            per_address_per_sec: 200,
+            per_address_burst: 400,
         }
     }
 }

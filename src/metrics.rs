@@ -21,6 +21,8 @@ pub enum ApplyResult {
     not_open,
     closed,
     not_found,
+    /// Refused by a rate limit before reaching the gate.
+    rate_limited,
     error,
 }
 

@@ -11,13 +11,14 @@ use poem::Server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, ApplyLimiter, RequestGuard};
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
 use crate::consumer::IssueConsumer;
 use crate::issuer::Issuer;
 use crate::kafka::{self, BrokerProbe, Publisher};
 use crate::metrics::Metrics;
+use crate::reconcile::Reconciler;
 use crate::store;
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -37,7 +38,9 @@ pub enum Role {
 }
 
 pub struct Application {
-    http: Option<(TcpListener, AppState)>,
+    http: Option<Http>,
+    /// Rebuilds coupons Redis lost from PostgreSQL (see `crate::reconcile`).
+    reconciler: Reconciler,
     port: Option<u16>,
     issuer: Option<Issuer>,
     consumer: Option<IssueConsumer>,
@@ -57,6 +60,15 @@ impl Application {
         store::migrate(&db).await?;
         let metrics = Metrics::new();
         let gate = settings.redis.gate()?.with_metrics(metrics.clone());
+        let reconciler = Reconciler::new(gate.clone(), db.clone(), settings.kafka.clone());
+        // Hold lost coupons before serving, so no application meets an empty queue; the rest
+        // (drain, restore) runs beside the other parts. Redis being down is not fatal here:
+        // the same step is retried there.
+        match reconciler.hold_missing().await {
+            Ok(held) if !held.is_empty() => tracing::warn!(coupons = held.len(), "restoring coupons Redis lost"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = ?e, "could not check Redis for lost coupons yet"),
+        }
         let pipeline = roles.contains(&Role::Issuer) || roles.contains(&Role::Consumer);
         let publisher = if pipeline {
             kafka::ensure_topics(&settings.kafka).await?;
@@ -93,6 +105,7 @@ impl Application {
                 apply_permits: Arc::new(tokio::sync::Semaphore::new(
                     settings.http.apply_concurrency.max(1),
                 )),
+                limiter: Arc::new(ApplyLimiter::new(&settings.rate_limit)),
                 metrics,
                 issuer_period: STATUS_POLL_INTERVAL,
             };
@@ -100,12 +113,19 @@ impl Application {
                 .await
                 .with_context(|| format!("binding {}", settings.http.addr))?;
             let port = listener.local_addr()?.port();
-            (Some((listener, state)), Some(port))
+            let http = Http {
+                listener,
+                state,
+                guard: RequestGuard::new(&settings.http),
+                idle_timeout: settings.http.idle_timeout(),
+            };
+            (Some(http), Some(port))
         } else {
             (None, None)
         };
         Ok(Self {
             http,
+            reconciler,
             port,
             issuer,
             consumer,
@@ -126,12 +146,17 @@ impl Application {
     /// the API stops accepting and drains, the issuer finishes its tick and flushes, the
     /// consumer finishes or abandons (uncommitted) its batch.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let http = self.http.map(|(listener, state)| {
+        let http = self.http.map(|http| {
             let shutdown = shutdown.clone();
+            tokio::spawn(sweep_rate_limits(
+                http.state.limiter.clone(),
+                shutdown.clone(),
+            ));
             Box::pin(async move {
-                Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
+                Server::new_with_acceptor(TcpAcceptor::from_tokio(http.listener)?)
+                    .idle_timeout(http.idle_timeout)
                     .run_with_graceful_shutdown(
-                        api::app(state),
+                        api::app(http.state, http.guard),
                         shutdown.cancelled_owned(),
                         Some(DRAIN_TIMEOUT),
                     )
@@ -144,12 +169,32 @@ impl Application {
             .issuer
             .map(|i| Box::pin(i.run_scheduled(shutdown.clone())));
         let consumer = self.consumer.map(|c| Box::pin(c.run(shutdown.clone())));
-        let (http, issuer, consumer) = tokio::join!(
+        let (http, issuer, consumer, ()) = tokio::join!(
             supervise("api", http, &shutdown),
             supervise("issuer", issuer, &shutdown),
             supervise("consumer", consumer, &shutdown),
+            self.reconciler.run_until_done(shutdown.clone()),
         );
         http.and(issuer).and(consumer)
+    }
+}
+
+/// The API's parts, bound and ready to serve.
+struct Http {
+    listener: TcpListener,
+    state: AppState,
+    guard: RequestGuard,
+    idle_timeout: Duration,
+}
+
+/// Drops the rate limiter's idle buckets now and then, so its memory follows recent clients.
+async fn sweep_rate_limits(limiter: Arc<ApplyLimiter>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(api::SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = every.tick() => limiter.sweep(),
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

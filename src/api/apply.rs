@@ -7,6 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::problem::{ApiError, ErrorCode};
+use super::rate_limit::LimitedBy;
 use super::security::BearerAuth;
 use super::{coupon_id, ApiTags, AppState};
 use crate::domain::{ApplicationStatus, CouponId, UserId};
@@ -64,9 +65,22 @@ impl ApplyApi {
         /// The coupon event's id.
         #[oai(name = "couponId")]
         coupon: Path<i64>,
+        request: &poem::Request,
     ) -> Result<ApplyResponse, ApiError> {
         let coupon = coupon_id(coupon.0)?;
         let user = auth.0.user;
+        let address = request.remote_addr().as_socket_addr().map(|a| a.ip());
+        if let Err(limited) = state.limiter.check(user, address) {
+            state.metrics.apply(ApplyResult::rate_limited);
+            let whose = match limited.by {
+                LimitedBy::User => "this user",
+                LimitedBy::Address => "this client address",
+            };
+            return Err(ApiError::rate_limited(
+                limited.retry_after,
+                format!("Too many applications from {whose}; nothing was counted. See Retry-After."),
+            ));
+        }
         let started = std::time::Instant::now();
         let _permit = state
             .apply_permits

@@ -49,7 +49,10 @@ fn by_status(err: poem::Error) -> Problem {
     let code = match status.as_u16() {
         401 => ErrorCode::Unauthorized,
         404 => ErrorCode::NotFound,
+        408 => ErrorCode::RequestTimeout,
         413 => ErrorCode::PayloadTooLarge,
+        429 => ErrorCode::RateLimited,
+        431 => ErrorCode::HeadersTooLarge,
         415 => ErrorCode::UnsupportedMediaType,
         _ => ErrorCode::InvalidRequest,
     };

@@ -1,13 +1,16 @@
 //! The HTTP API: poem-openapi services, Swagger UI at `/docs`, the spec at `/openapi.json`.
 
 mod apply;
+mod audit;
 mod catch;
 mod coupons;
 mod dashboard;
+mod guard;
 mod health;
 mod issues;
 mod position;
 mod problem;
+mod rate_limit;
 mod security;
 mod state;
 
@@ -15,7 +18,9 @@ use poem::web::Data;
 use poem::{get, handler, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
+pub use guard::RequestGuard;
 pub use problem::{ApiError, ErrorCode, Problem};
+pub use rate_limit::{ApplyLimiter, SWEEP_INTERVAL};
 pub use state::AppState;
 
 use crate::domain::CouponId;
@@ -38,6 +43,7 @@ type Apis = (
     apply::ApplyApi,
     position::PositionApi,
     issues::IssuesApi,
+    audit::AuditApi,
     health::HealthApi,
 );
 
@@ -50,6 +56,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             apply::ApplyApi,
             position::PositionApi,
             issues::IssuesApi,
+            audit::AuditApi,
             health::HealthApi,
         ),
         "fcfs-coupon",
@@ -68,7 +75,7 @@ pub fn spec_json() -> String {
 }
 
 /// Every route, with state attached and every error rendered as problem+json.
-pub fn app(state: AppState) -> impl Endpoint {
+pub fn app(state: AppState, guard: RequestGuard) -> impl Endpoint {
     let api = service();
     Route::new()
         .nest("/docs", api.swagger_ui())
@@ -76,6 +83,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .at("/metrics", get(metrics))
         .at("/dashboard", get(dashboard::page))
         .nest("/", api)
+        .with(guard)
         .data(state)
         .catch_all_error(catch::to_problem)
 }

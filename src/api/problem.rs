@@ -23,7 +23,10 @@ pub enum ErrorCode {
     EventClosed,
     SoldOut,
     PayloadTooLarge,
+    HeadersTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
+    RateLimited,
     Unavailable,
     Internal,
 }
@@ -39,7 +42,10 @@ impl ErrorCode {
             Self::EventNotOpen | Self::EventClosed => StatusCode::CONFLICT,
             Self::SoldOut => StatusCode::GONE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -57,7 +63,10 @@ impl ErrorCode {
             Self::EventClosed => "The event is closed",
             Self::SoldOut => "Sold out",
             Self::PayloadTooLarge => "The request body is too large",
+            Self::HeadersTooLarge => "The request headers are too large",
+            Self::RequestTimeout => "The request took too long",
             Self::UnsupportedMediaType => "Unsupported media type",
+            Self::RateLimited => "Too many requests",
             Self::Unavailable => "Temporarily unavailable",
             Self::Internal => "Internal error",
         }
@@ -126,13 +135,22 @@ pub enum ApiError {
     /// SOLD_OUT: the stock is gone; the caller did not get in.
     #[oai(status = 410, content_type = "application/problem+json")]
     Gone(Json<Problem>),
+    /// RATE_LIMITED: too many applications from this user or address; nothing was counted.
+    /// Retry after the number of seconds in `Retry-After`.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(
+        Json<Problem>,
+        /// Seconds until the next application will be let through.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
     /// INTERNAL: a fault on our side; details are in the service log, not here.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
     /// UNAVAILABLE: Redis or PostgreSQL cannot be reached; nothing was changed, try again.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>),
-    /// Any other problem (405, 413, 415, …).
+    /// Any other problem (405, 408, 413, 415, 431, …).
     #[oai(content_type = "application/problem+json")]
     Other(StatusCode, Json<Problem>),
 }
@@ -147,6 +165,7 @@ impl ApiError {
             404 => Self::NotFound(problem),
             409 => Self::Conflict(problem),
             410 => Self::Gone(problem),
+            429 => Self::TooManyRequests(problem, 1),
             500 => Self::Internal(problem),
             503 => Self::Unavailable(problem),
             _ => Self::Other(code.status(), problem),
@@ -155,6 +174,15 @@ impl ApiError {
 
     pub fn invalid(detail: impl std::fmt::Display) -> Self {
         Self::new(ErrorCode::InvalidRequest, detail.to_string())
+    }
+
+    /// 429 with `Retry-After` in whole seconds, rounded up (a client must never come back early).
+    pub fn rate_limited(retry_after: std::time::Duration, detail: impl Into<String>) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self::TooManyRequests(
+            Json(Problem::new(ErrorCode::RateLimited, detail)),
+            seconds.max(1),
+        )
     }
 
     pub fn unavailable(cause: &anyhow::Error) -> Self {

@@ -4,6 +4,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
+use super::rate_limit::ApplyLimiter;
 use crate::auth::TokenKeys;
 use crate::gate::Gate;
 use crate::kafka::BrokerProbe;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub broker: BrokerProbe,
     /// The apply bulkhead: permits for applications in progress (`http.apply_concurrency`).
     pub apply_permits: Arc<Semaphore>,
+    /// Per-user and per-address token buckets, checked before the gate.
+    pub limiter: Arc<ApplyLimiter>,
     pub metrics: Arc<Metrics>,
     /// How often the batch issuer runs; tells pollers when a status can next change.
     pub issuer_period: Duration,

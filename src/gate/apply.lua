@@ -15,6 +15,11 @@
 local meta = redis.call('HMGET', KEYS[1], 'stock', 'opens_at_us', 'closes_at_us')
 local stock = tonumber(meta[1])
 if not stock then
+  -- Held while its state is rebuilt from PostgreSQL (see restore.lua): admitting now could
+  -- hand out a position or a unit of stock that is already taken.
+  if redis.call('HEXISTS', KEYS[1], 'recovering') == 1 then
+    return redis.error_reply('TRYAGAIN the coupon is being restored')
+  end
   return {'NOT_FOUND'}
 end
 local user = ARGV[1]

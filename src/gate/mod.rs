@@ -3,8 +3,10 @@
 
 mod admission;
 mod connections;
+mod inspect;
 mod issuing;
 mod keys;
+mod recovery;
 mod snapshot;
 
 use std::future::Future;
@@ -18,8 +20,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 pub use admission::{Admission, Ticket};
+pub use inspect::GateState;
 pub use issuing::{Backlog, Claim, Progress, Winner};
 pub use keys::CouponKeys;
+pub use recovery::{PersistedWinner, LOST_PREFIX};
 pub use snapshot::Snapshot;
 
 use crate::domain::{Coupon, CouponId};
@@ -106,21 +110,8 @@ impl Gate {
     pub async fn register(&self, coupon: &Coupon) -> Result<(), GateError> {
         let keys = self.keys(coupon.id);
         let keys = &keys;
-        let mut fields: Vec<(&str, String)> = vec![
-            ("stock", coupon.stock.get().to_string()),
-            ("name", coupon.name.as_str().to_owned()),
-            (
-                "created_at_us",
-                coupon.created_at.timestamp_micros().to_string(),
-            ),
-        ];
-        if let Some(open) = coupon.window.opens_at() {
-            fields.push(("opens_at_us", open.timestamp_micros().to_string()));
-        }
-        if let Some(close) = coupon.window.closes_at() {
-            fields.push(("closes_at_us", close.timestamp_micros().to_string()));
-        }
-        let (fields, registry) = (&fields, &self.registry_key());
+        let fields = recovery::meta_fields(coupon);
+        let fields = &fields;
         // Two slots (the coupon's and the registry's), so two commands; creation undoes both
         // through `unregister` when it cannot commit.
         self.run(|mut conn| async move {
@@ -128,10 +119,20 @@ impl Gate {
                 .arg(&keys.meta)
                 .arg(fields)
                 .query_async::<()>(&mut conn)
-                .await?;
+                .await
+        })
+        .await?;
+        self.enlist(coupon.id).await
+    }
+
+    /// Puts a coupon on the issuer's registry.
+    async fn enlist(&self, coupon: CouponId) -> Result<(), GateError> {
+        let registry = self.registry_key();
+        let registry = &registry;
+        self.run(|mut conn| async move {
             redis::cmd("SADD")
                 .arg(registry)
-                .arg(coupon.id.get())
+                .arg(coupon.get())
                 .query_async::<()>(&mut conn)
                 .await
         })

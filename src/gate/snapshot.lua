@@ -11,6 +11,9 @@
 local m = redis.call('HMGET', KEYS[1], 'stock', 'name', 'created_at_us', 'opens_at_us',
   'closes_at_us', 'issued')
 if not m[1] then
+  if redis.call('HEXISTS', KEYS[1], 'recovering') == 1 then
+    return redis.error_reply('TRYAGAIN the coupon is being restored')
+  end
   return {}
 end
 local time = redis.call('TIME')

@@ -1,10 +1,12 @@
 //! Kafka: the hand-off between the admission gate and the database.
 
 mod message;
+mod offsets;
 mod producer;
 mod topics;
 
 pub use message::IssueRequest;
+pub use offsets::{group_offsets, GroupOffsets};
 pub use producer::Publisher;
 pub use topics::ensure_topics;
 

@@ -2,12 +2,14 @@
 
 mod coupons;
 mod issues;
+mod recovery;
 
 pub use coupons::{insert_coupon, list_coupons, CouponSummary, NewCoupon};
 pub use issues::{
     coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,
     IssueRecord, IssuedCoupon, NewIssue,
 };
+pub use recovery::{all_coupons, find_coupon, persisted_winners};
 
 use anyhow::Context;
 use sqlx::PgPool;

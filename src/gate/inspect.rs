@@ -1,0 +1,65 @@
+//! A whole coupon's Redis state in one consistent read, for the audit.
+
+use std::collections::HashMap;
+
+use super::{Gate, GateError};
+use crate::domain::CouponId;
+
+#[derive(Debug, Clone, Default)]
+pub struct GateState {
+    /// None when Redis holds no definition for the coupon (lost, or held for restoring).
+    pub stock: Option<u32>,
+    pub recovering: bool,
+    /// The `issued` counter the consumer's acknowledgements keep.
+    pub issued_counter: u64,
+    /// Queue members in arrival order (rank + 1 = position).
+    pub queue: Vec<String>,
+    pub statuses: HashMap<String, String>,
+    pub pending: Vec<String>,
+    /// Claimed members and their lease deadlines (ms since the epoch).
+    pub inflight: Vec<(String, i64)>,
+    /// Redis' clock, ms since the epoch.
+    pub now_ms: i64,
+}
+
+impl Gate {
+    /// Reads every key of the coupon in one MULTI, so the parts agree with each other.
+    pub async fn inspect(&self, coupon: CouponId) -> Result<GateState, GateError> {
+        let keys = self.keys(coupon);
+        let keys = &keys;
+        type Reply = (
+            (Option<u32>, Option<String>, Option<u64>),
+            Vec<String>,
+            HashMap<String, String>,
+            Vec<String>,
+            Vec<(String, i64)>,
+            (i64, i64),
+        );
+        let (meta, queue, statuses, pending, inflight, time): Reply = self
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("HMGET")
+                    .arg(&keys.meta)
+                    .arg(&["stock", "recovering", "issued"])
+                    .zrange(&keys.queue, 0, -1)
+                    .hgetall(&keys.status)
+                    .lrange(&keys.pending, 0, -1)
+                    .zrange_withscores(&keys.inflight, 0, -1)
+                    .cmd("TIME")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(GateState {
+            stock: meta.0,
+            recovering: meta.1.is_some(),
+            issued_counter: meta.2.unwrap_or_default(),
+            queue,
+            statuses,
+            pending,
+            inflight,
+            now_ms: time.0 * 1000 + time.1 / 1000,
+        })
+    }
+}

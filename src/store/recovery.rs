@@ -1,0 +1,79 @@
+//! What reconciliation and the audit read back from PostgreSQL.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::domain::{Coupon, CouponId, CouponName, EventWindow, Stock, UserId};
+use crate::gate::PersistedWinner;
+
+#[derive(sqlx::FromRow)]
+struct CouponRow {
+    id: i64,
+    name: String,
+    stock: i32,
+    opens_at: Option<DateTime<Utc>>,
+    closes_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl CouponRow {
+    /// The table's CHECKs hold the same rules as the domain types; a row that breaks them is
+    /// a corrupt database, reported rather than skipped.
+    fn into_coupon(self) -> anyhow::Result<Coupon> {
+        Ok(Coupon {
+            id: CouponId::new(self.id)?,
+            name: CouponName::new(&self.name)?,
+            stock: Stock::new(i64::from(self.stock))?,
+            window: EventWindow::new(self.opens_at, self.closes_at)?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+const COUPON_COLUMNS: &str = "id, name, stock, opens_at, closes_at, created_at";
+
+/// Every coupon event, oldest first.
+pub async fn all_coupons(db: &PgPool) -> anyhow::Result<Vec<Coupon>> {
+    let rows: Vec<CouponRow> =
+        sqlx::query_as(&format!("SELECT {COUPON_COLUMNS} FROM coupon ORDER BY id"))
+            .fetch_all(db)
+            .await?;
+    rows.into_iter().map(CouponRow::into_coupon).collect()
+}
+
+pub async fn find_coupon(db: &PgPool, id: CouponId) -> anyhow::Result<Option<Coupon>> {
+    let row: Option<CouponRow> =
+        sqlx::query_as(&format!("SELECT {COUPON_COLUMNS} FROM coupon WHERE id = $1"))
+            .bind(id.get())
+            .fetch_optional(db)
+            .await?;
+    row.map(CouponRow::into_coupon).transpose()
+}
+
+/// A coupon's persisted winners in ascending position, with the counter the consumer keeps.
+pub async fn persisted_winners(
+    db: &PgPool,
+    coupon: CouponId,
+) -> anyhow::Result<(Vec<PersistedWinner>, u32)> {
+    let rows: Vec<(i64, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT user_id, position, applied_at FROM coupon_issue WHERE coupon_id = $1 ORDER BY position",
+    )
+    .bind(coupon.get())
+    .fetch_all(db)
+    .await?;
+    let issued_count: i32 = sqlx::query_scalar("SELECT issued_count FROM coupon WHERE id = $1")
+        .bind(coupon.get())
+        .fetch_one(db)
+        .await?;
+    let winners = rows
+        .into_iter()
+        .map(|(user, position, applied_at)| {
+            Ok(PersistedWinner {
+                user: UserId::new(user)?,
+                position: u32::try_from(position)?,
+                applied_at,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((winners, u32::try_from(issued_count)?))
+}
