@@ -12,6 +12,12 @@ command -v docker-compose >/dev/null || apt_install docker-compose
 command -v chromium >/dev/null || apt_install chromium
 command -v npm >/dev/null || apt_install nodejs npm
 npm ci --prefix tests/browser --no-audit --no-fund --silent
+# The contract fuzzer (tests/api/fuzz.rs): schemathesis, pinned, in a virtualenv of its own.
+venv="$HOME/.local/share/fcfs-coupon/schemathesis"
+if ! "$venv/bin/pip" freeze 2>/dev/null | grep -qixF -f tests/fuzz/requirements.txt; then
+  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/fuzz/requirements.txt
+fi
 scripts/services.sh up
 
 # Each test makes its own database (fcfs_test_*) and Redis prefix (test-*); drop earlier runs'.

@@ -291,7 +291,11 @@ mod tests {
 
     #[test]
     fn work_in_the_pipeline_is_not_a_discrepancy() {
-        let redis = state(&["10", "11"], &[("10", "ADMITTED"), ("11", "PUBLISHED")], &["10"]);
+        let redis = state(
+            &["10", "11"],
+            &[("10", "ADMITTED"), ("11", "PUBLISHED")],
+            &["10"],
+        );
         let report = compare(COUPON(), 3, &redis, &[], 0);
         assert!(report.consistent, "{report:?}");
         assert_eq!(report.redis.awaiting_persistence, 2);

@@ -128,7 +128,10 @@ impl Reconciler {
                 );
             }
             if reported.elapsed() >= REPORT_EVERY {
-                tracing::warn!(behind = now.behind(), "waiting for the consumer to persist published winners before restoring");
+                tracing::warn!(
+                    behind = now.behind(),
+                    "waiting for the consumer to persist published winners before restoring"
+                );
                 reported = Instant::now();
             }
             tokio::time::sleep(POLL).await;

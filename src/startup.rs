@@ -65,7 +65,9 @@ impl Application {
         // (drain, restore) runs beside the other parts. Redis being down is not fatal here:
         // the same step is retried there.
         match reconciler.hold_missing().await {
-            Ok(held) if !held.is_empty() => tracing::warn!(coupons = held.len(), "restoring coupons Redis lost"),
+            Ok(held) if !held.is_empty() => {
+                tracing::warn!(coupons = held.len(), "restoring coupons Redis lost")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = ?e, "could not check Redis for lost coupons yet"),
         }

@@ -78,7 +78,9 @@ impl ApplyApi {
             };
             return Err(ApiError::rate_limited(
                 limited.retry_after,
-                format!("Too many applications from {whose}; nothing was counted. See Retry-After."),
+                format!(
+                    "Too many applications from {whose}; nothing was counted. See Retry-After."
+                ),
             ));
         }
         let started = std::time::Instant::now();

@@ -57,13 +57,19 @@ impl<E: Endpoint> Endpoint for Guarded<E> {
         if header_bytes > self.max_header_bytes {
             return Ok(refuse(
                 ErrorCode::HeadersTooLarge,
-                format!("Request headers are limited to {} bytes.", self.max_header_bytes),
+                format!(
+                    "Request headers are limited to {} bytes.",
+                    self.max_header_bytes
+                ),
             ));
         }
         let too_large = || {
             refuse(
                 ErrorCode::PayloadTooLarge,
-                format!("Request bodies are limited to {} bytes.", self.max_body_bytes),
+                format!(
+                    "Request bodies are limited to {} bytes.",
+                    self.max_body_bytes
+                ),
             )
         };
         let declared = req
@@ -95,9 +101,10 @@ impl<E: Endpoint> Endpoint for Guarded<E> {
                         self.timeout.as_millis()
                     ),
                 );
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
                 Ok(response)
             }
         }

@@ -54,10 +54,12 @@ impl ApplyLimiter {
             })?;
         }
         if let Some(limiter) = &self.per_user {
-            limiter.check_key(&user.get()).map_err(|not_until| Limited {
-                by: LimitedBy::User,
-                retry_after: not_until.wait_time_from(self.clock.now()),
-            })?;
+            limiter
+                .check_key(&user.get())
+                .map_err(|not_until| Limited {
+                    by: LimitedBy::User,
+                    retry_after: not_until.wait_time_from(self.clock.now()),
+                })?;
         }
         Ok(())
     }
@@ -103,7 +105,9 @@ mod tests {
         assert!(limiter.check(user, None).is_ok());
         let limited = limiter.check(user, None).unwrap_err();
         assert_eq!(limited.by, LimitedBy::User);
-        assert!(limited.retry_after > Duration::ZERO && limited.retry_after <= Duration::from_secs(1));
+        assert!(
+            limited.retry_after > Duration::ZERO && limited.retry_after <= Duration::from_secs(1)
+        );
         // Another user has a bucket of their own.
         assert!(limiter.check(UserId::new(8).unwrap(), None).is_ok());
     }
@@ -113,14 +117,19 @@ mod tests {
         let limiter = ApplyLimiter::new(&settings((0, 0), (1, 3)));
         let address: IpAddr = "203.0.113.9".parse().unwrap();
         for user in 1..=3 {
-            assert!(limiter.check(UserId::new(user).unwrap(), Some(address)).is_ok());
+            assert!(limiter
+                .check(UserId::new(user).unwrap(), Some(address))
+                .is_ok());
         }
         let limited = limiter
             .check(UserId::new(4).unwrap(), Some(address))
             .unwrap_err();
         assert_eq!(limited.by, LimitedBy::Address);
         assert!(limiter
-            .check(UserId::new(4).unwrap(), Some("203.0.113.10".parse().unwrap()))
+            .check(
+                UserId::new(4).unwrap(),
+                Some("203.0.113.10".parse().unwrap())
+            )
             .is_ok());
     }
 

@@ -53,9 +53,7 @@ impl Gate {
         let meta = &meta;
         let now = Utc::now().timestamp_micros();
         let held: i64 = self
-            .run(|mut conn| async move {
-                HOLD.key(meta).arg(now).invoke_async(&mut conn).await
-            })
+            .run(|mut conn| async move { HOLD.key(meta).arg(now).invoke_async(&mut conn).await })
             .await?;
         Ok(held == 1)
     }

@@ -42,11 +42,12 @@ pub async fn all_coupons(db: &PgPool) -> anyhow::Result<Vec<Coupon>> {
 }
 
 pub async fn find_coupon(db: &PgPool, id: CouponId) -> anyhow::Result<Option<Coupon>> {
-    let row: Option<CouponRow> =
-        sqlx::query_as(&format!("SELECT {COUPON_COLUMNS} FROM coupon WHERE id = $1"))
-            .bind(id.get())
-            .fetch_optional(db)
-            .await?;
+    let row: Option<CouponRow> = sqlx::query_as(&format!(
+        "SELECT {COUPON_COLUMNS} FROM coupon WHERE id = $1"
+    ))
+    .bind(id.get())
+    .fetch_optional(db)
+    .await?;
     row.map(CouponRow::into_coupon).transpose()
 }
 

@@ -15,9 +15,13 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+mod broker;
 mod kafka;
+mod process;
 mod proxy;
-pub use kafka::{committed_total, high_watermark, produce_raw};
+pub use broker::DurableBroker;
+pub use kafka::{committed_total, high_watermark, high_watermark_total, produce_raw};
+pub use process::{free_port, run_command, ServiceProcess};
 pub use proxy::TcpProxy;
 
 /// A cron expression that never fires in a test's lifetime: the test runs issuer ticks itself.
@@ -35,7 +39,7 @@ pub struct TestApp {
     pub redis: redis::aio::MultiplexedConnection,
     /// The gate, as the service sees it (same prefix), for driving the pipeline by hand.
     pub gate: Gate,
-    pub issuer: Issuer,
+    issuer: Option<Issuer>,
     shutdown: CancellationToken,
 }
 
@@ -89,32 +93,67 @@ pub async fn start(settings: Settings) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port().unwrap());
-    let issuer = app.issuer().unwrap();
+    let issuer = app.issuer();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp::connect(settings, address, issuer, shutdown).await
+}
 
-    let db = settings.database.pool().await.expect("test database");
-    // Assertions go to the real Redis, even when the service is given a proxy.
-    let redis_url = Settings::load(None).unwrap().redis.url;
-    let redis = redis::Client::open(redis_url.expose_secret())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis for assertions");
-    let gate = settings.redis.gate().unwrap();
-    TestApp {
-        address,
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()
-            .unwrap(),
-        tokens: TokenKeys::new(&settings.auth.secret()),
-        settings,
-        db,
-        redis,
-        gate,
-        issuer,
-        shutdown,
+/// A test handle on a service running elsewhere (another process) at `address`.
+pub async fn observe(settings: Settings, address: String) -> TestApp {
+    TestApp::connect(settings, address, None, CancellationToken::new()).await
+}
+
+impl TestApp {
+    async fn connect(
+        settings: Settings,
+        address: String,
+        issuer: Option<Issuer>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let db = settings.database.pool().await.expect("test database");
+        // Assertions go to the real Redis, even when the service is given a proxy.
+        let redis_url = Settings::load(None).unwrap().redis.url;
+        let redis = redis::Client::open(redis_url.expose_secret())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis for assertions");
+        let gate = settings.redis.gate().unwrap();
+        TestApp {
+            address,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .unwrap(),
+            tokens: TokenKeys::new(&settings.auth.secret()),
+            settings,
+            db,
+            redis,
+            gate,
+            issuer,
+            shutdown,
+        }
+    }
+
+    /// This instance's batch issuer, for running ticks by hand.
+    pub fn issuer(&self) -> &Issuer {
+        self.issuer
+            .as_ref()
+            .expect("the service runs in this process")
+    }
+
+    /// Stops the in-process service (as SIGTERM would) and waits until its port is closed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let port = self.address.rsplit(':').next().unwrap().to_owned();
+        eventually("the service to stop", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+                .await
+                .is_err()
+                .then_some(())
+        })
+        .await;
     }
 }
 
@@ -319,6 +358,48 @@ impl TestApp {
         .await
         .unwrap()
     }
+}
+
+/// What every fault test ends with: waits until PostgreSQL holds a row for every winner Redis
+/// admitted, then checks rows == admitted winners, no user twice, positions exactly 1..=n in
+/// the queue's order, issued_count == rows <= stock, and an audit with no discrepancy.
+/// Returns the persisted (user, position) rows.
+pub async fn assert_settled(app: &TestApp, coupon: i64, stock: usize) -> Vec<(i64, i32)> {
+    let rows = eventually(
+        "every admitted winner persisted",
+        Duration::from_secs(120),
+        || async {
+            let admitted = app.queue(coupon).await;
+            let rows = app.issued_rows(coupon).await;
+            (rows.len() == admitted.len()).then_some(rows)
+        },
+    )
+    .await;
+    let admitted: Vec<i64> = app
+        .queue(coupon)
+        .await
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    let users: std::collections::HashSet<i64> = rows.iter().map(|(u, _)| *u).collect();
+    assert_eq!(users.len(), rows.len(), "a user was persisted twice");
+    let positions: Vec<i32> = rows.iter().map(|(_, p)| *p).collect();
+    assert_eq!(positions, (1..=rows.len() as i32).collect::<Vec<_>>());
+    let in_order: Vec<i64> = rows.iter().map(|(u, _)| *u).collect();
+    assert_eq!(in_order, admitted, "rows follow the admission order");
+    assert!(rows.len() <= stock, "{} rows for stock {stock}", rows.len());
+    assert_eq!(app.issued_count(coupon).await, rows.len() as i32);
+    let coupon_id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
+    let report = eventually("a clean audit", Duration::from_secs(30), || async {
+        let report = fcfs_coupon::audit::audit(&app.gate, &app.db, coupon_id)
+            .await
+            .unwrap()
+            .unwrap();
+        report.consistent.then_some(report)
+    })
+    .await;
+    assert_eq!(report.database.rows, rows.len() as u64);
+    rows
 }
 
 /// Asserts a problem+json error with the given status and code; returns the body.

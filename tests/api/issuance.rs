@@ -116,14 +116,14 @@ async fn winners_claimed_by_an_issuer_that_died_are_issued_once_after_the_lease(
         .unwrap();
     assert_eq!(claim.winners.len(), 10);
     assert_eq!(
-        app.issuer.run_once().await.unwrap().published,
+        app.issuer().run_once().await.unwrap().published,
         0,
         "the lease still holds"
     );
 
     // Once the lease runs out, a live issuer takes the winners over.
     eventually("the lease to expire", Duration::from_secs(10), || async {
-        (app.issuer.run_once().await.unwrap().published == 10).then_some(())
+        (app.issuer().run_once().await.unwrap().published == 10).then_some(())
     })
     .await;
     app.wait_for_rows(coupon, 10).await;

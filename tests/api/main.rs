@@ -1,13 +1,17 @@
 //! Integration tests: the real application against real Redis and PostgreSQL.
 //! Each test gets its own database, Redis key prefix and JWT secret, so they run in parallel.
 
+mod abuse;
 mod admission;
 mod bad_input;
 mod bench;
 mod contract;
 mod dashboard;
+mod faults;
+mod fuzz;
 mod helpers;
 mod issuance;
 mod observability;
+mod recovery;
 mod resilience;
 mod window;

@@ -1,0 +1,196 @@
+//! Abuse of the apply flow (OWASP API6) and of the server itself: rate limits, oversized
+//! requests, slow clients. Each is refused clearly and changes nothing. Forged and tampered
+//! tokens are in bad_input.rs.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+
+fn retry_after(resp: &reqwest::Response) -> u64 {
+    resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn applications_counted(app: &TestApp, coupon: i64) -> u64 {
+    let meta = format!("{}:{{c{coupon}}}:meta", app.settings.redis.key_prefix);
+    redis::cmd("HGET")
+        .arg(meta)
+        .arg("applications")
+        .query_async::<Option<u64>>(&mut app.redis.clone())
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_user_over_the_limit_gets_429_and_takes_no_stock() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_user_per_sec = 1;
+        s.rate_limit.per_user_burst = 2;
+    })
+    .await;
+    let coupon = app.create_stock(10).await;
+
+    let first = app.apply(coupon, 7).await.status();
+    let second = app.apply(coupon, 7).await.status();
+    let third = app.apply(coupon, 7).await;
+
+    assert_eq!((first, second), (StatusCode::ACCEPTED, StatusCode::OK));
+    let seconds = retry_after(&third);
+    assert!((1..=2).contains(&seconds), "Retry-After: {seconds}");
+    assert_problem(third, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
+    assert_eq!(
+        applications_counted(&app, coupon).await,
+        2,
+        "the limited one never reached Redis"
+    );
+    assert_eq!(app.queue(coupon).await.len(), 1);
+    // Others are not held back by one user's bucket.
+    assert_eq!(app.apply(coupon, 8).await.status(), StatusCode::ACCEPTED);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("fcfs_apply_total{result=\"rate_limited\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn one_address_rotating_accounts_is_limited_before_admission() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_user_per_sec = 0;
+        s.rate_limit.per_address_per_sec = 1;
+        s.rate_limit.per_address_burst = 3;
+    })
+    .await;
+    let coupon = app.create_stock(10).await;
+
+    let statuses = [
+        app.apply(coupon, 1).await.status(),
+        app.apply(coupon, 2).await.status(),
+        app.apply(coupon, 3).await.status(),
+    ];
+    let fourth = app.apply(coupon, 4).await;
+
+    assert_eq!(statuses, [StatusCode::ACCEPTED; 3]);
+    assert!(retry_after(&fourth) >= 1);
+    assert_problem(fourth, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
+    let admitted: Vec<i64> = app
+        .queue(coupon)
+        .await
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(admitted, vec![1, 2, 3]);
+    assert_eq!(app.coupon_json(coupon).await["remaining"], 7);
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_headers_are_refused_and_change_nothing() {
+    let app = spawn_app_with(|s| s.http.max_body_bytes = 1024).await;
+    let coupon = app.create_stock(5).await;
+    let (redis_before, db_before) = (app.redis_state().await, app.db_state().await);
+    let admin = app.admin_token();
+
+    // A declared length over the limit.
+    let big = json!({"name": "x".repeat(4096), "stock": 5});
+    let resp = app.post_coupon(Some(&admin), &big).await;
+    assert_problem(resp, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+    // A chunked body with no length up front.
+    let mut chunked = TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut request = format!(
+        "POST /coupons HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    for _ in 0..8 {
+        request.push_str(&format!("200\r\n{}\r\n", " ".repeat(512)));
+    }
+    request.push_str("0\r\n\r\n");
+    chunked.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0; 64];
+    let read = chunked.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..read]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head:?}");
+    // Headers over the limit (16 KiB by default).
+    let resp = app
+        .client
+        .post(app.url(&format!("/coupons/{coupon}/issue")))
+        .bearer_auth(app.user_token(1))
+        .header("x-padding", "p".repeat(32 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        resp,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "HEADERS_TOO_LARGE",
+    )
+    .await;
+
+    assert_eq!(app.redis_state().await, redis_before);
+    assert_eq!(app.db_state().await, db_before);
+}
+
+/// Reads until the server closes the connection; what it sent before closing.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> String {
+    let mut received = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut received))
+        .await
+        .expect("the server closed the connection in time")
+        .ok();
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_change_nothing() {
+    let app = spawn_app_with(|s| {
+        s.http.idle_timeout_ms = 1_000;
+        s.http.request_timeout_ms = 1_000;
+    })
+    .await;
+    let coupon = app.create_stock(5).await;
+    let (redis_before, db_before) = (app.redis_state().await, app.db_state().await);
+    let host = app.address.trim_start_matches("http://").to_owned();
+
+    // Headers that never finish: the connection is closed once it goes quiet.
+    let mut stalled = TcpStream::connect(&host).await.unwrap();
+    stalled
+        .write_all(format!("POST /coupons/{coupon}/issue HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stalled, Duration::from_secs(10)).await;
+    assert!(!answer.contains(" 20"), "nothing was admitted: {answer:?}");
+
+    // A body that trickles in slower than the request deadline: 408, then closed.
+    let mut trickle = TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "POST /coupons HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"name\":",
+        app.admin_token()
+    );
+    trickle.write_all(head.as_bytes()).await.unwrap();
+    let feed = async {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            if trickle.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1_500), feed).await;
+    let answer = read_until_closed(&mut trickle, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("REQUEST_TIMEOUT"), "{answer:?}");
+
+    assert_eq!(app.redis_state().await, redis_before);
+    assert_eq!(app.db_state().await, db_before);
+}

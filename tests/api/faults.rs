@@ -1,0 +1,190 @@
+//! Processes and dependencies failing in the middle of issuance. Each test ends with
+//! `assert_settled`: rows == admitted winners, no user twice, positions 1..=n, issued_count ==
+//! rows <= stock, and a clean audit.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::{stream, StreamExt};
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+
+use crate::helpers::{
+    assert_settled, committed_total, eventually, high_watermark_total, isolated_settings, observe,
+    spawn_app_with, start, DurableBroker, ServiceProcess, TcpProxy, TestApp,
+};
+
+/// Every user applies once, `concurrency` at a time, like `apply_all`, but a refused
+/// connection (the service is down) is an answer too: `None`.
+async fn spike(
+    app: &TestApp,
+    coupon: i64,
+    users: impl IntoIterator<Item = i64>,
+    concurrency: usize,
+) -> Vec<(i64, Option<StatusCode>)> {
+    stream::iter(users)
+        .map(|user| async move {
+            let sent = app
+                .client
+                .post(app.url(&format!("/coupons/{coupon}/issue")))
+                .bearer_auth(app.user_token(user))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            (user, sent.ok().map(|r| r.status()))
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+fn winners(answers: &[(i64, Option<StatusCode>)]) -> HashSet<i64> {
+    answers
+        .iter()
+        .filter(|(_, s)| matches!(*s, Some(StatusCode::ACCEPTED | StatusCode::OK)))
+        .map(|(u, _)| *u)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_service_killed_mid_spike_loses_and_doubles_no_winner() {
+    // Arrange: the whole service in a child process; short leases so the restarted instance
+    // takes over the dead one's claims quickly.
+    let mut settings = isolated_settings();
+    settings.issuer.lease_ms = 2_000;
+    let first = ServiceProcess::spawn(&settings, &[]).await;
+    let app = observe(settings.clone(), first.address.clone()).await;
+    let coupon = app.create_stock(100).await;
+
+    // Act: 300 users rush; SIGKILL once 40 are in.
+    let (before, ()) = tokio::join!(spike(&app, coupon, 1..=300, 16), async {
+        eventually("40 admitted", Duration::from_secs(30), || async {
+            (app.queue(coupon).await.len() >= 40).then_some(())
+        })
+        .await;
+        first.kill().await;
+    });
+    let unanswered: Vec<i64> = before
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(u, _)| *u)
+        .collect();
+    assert!(!unanswered.is_empty(), "the kill landed mid-spike");
+    let second = ServiceProcess::spawn(&settings, &[]).await;
+    let app = observe(settings, second.address.clone()).await;
+    // Clients whose request died with the process try again.
+    let after = spike(&app, coupon, unanswered, 16).await;
+    assert!(after.iter().all(|(_, s)| s.is_some()));
+
+    // Assert: exactly the stock, every winner told "admitted" before the kill included.
+    let rows = assert_settled(&app, coupon, 100).await;
+    assert_eq!(rows.len(), 100);
+    let persisted: HashSet<i64> = rows.iter().map(|(u, _)| *u).collect();
+    let told = winners(&before);
+    assert!(
+        told.is_subset(&persisted),
+        "a winner answered before the kill was lost"
+    );
+    assert_eq!(told.len() + winners(&after).len(), 100);
+}
+
+#[tokio::test]
+async fn a_consumer_killed_mid_batch_is_redelivered_without_duplicates() {
+    // Arrange: API and issuer in one process, a slow consumer (100 rows/s, batches of 50) in
+    // another, so it always holds a batch it has not committed.
+    let mut settings = isolated_settings();
+    settings.consumer.batch_size = 50;
+    settings.consumer.max_rows_per_sec = Some(100);
+    let api = ServiceProcess::spawn(&settings, &["api", "issuer"]).await;
+    let consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
+    let app = observe(settings.clone(), api.address.clone()).await;
+    let coupon = app.create_stock(300).await;
+    let answers = spike(&app, coupon, 1..=300, 32).await;
+    assert_eq!(winners(&answers).len(), 300);
+
+    // Act: kill it while published messages are still uncommitted.
+    eventually("some rows persisted", Duration::from_secs(60), || async {
+        (app.issued_rows(coupon).await.len() >= 60).then_some(())
+    })
+    .await;
+    let group = settings.kafka.group_id.clone();
+    let uncommitted =
+        high_watermark_total(&settings).await - committed_total(&settings, &group).await;
+    consumer.kill().await;
+    assert!(
+        uncommitted > 0,
+        "the consumer died holding uncommitted messages"
+    );
+    let _consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
+
+    // Assert
+    let rows = assert_settled(&app, coupon, 300).await;
+    assert_eq!(rows.len(), 300);
+    drop(api);
+}
+
+#[tokio::test]
+async fn the_database_down_for_ten_seconds_delays_issuance_and_loses_nothing() {
+    // Arrange: the service reaches PostgreSQL through a proxy the test can cut.
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let app = spawn_app_with(|s| {
+        let url = s
+            .database
+            .url
+            .expose_secret()
+            .replace(":5432/", &format!(":{}/", proxy.port));
+        s.database.url = url.into();
+    })
+    .await;
+    let coupon = app.create_stock(100).await;
+
+    // Act: the database goes away; a crowd applies; ten seconds later it is back.
+    proxy.cut();
+    let answers = spike(&app, coupon, 1..=150, 16).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(|(_, s)| s.unwrap()).collect();
+    let position = app.position(coupon, 1).await.status();
+    tokio::time::sleep(Duration::from_secs(10)).await; // the outage itself, not a wait
+    proxy.restore();
+
+    // Assert: applies were answered from Redis alone, then everything landed.
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::ACCEPTED)
+            .count(),
+        100
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::GONE).count(),
+        50
+    );
+    assert_eq!(position, StatusCode::OK);
+    let rows = assert_settled(&app, coupon, 100).await;
+    assert_eq!(rows.len(), 100);
+}
+
+#[tokio::test]
+async fn a_broker_restart_mid_issuance_loses_and_doubles_nothing() {
+    // Arrange: a broker of this test's own, durable (sqlite), the service on it.
+    let mut broker = DurableBroker::start().await;
+    let mut settings = isolated_settings();
+    settings.kafka.brokers = broker.address();
+    settings.consumer.max_rows_per_sec = Some(200);
+    let app = start(settings).await;
+    let coupon = app.create_stock(300).await;
+    let answers = spike(&app, coupon, 1..=300, 32).await;
+    assert_eq!(winners(&answers).len(), 300);
+
+    // Act: kill and restart the broker while winners are still moving through it.
+    eventually("issuance under way", Duration::from_secs(60), || async {
+        (!app.issued_rows(coupon).await.is_empty()).then_some(())
+    })
+    .await;
+    let persisted_before = app.issued_rows(coupon).await.len();
+    broker.restart().await;
+
+    // Assert
+    assert!(persisted_before < 300, "the restart landed mid-issuance");
+    let rows = assert_settled(&app, coupon, 300).await;
+    assert_eq!(rows.len(), 300);
+}

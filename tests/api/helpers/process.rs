@@ -1,0 +1,138 @@
+//! The service as a separate OS process, so a test can SIGKILL it the way a crash would.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fcfs_coupon::configuration::Settings;
+use secrecy::ExposeSecret;
+use tokio::process::{Child, Command};
+
+use super::eventually;
+
+pub struct ServiceProcess {
+    child: Child,
+    pub address: String,
+    pub log: std::path::PathBuf,
+}
+
+/// A port free right now (the OS picked it), for a child process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `settings` as the binary reads them: `APP_…` variables.
+fn service_env(settings: &Settings) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        (
+            "APP_REDIS__URL",
+            settings.redis.url.expose_secret().to_owned(),
+        ),
+        ("APP_REDIS__KEY_PREFIX", settings.redis.key_prefix.clone()),
+        (
+            "APP_DATABASE__URL",
+            settings.database.url.expose_secret().to_owned(),
+        ),
+        ("APP_DATABASE__MAX_CONNECTIONS", "5".into()),
+        ("APP_KAFKA__BROKERS", settings.kafka.brokers.clone()),
+        ("APP_KAFKA__TOPIC", settings.kafka.topic.clone()),
+        ("APP_KAFKA__GROUP_ID", settings.kafka.group_id.clone()),
+        (
+            "APP_KAFKA__PARTITIONS",
+            settings.kafka.partitions.to_string(),
+        ),
+        ("APP_ISSUER__SCHEDULE", settings.issuer.schedule.clone()),
+        ("APP_ISSUER__LEASE_MS", settings.issuer.lease_ms.to_string()),
+        (
+            "APP_CONSUMER__BATCH_SIZE",
+            settings.consumer.batch_size.to_string(),
+        ),
+        (
+            "APP_RATE_LIMIT__PER_ADDRESS_PER_SEC",
+            settings.rate_limit.per_address_per_sec.to_string(),
+        ),
+        (
+            "APP_AUTH__JWT_SECRET",
+            settings.auth.secret().expose_secret().to_owned(),
+        ),
+        ("APP_LOG__LEVEL", "info,sqlx=warn,rdkafka=warn".into()),
+    ];
+    if let Some(rate) = settings.consumer.max_rows_per_sec {
+        env.push(("APP_CONSUMER__MAX_ROWS_PER_SEC", rate.to_string()));
+    }
+    env
+}
+
+/// Runs a one-shot command of the binary (`audit`, `reconcile`, …) on `settings`; returns
+/// whether it exited 0, and what it printed on stdout.
+pub async fn run_command(settings: &Settings, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fcfs-coupon"))
+        .args(args)
+        .envs(service_env(settings))
+        .env("APP_LOG__LEVEL", "warn")
+        .output()
+        .await
+        .expect("the binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+impl ServiceProcess {
+    /// Starts `fcfs-coupon serve` with `roles` (all when empty) on `settings`, and waits until
+    /// it answers (the API) or has started (other roles).
+    pub async fn spawn(settings: &Settings, roles: &[&str]) -> Self {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!(
+            "{}-{}-{port}.log",
+            settings.redis.key_prefix,
+            roles.join("+")
+        ));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fcfs-coupon"));
+        command.arg("serve");
+        for role in roles {
+            command.args(["--role", role]);
+        }
+        command.envs(service_env(settings));
+        command.env("APP_HTTP__ADDR", format!("127.0.0.1:{port}"));
+        let file = std::fs::File::create(&log).unwrap();
+        command
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true);
+        let child = command.spawn().expect("the service binary starts");
+        let process = Self {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        if roles.is_empty() || roles.contains(&"api") {
+            let url = format!("{}/health/live", process.address);
+            eventually("the service to listen", Duration::from_secs(60), || async {
+                reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            })
+            .await;
+        } else {
+            let log = process.log.clone();
+            eventually("the service to start", Duration::from_secs(60), || async {
+                let text = tokio::fs::read_to_string(&log).await.unwrap_or_default();
+                text.contains("starting").then_some(())
+            })
+            .await;
+        }
+        process
+    }
+
+    /// SIGKILL: no shutdown hook runs, nothing is flushed or committed.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
