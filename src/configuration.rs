@@ -61,8 +61,8 @@ pub struct HttpSettings {
     pub max_header_bytes: usize,
     /// A request (body upload included) that takes longer is answered 408 and dropped.
     pub request_timeout_ms: u64,
-    /// A connection that sends and receives nothing for this long is closed (slow clients,
-    /// idle keep-alives).
+    /// A connection whose client sends nothing for this long while the server waits for it is
+    /// closed (unfinished headers, idle keep-alives). Keep it above `request_timeout_ms`.
     pub idle_timeout_ms: u64,
 }
 

@@ -11,7 +11,7 @@ use poem::Server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState, ApplyLimiter, RequestGuard};
+use crate::api::{self, AppState, ApplyLimiter, IdleCutoff, RequestGuard};
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
 use crate::consumer::IssueConsumer;
@@ -155,8 +155,8 @@ impl Application {
                 shutdown.clone(),
             ));
             Box::pin(async move {
-                Server::new_with_acceptor(TcpAcceptor::from_tokio(http.listener)?)
-                    .idle_timeout(http.idle_timeout)
+                let acceptor = TcpAcceptor::from_tokio(http.listener)?;
+                Server::new_with_acceptor(IdleCutoff::new(acceptor, http.idle_timeout))
                     .run_with_graceful_shutdown(
                         api::app(http.state, http.guard),
                         shutdown.cancelled_owned(),

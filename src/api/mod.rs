@@ -7,6 +7,7 @@ mod coupons;
 mod dashboard;
 mod guard;
 mod health;
+mod idle;
 mod issues;
 mod position;
 mod problem;
@@ -19,6 +20,7 @@ use poem::{get, handler, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 pub use guard::RequestGuard;
+pub use idle::IdleCutoff;
 pub use problem::{ApiError, ErrorCode, Problem};
 pub use rate_limit::{ApplyLimiter, SWEEP_INTERVAL};
 pub use state::AppState;
