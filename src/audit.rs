@@ -64,7 +64,9 @@ pub struct DatabaseCounts {
 #[oai(rename_all = "camelCase")]
 pub struct Discrepancy {
     pub kind: DiscrepancyKind,
+    #[oai(skip_serializing_if_is_none)]
     pub user_id: Option<i64>,
+    #[oai(skip_serializing_if_is_none)]
     pub position: Option<u32>,
     pub detail: String,
 }

@@ -297,6 +297,11 @@ pub struct ConsumerSettings {
     pub batch_wait_ms: u64,
     /// Caps the rows written per second; unset, the database takes what arrives.
     pub max_rows_per_sec: Option<u32>,
+    /// A consumer that dies without leaving is replaced in the group after this long.
+    pub session_timeout_ms: u64,
+    /// How long one batch may take (database retries included) before the group gives the
+    /// consumer's partitions to another; also how long a rebalance waits for members.
+    pub max_poll_interval_ms: u64,
 }
 
 impl Default for ConsumerSettings {
@@ -305,6 +310,8 @@ impl Default for ConsumerSettings {
             batch_size: 500,
             batch_wait_ms: 100,
             max_rows_per_sec: None,
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
         }
     }
 }

@@ -24,8 +24,10 @@ pub struct CreateCoupon {
     #[oai(validator(minimum(value = "1"), maximum(value = "10000000")))]
     pub stock: i64,
     /// Applications before this instant answer 409 EVENT_NOT_OPEN. Absent: open now.
+    #[oai(skip_serializing_if_is_none)]
     pub opens_at: Option<DateTime<Utc>>,
     /// Applications from this instant on answer 409 EVENT_CLOSED. Absent: never closes.
+    #[oai(skip_serializing_if_is_none)]
     pub closes_at: Option<DateTime<Utc>>,
 }
 
@@ -42,7 +44,9 @@ pub struct CouponView {
     pub issued: u32,
     pub remaining: u32,
     pub state: CouponState,
+    #[oai(skip_serializing_if_is_none)]
     pub opens_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
     pub closes_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }

@@ -33,7 +33,9 @@ pub struct CouponStats {
     pub inflight: u64,
     pub remaining: u32,
     pub state: CouponState,
+    #[oai(skip_serializing_if_is_none)]
     pub opens_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
     pub closes_at: Option<DateTime<Utc>>,
     /// Redis' clock at the read, for "time to open".
     pub now: DateTime<Utc>,

@@ -26,6 +26,7 @@ pub struct IssuePage {
     /// Persisted issues in arrival order.
     pub items: Vec<IssueRecord>,
     /// Pass as `afterPosition` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
     pub next_after_position: Option<i32>,
 }
 

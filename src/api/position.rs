@@ -21,13 +21,16 @@ pub struct PositionView {
     /// NOT_APPLIED, ADMITTED, PUBLISHED, ISSUED, FAILED, or SOLD_OUT (did not get in, stock gone).
     pub status: ApplicationStatus,
     /// Place in line when admitted.
+    #[oai(skip_serializing_if_is_none)]
     pub position: Option<u32>,
     pub stock: u32,
     pub admitted: u32,
     pub issued: u32,
     /// When the application reached Redis, when admitted.
+    #[oai(skip_serializing_if_is_none)]
     pub applied_at: Option<DateTime<Utc>>,
     /// When asking again may give a different answer; absent once the answer is final.
+    #[oai(skip_serializing_if_is_none)]
     pub retry_after_ms: Option<u64>,
 }
 

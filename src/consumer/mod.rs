@@ -76,6 +76,14 @@ impl IssueConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "1000")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout_ms.to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                settings.max_poll_interval_ms.to_string(),
+            )
             .create_with_context(LagContext {
                 metrics: metrics.clone(),
             })

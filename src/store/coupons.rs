@@ -40,7 +40,9 @@ pub struct CouponSummary {
     pub id: i64,
     pub name: String,
     pub stock: i32,
+    #[oai(skip_serializing_if_is_none)]
     pub opens_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
     pub closes_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
