@@ -292,6 +292,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The admitted users in arrival order.
+    pub async fn admitted(&self, coupon: i64) -> Vec<i64> {
+        self.queue(coupon)
+            .await
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect()
+    }
+
     /// Every key under this test's prefix with its serialised value: equal snapshots mean
     /// Redis did not change.
     pub async fn redis_state(&self) -> BTreeMap<String, Vec<u8>> {
@@ -375,12 +384,7 @@ pub async fn assert_settled(app: &TestApp, coupon: i64, stock: usize) -> Vec<(i6
         },
     )
     .await;
-    let admitted: Vec<i64> = app
-        .queue(coupon)
-        .await
-        .into_iter()
-        .map(|(u, _)| u)
-        .collect();
+    let admitted = app.admitted(coupon).await;
     let users: std::collections::HashSet<i64> = rows.iter().map(|(u, _)| *u).collect();
     assert_eq!(users.len(), rows.len(), "a user was persisted twice");
     let positions: Vec<i32> = rows.iter().map(|(_, p)| *p).collect();
