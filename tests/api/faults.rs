@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 
 use crate::helpers::{
-    assert_settled, committed_total, eventually, high_watermark_total, isolated_settings, observe,
-    spawn_app_with, start, DurableBroker, ServiceProcess, TcpProxy, TestApp,
+    assert_settled, committed_total, eventually, isolated_settings, observe, spawn_app_with, start,
+    DurableBroker, ServiceProcess, TcpProxy, TestApp,
 };
 
 /// Every user applies once, `concurrency` at a time, like `apply_all`, but a refused
@@ -88,19 +88,131 @@ async fn a_service_killed_mid_spike_loses_and_doubles_no_winner() {
     assert_eq!(told.len() + winners(&after).len(), 100);
 }
 
-#[tokio::test]
-#[ignore = "hangs on Tansu 0.6.0: the restarted consumer never gets the dead member's partitions \
-            within 120 s (see README, Guarantees and failure modes); run with --ignored"]
-async fn a_consumer_killed_mid_batch_is_redelivered_without_duplicates() {
-    // Arrange: API and issuer in one process, a slow consumer (100 rows/s, batches of 50) in
-    // another, so it always holds a batch it has not committed.
+/// Settings for consumers slow enough (100 rows/s, batches of 50) that each always holds a
+/// batch it has not committed, on `broker`.
+///
+/// The broker is a `sqlite://` one: Tansu's `memory://` storage fetches whole stored batches
+/// from the first one that *starts* at or after the requested offset, so a consumer resuming
+/// from a commit in the middle of a producer batch never gets the rest of it.
+fn slow_consumers(broker: &DurableBroker) -> fcfs_coupon::configuration::Settings {
     let mut settings = isolated_settings();
+    settings.kafka.brokers = broker.address();
     settings.consumer.batch_size = 50;
     settings.consumer.max_rows_per_sec = Some(100);
-    // The killed member never leaves the group: the broker drops it after the session timeout,
-    // and the rebalance waits at most this long for it.
+    // A member that dies without leaving is dropped from the group this long after its last
+    // heartbeat.
     settings.consumer.session_timeout_ms = 6_000;
     settings.consumer.max_poll_interval_ms = 15_000;
+    settings
+}
+
+/// Waits until every winner is on the topic and some rows are in, then SIGKILLs `victim`.
+/// Returns what the group had committed when it died: fewer than `stock` means the victim held
+/// messages it had not committed (the topic holds at least one per winner).
+async fn kill_mid_batch(app: &TestApp, coupon: i64, victim: ServiceProcess) -> i64 {
+    let id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
+    eventually(
+        "every winner published",
+        Duration::from_secs(60),
+        || async {
+            let state = app.gate.inspect(id).await.unwrap();
+            (state.pending.is_empty() && state.inflight.is_empty()).then_some(())
+        },
+    )
+    .await;
+    eventually("some rows persisted", Duration::from_secs(60), || async {
+        (app.issued_rows(coupon).await.len() >= 60).then_some(())
+    })
+    .await;
+    victim.kill().await;
+    committed_total(&app.settings, &app.settings.kafka.group_id).await
+}
+
+/// Waits until the group has committed past every message on the topic: whatever was
+/// redelivered has been consumed.
+async fn committed_everything(app: &TestApp) {
+    let kafka = &app.settings.kafka;
+    eventually(
+        "every message committed",
+        Duration::from_secs(120),
+        || async {
+            let offsets = fcfs_coupon::kafka::group_offsets(kafka, &kafka.topic, &kafka.group_id)
+                .await
+                .ok()?;
+            (offsets.behind() == 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// The partitions a consumer process last logged as assigned to it.
+async fn assigned(consumer: &ServiceProcess) -> Option<Vec<i32>> {
+    let log = tokio::fs::read_to_string(&consumer.log).await.ok()?;
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("partitions assigned"))?;
+    let list = line.split("partitions=[").nth(1)?.split(']').next()?;
+    Some(
+        list.split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_consumer_killed_mid_batch_is_redelivered_without_duplicates() {
+    // Arrange: two consumers share the partitions, slower still so the pair is mid-way when
+    // one dies.
+    let broker = DurableBroker::start().await;
+    let mut settings = slow_consumers(&broker);
+    settings.consumer.max_rows_per_sec = Some(50);
+    let partitions: Vec<i32> = (0..settings.kafka.partitions).collect();
+    let api = ServiceProcess::spawn(&settings, &["api", "issuer"]).await;
+    let victim = ServiceProcess::spawn(&settings, &["consumer"]).await;
+    let survivor = ServiceProcess::spawn(&settings, &["consumer"]).await;
+    eventually(
+        "the two share the partitions",
+        Duration::from_secs(60),
+        || async {
+            let (mut a, b) = (assigned(&victim).await?, assigned(&survivor).await?);
+            a.extend(b);
+            a.sort();
+            (a == partitions).then_some(())
+        },
+    )
+    .await;
+    let app = observe(settings.clone(), api.address.clone()).await;
+    let coupon = app.create_stock(300).await;
+    let answers = spike(&app, coupon, 1..=300, 32).await;
+    assert_eq!(winners(&answers).len(), 300);
+
+    // Act: one dies holding a batch and never comes back.
+    let committed = kill_mid_batch(&app, coupon, victim).await;
+    assert!(
+        committed < 300,
+        "a consumer died holding uncommitted messages"
+    );
+
+    // Assert: once the broker drops the dead member, the survivor owns every partition and
+    // consumes what the dead one had not committed; nothing is doubled.
+    eventually(
+        "the survivor owns every partition",
+        Duration::from_secs(60),
+        || async { (assigned(&survivor).await? == partitions).then_some(()) },
+    )
+    .await;
+    committed_everything(&app).await;
+    let rows = assert_settled(&app, coupon, 300).await;
+    assert_eq!(rows.len(), 300);
+    drop(api);
+}
+
+#[tokio::test]
+async fn a_lone_consumer_killed_mid_batch_resumes_after_a_restart() {
+    // Arrange
+    let broker = DurableBroker::start().await;
+    let settings = slow_consumers(&broker);
     let api = ServiceProcess::spawn(&settings, &["api", "issuer"]).await;
     let consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
     let app = observe(settings.clone(), api.address.clone()).await;
@@ -108,22 +220,16 @@ async fn a_consumer_killed_mid_batch_is_redelivered_without_duplicates() {
     let answers = spike(&app, coupon, 1..=300, 32).await;
     assert_eq!(winners(&answers).len(), 300);
 
-    // Act: kill it while published messages are still uncommitted.
-    eventually("some rows persisted", Duration::from_secs(60), || async {
-        (app.issued_rows(coupon).await.len() >= 60).then_some(())
-    })
-    .await;
-    let group = settings.kafka.group_id.clone();
-    let uncommitted =
-        high_watermark_total(&settings).await - committed_total(&settings, &group).await;
-    consumer.kill().await;
+    // Act: it dies holding a batch; a new process joins the group in its place.
+    let committed = kill_mid_batch(&app, coupon, consumer).await;
     assert!(
-        uncommitted > 0,
+        committed < 300,
         "the consumer died holding uncommitted messages"
     );
     let _consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
 
-    // Assert
+    // Assert: the new process consumed what the dead one had not committed, adding nothing twice.
+    committed_everything(&app).await;
     let rows = assert_settled(&app, coupon, 300).await;
     assert_eq!(rows.len(), 300);
     drop(api);

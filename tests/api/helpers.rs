@@ -20,7 +20,7 @@ mod kafka;
 mod process;
 mod proxy;
 pub use broker::DurableBroker;
-pub use kafka::{committed_total, high_watermark, high_watermark_total, produce_raw};
+pub use kafka::{committed_total, high_watermark, produce_raw};
 pub use process::{free_port, run_command, ServiceProcess};
 pub use proxy::TcpProxy;
 

@@ -71,17 +71,3 @@ pub async fn produce_raw(settings: &Settings, key: &str, payload: &[u8]) {
         .map_err(|(e, _)| e)
         .unwrap();
 }
-
-/// How many messages the service's issue topic holds, over all its partitions.
-pub async fn high_watermark_total(settings: &Settings) -> i64 {
-    fcfs_coupon::kafka::group_offsets(
-        &settings.kafka,
-        &settings.kafka.topic,
-        &settings.kafka.group_id,
-    )
-    .await
-    .unwrap()
-    .high
-    .iter()
-    .sum()
-}

@@ -60,7 +60,16 @@ fn service_env(settings: &Settings) -> Vec<(&'static str, String)> {
         ),
         ("APP_LOG__LEVEL", "info,sqlx=warn,rdkafka=warn".into()),
     ];
-    if let Some(rate) = settings.consumer.max_rows_per_sec {
+    let consumer = &settings.consumer;
+    env.push((
+        "APP_CONSUMER__SESSION_TIMEOUT_MS",
+        consumer.session_timeout_ms.to_string(),
+    ));
+    env.push((
+        "APP_CONSUMER__MAX_POLL_INTERVAL_MS",
+        consumer.max_poll_interval_ms.to_string(),
+    ));
+    if let Some(rate) = consumer.max_rows_per_sec {
         env.push(("APP_CONSUMER__MAX_ROWS_PER_SEC", rate.to_string()));
     }
     env
