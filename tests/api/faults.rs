@@ -106,10 +106,18 @@ fn slow_consumers(broker: &DurableBroker) -> fcfs_coupon::configuration::Setting
     settings
 }
 
-/// Waits until every winner is on the topic and some rows are in, then SIGKILLs `victim`.
-/// Returns what the group had committed when it died: fewer than `stock` means the victim held
-/// messages it had not committed (the topic holds at least one per winner).
-async fn kill_mid_batch(app: &TestApp, coupon: i64, victim: ServiceProcess) -> i64 {
+/// A coupon of 300 that 300 users rushed, every one of them admitted.
+async fn sold_out(app: &TestApp) -> i64 {
+    let coupon = app.create_stock(300).await;
+    let answers = spike(app, coupon, 1..=300, 32).await;
+    assert_eq!(winners(&answers).len(), 300);
+    coupon
+}
+
+/// Waits until every winner of `sold_out`'s coupon is on the topic and some rows are in,
+/// SIGKILLs `victim`, and checks it died holding messages the group had not committed: the
+/// topic holds at least one per winner, so commits short of 300 leave some behind.
+async fn kill_mid_batch(app: &TestApp, coupon: i64, victim: ServiceProcess) {
     let id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
     eventually(
         "every winner published",
@@ -125,12 +133,16 @@ async fn kill_mid_batch(app: &TestApp, coupon: i64, victim: ServiceProcess) -> i
     })
     .await;
     victim.kill().await;
-    committed_total(&app.settings, &app.settings.kafka.group_id).await
+    let committed = committed_total(&app.settings, &app.settings.kafka.group_id).await;
+    assert!(
+        committed < 300,
+        "the killed consumer held uncommitted messages"
+    );
 }
 
-/// Waits until the group has committed past every message on the topic: whatever was
-/// redelivered has been consumed.
-async fn committed_everything(app: &TestApp) {
+/// After a consumer died: the group committed past every message on the topic (whatever was
+/// redelivered has been consumed), and the 300 winners are persisted once each.
+async fn assert_redelivered_once(app: &TestApp, coupon: i64) {
     let kafka = &app.settings.kafka;
     eventually(
         "every message committed",
@@ -143,6 +155,8 @@ async fn committed_everything(app: &TestApp) {
         },
     )
     .await;
+    let rows = assert_settled(app, coupon, 300).await;
+    assert_eq!(rows.len(), 300);
 }
 
 /// The partitions a consumer process last logged as assigned to it.
@@ -183,16 +197,10 @@ async fn a_consumer_killed_mid_batch_is_redelivered_without_duplicates() {
     )
     .await;
     let app = observe(settings.clone(), api.address.clone()).await;
-    let coupon = app.create_stock(300).await;
-    let answers = spike(&app, coupon, 1..=300, 32).await;
-    assert_eq!(winners(&answers).len(), 300);
+    let coupon = sold_out(&app).await;
 
     // Act: one dies holding a batch and never comes back.
-    let committed = kill_mid_batch(&app, coupon, victim).await;
-    assert!(
-        committed < 300,
-        "a consumer died holding uncommitted messages"
-    );
+    kill_mid_batch(&app, coupon, victim).await;
 
     // Assert: once the broker drops the dead member, the survivor owns every partition and
     // consumes what the dead one had not committed; nothing is doubled.
@@ -202,9 +210,7 @@ async fn a_consumer_killed_mid_batch_is_redelivered_without_duplicates() {
         || async { (assigned(&survivor).await? == partitions).then_some(()) },
     )
     .await;
-    committed_everything(&app).await;
-    let rows = assert_settled(&app, coupon, 300).await;
-    assert_eq!(rows.len(), 300);
+    assert_redelivered_once(&app, coupon).await;
     drop(api);
 }
 
@@ -216,22 +222,14 @@ async fn a_lone_consumer_killed_mid_batch_resumes_after_a_restart() {
     let api = ServiceProcess::spawn(&settings, &["api", "issuer"]).await;
     let consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
     let app = observe(settings.clone(), api.address.clone()).await;
-    let coupon = app.create_stock(300).await;
-    let answers = spike(&app, coupon, 1..=300, 32).await;
-    assert_eq!(winners(&answers).len(), 300);
+    let coupon = sold_out(&app).await;
 
     // Act: it dies holding a batch; a new process joins the group in its place.
-    let committed = kill_mid_batch(&app, coupon, consumer).await;
-    assert!(
-        committed < 300,
-        "the consumer died holding uncommitted messages"
-    );
+    kill_mid_batch(&app, coupon, consumer).await;
     let _consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
 
     // Assert: the new process consumed what the dead one had not committed, adding nothing twice.
-    committed_everything(&app).await;
-    let rows = assert_settled(&app, coupon, 300).await;
-    assert_eq!(rows.len(), 300);
+    assert_redelivered_once(&app, coupon).await;
     drop(api);
 }
 
@@ -285,9 +283,7 @@ async fn a_broker_restart_mid_issuance_loses_and_doubles_nothing() {
     settings.consumer.batch_size = 20;
     settings.consumer.max_rows_per_sec = Some(50);
     let app = start(settings).await;
-    let coupon = app.create_stock(300).await;
-    let answers = spike(&app, coupon, 1..=300, 32).await;
-    assert_eq!(winners(&answers).len(), 300);
+    let coupon = sold_out(&app).await;
 
     // Act: kill and restart the broker while winners are still moving through it.
     eventually("issuance under way", Duration::from_secs(60), || async {
