@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The spike benchmark, end to end: services up, a release build of the service started on its
-# own prefix, database and topic, `fcfs-coupon bench` against it, the service stopped.
-#   scripts/bench.sh [bench options]      e.g. --users 100000 --stock 10000 --concurrency 256
+# own prefix, database and topic, `fcfs-bench spike` against it, the service stopped.
+#   scripts/bench.sh [spike options]      e.g. --users 100000 --stock 10000 --concurrency 256
+#   scripts/bench.sh issuance [--winners 10000]   the pipeline's drain alone (no HTTP)
 # Report and chart land in bench-results/ (report.json, chart.svg).
 set -euo pipefail
 SCRIPT_NAME=bench
@@ -9,6 +10,11 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 prepare_release
+cargo build --release --locked -p fcfs-bench
+if [ "${1:-}" = issuance ]; then
+  shift
+  exec target/release/fcfs-bench issuance "$@"
+fi
 bin=target/release/fcfs-coupon
 run="bench$(date +%s)"
 export APP_HTTP__ADDR=127.0.0.1:18080 APP_REDIS__KEY_PREFIX="test-$run" \
@@ -21,4 +27,4 @@ export APP_HTTP__ADDR=127.0.0.1:18080 APP_REDIS__KEY_PREFIX="test-$run" \
 service=$!
 trap 'kill "$service" 2>/dev/null; wait "$service" 2>/dev/null || true' EXIT
 wait_for service 18080 60 bench-service.log
-"$bin" bench --url http://127.0.0.1:18080 --service-pid "$service" "$@"
+target/release/fcfs-bench spike --url http://127.0.0.1:18080 --service-pid "$service" "$@"

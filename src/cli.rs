@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `reconcile`, `audit`, `token`, `openapi`, `bench`.
+//! The command line: `serve`, `migrate`, `reconcile`, `audit`, `token`, `openapi`. The
+//! benchmark is a crate of its own (`bench/`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
 use crate::domain::{CouponId, UserId};
-use crate::reconcile::Reconciler;
+use crate::ops::{self, Reconciler};
 use crate::startup::{Application, Role};
-use crate::{api, audit, store, telemetry};
+use crate::{api, store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,8 +66,6 @@ pub enum Command {
     },
     /// Print the OpenAPI document (what `openapi/openapi.json` must contain).
     Openapi,
-    /// Drive a running service with a crowd and report throughput, latency and the pipeline.
-    Bench(crate::bench::BenchOptions),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -75,6 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { roles } => serve(settings, roles).await,
         Command::Migrate => {
             telemetry::init(&settings.log);
+            settings.database.create_if_missing().await?;
             store::migrate(&settings.database.pool().await?).await?;
             tracing::info!("migrations applied");
             Ok(())
@@ -104,22 +104,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { coupon } => {
             let coupon = CouponId::new(coupon)?;
             let db = settings.database.pool().await?;
-            let report = audit::audit(&settings.redis.gate()?, &db, coupon)
+            let report = ops::audit(&settings.redis.gate()?, &db, coupon)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no coupon {coupon}"))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if !report.consistent {
-                anyhow::bail!("{} discrepancies", report.discrepancy_count);
+            let (consistent, count) = (report.consistent, report.discrepancy_count);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::audit_report_json(report))?
+            );
+            if !consistent {
+                anyhow::bail!("{count} discrepancies");
             }
             Ok(())
         }
         Command::Openapi => {
             println!("{}", api::spec_json());
-            Ok(())
-        }
-        Command::Bench(options) => {
-            let report = crate::bench::run(&settings, &options).await?;
-            report.print_summary();
             Ok(())
         }
     }

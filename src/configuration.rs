@@ -28,8 +28,32 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Loads defaults, then `file` when given, then the environment.
+    /// Loads defaults, then `file` when given, then the environment, and checks the settings
+    /// that depend on each other.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let settings = Self::read(file)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Refuses combinations that cannot work, naming the variable to change.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.redis.key_prefix.contains('{') || self.redis.key_prefix.contains('}') {
+            anyhow::bail!(
+                "APP_REDIS__KEY_PREFIX must not contain '{{' or '}}': it would become every key's hash tag"
+            );
+        }
+        self.issuer.period().context("APP_ISSUER__SCHEDULE")?;
+        if self.issuer.lease_ms < IssuerSettings::MIN_LEASE_MS {
+            anyhow::bail!(
+                "APP_ISSUER__LEASE_MS must be at least {} (the producer's send timeout is two thirds of it)",
+                IssuerSettings::MIN_LEASE_MS
+            );
+        }
+        Ok(())
+    }
+
+    fn read(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut builder = config::Config::builder();
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).required(true));
@@ -184,9 +208,8 @@ impl DatabaseSettings {
         Ok(options.log_statements(tracing::log::LevelFilter::Trace))
     }
 
-    /// Creates the database when it does not exist yet, then connects a pool to it.
+    /// A pool on the configured database, which must exist (see [`Self::create_if_missing`]).
     pub async fn pool(&self) -> anyhow::Result<PgPool> {
-        self.create_database_if_missing().await?;
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -195,7 +218,10 @@ impl DatabaseSettings {
             .context("connecting to PostgreSQL")
     }
 
-    async fn create_database_if_missing(&self) -> anyhow::Result<()> {
+    /// Creates the configured database when it does not exist yet: what `migrate` and `serve`
+    /// do at start, so a fresh machine needs no manual step. Needs a login allowed to create
+    /// databases when it does.
+    pub async fn create_if_missing(&self) -> anyhow::Result<()> {
         let options = self.connect_options()?;
         let name = options.get_database().unwrap_or("postgres").to_owned();
         let mut maintenance = options
@@ -283,8 +309,39 @@ impl Default for IssuerSettings {
 }
 
 impl IssuerSettings {
+    /// A send must be able to fail (and its winners go back to pending) well before its claim
+    /// is handed to another instance; a lease this short leaves librdkafka too little time.
+    pub const MIN_LEASE_MS: u64 = 3_000;
+
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    /// How long the producer may try to deliver one message: two thirds of the lease, so a stuck
+    /// send fails before its claim expires. Derived, so the two cannot be set against each other.
+    pub fn send_timeout(&self) -> Duration {
+        self.lease() * 2 / 3
+    }
+
+    /// The time between two ticks of [`Self::schedule`] (the next two, from now): how long a
+    /// poller waits for a status to change. Parsed as the scheduler parses it.
+    pub fn period(&self) -> anyhow::Result<Duration> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(&self.schedule)
+            .map_err(|e| anyhow::anyhow!("invalid cron expression {:?}: {e}", self.schedule))?;
+        let now = chrono::Utc::now();
+        let next = cron
+            .find_next_occurrence(&now, false)
+            .map_err(|e| anyhow::anyhow!("{:?} never fires: {e}", self.schedule))?;
+        let after = cron
+            .find_next_occurrence(&next, false)
+            .map_err(|e| anyhow::anyhow!("{:?} fires only once: {e}", self.schedule))?;
+        (after - next)
+            .to_std()
+            .map_err(|e| anyhow::anyhow!("{:?}: {e}", self.schedule))
     }
 }
 
@@ -358,4 +415,42 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer(schedule: &str, lease_ms: u64) -> Settings {
+        let mut s = Settings::default();
+        s.issuer.schedule = schedule.into();
+        s.issuer.lease_ms = lease_ms;
+        s
+    }
+
+    #[test]
+    fn the_issuer_period_is_read_from_its_schedule() {
+        let period = |cron: &str| issuer(cron, 30_000).issuer.period().unwrap();
+        assert_eq!(period("*/1 * * * * *"), Duration::from_secs(1));
+        assert_eq!(period("*/5 * * * * *"), Duration::from_secs(5));
+        assert_eq!(period("0 */2 * * * *"), Duration::from_secs(120));
+        assert!(issuer("every second", 30_000).check().is_err());
+    }
+
+    #[test]
+    fn the_send_timeout_follows_the_lease_and_a_short_lease_is_refused() {
+        assert_eq!(
+            issuer("*/1 * * * * *", 30_000).issuer.send_timeout(),
+            Duration::from_secs(20)
+        );
+        assert!(issuer("*/1 * * * * *", 2_999).check().is_err());
+        assert!(issuer("*/1 * * * * *", 3_000).check().is_ok());
+    }
+
+    #[test]
+    fn a_prefix_with_a_hash_tag_is_refused() {
+        let mut s = Settings::default();
+        s.redis.key_prefix = "shop{1}".into();
+        assert!(s.check().is_err());
+    }
 }

@@ -2,13 +2,12 @@
 //!
 //! The modules follow the pipeline: `api` (HTTP) → `gate` (the Redis admission gate) →
 //! `issuer` (batches winners onto Kafka) → `kafka` → `consumer` → `store` (PostgreSQL).
-//! `domain` holds the validated value types they share. `reconcile` rebuilds Redis from
-//! PostgreSQL after Redis lost data; `audit` compares the two.
+//! The stages are siblings that share only `domain`, the validated value types. `ops` holds
+//! what operators run when something went wrong (reconcile, audit); `startup` assembles a
+//! process from `configuration`; `cli` is the command line.
 
 pub mod api;
-pub mod audit;
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod configuration;
 pub mod consumer;
@@ -17,7 +16,7 @@ pub mod gate;
 pub mod issuer;
 pub mod kafka;
 pub mod metrics;
-pub mod reconcile;
+pub mod ops;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

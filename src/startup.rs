@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use poem::listener::TcpAcceptor;
 use poem::Server;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,23 +16,22 @@ use crate::api::{self, AppState, ApplyLimiter, IdleCutoff, RequestGuard};
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
 use crate::consumer::IssueConsumer;
+use crate::gate::Gate;
 use crate::issuer::Issuer;
 use crate::kafka::{self, BrokerProbe, Publisher};
 use crate::metrics::Metrics;
-use crate::reconcile::Reconciler;
+use crate::ops::Reconciler;
 use crate::store;
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// What pollers are told to wait while a winner moves through the pipeline.
-const STATUS_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The parts one process can run; `serve` runs all three unless told otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
     /// The HTTP API (and the admission gate behind it).
     Api,
-    /// The batch issuer: Redis pending → Kafka, every second.
+    /// The batch issuer: Redis pending → Kafka, on the issuer's schedule.
     Issuer,
     /// The consumer: Kafka → PostgreSQL in batches.
     Consumer,
@@ -39,96 +39,42 @@ pub enum Role {
 
 pub struct Application {
     http: Option<Http>,
-    /// Rebuilds coupons Redis lost from PostgreSQL (see `crate::reconcile`).
+    /// Rebuilds coupons Redis lost from PostgreSQL (see `crate::ops::reconcile`).
     reconciler: Reconciler,
     port: Option<u16>,
     issuer: Option<Issuer>,
     consumer: Option<IssueConsumer>,
 }
 
+/// What every part shares.
+struct Shared {
+    db: PgPool,
+    gate: Gate,
+    metrics: Arc<Metrics>,
+}
+
 impl Application {
     /// Connects to PostgreSQL (creating and migrating the database), Redis and Kafka (creating
     /// the topics), and binds the listener, so `port()` is known before serving.
     pub async fn build(settings: &Settings, roles: &[Role]) -> anyhow::Result<Self> {
-        if settings.auth.uses_development_secret() {
-            tracing::warn!(
-                "APP_AUTH__JWT_SECRET is not set: using the built-in DEVELOPMENT secret. \
-                 Anyone can mint tokens for this instance. Never run it like this in production."
-            );
-        }
-        let db = settings.database.pool().await?;
-        store::migrate(&db).await?;
-        let metrics = Metrics::new();
-        let gate = settings.redis.gate()?.with_metrics(metrics.clone());
-        let reconciler = Reconciler::new(gate.clone(), db.clone(), settings.kafka.clone());
-        // Hold lost coupons before serving, so no application meets an empty queue; the rest
-        // (drain, restore) runs beside the other parts. Redis being down is not fatal here:
-        // the same step is retried there.
-        match reconciler.hold_missing().await {
-            Ok(held) if !held.is_empty() => {
-                tracing::warn!(coupons = held.len(), "restoring coupons Redis lost")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = ?e, "could not check Redis for lost coupons yet"),
-        }
-        let pipeline = roles.contains(&Role::Issuer) || roles.contains(&Role::Consumer);
-        let publisher = if pipeline {
-            kafka::ensure_topics(&settings.kafka).await?;
-            Some(Publisher::new(&settings.kafka)?)
+        warn_about_development_secret(settings);
+        let shared = connect(settings).await?;
+        let reconciler = Reconciler::new(
+            shared.gate.clone(),
+            shared.db.clone(),
+            settings.kafka.clone(),
+        );
+        hold_lost_coupons(&reconciler).await;
+        let (issuer, consumer) = pipeline(settings, roles, &shared).await?;
+        let http = if roles.contains(&Role::Api) {
+            Some(Http::bind(settings, shared).await?)
         } else {
             None
         };
-        let issuer = match (&publisher, roles.contains(&Role::Issuer)) {
-            (Some(p), true) => Some(Issuer::new(
-                gate.clone(),
-                p.clone(),
-                settings.issuer.clone(),
-                metrics.clone(),
-            )),
-            _ => None,
-        };
-        let consumer = match (&publisher, roles.contains(&Role::Consumer)) {
-            (Some(p), true) => Some(IssueConsumer::new(
-                &settings.kafka,
-                settings.consumer.clone(),
-                db.clone(),
-                gate.clone(),
-                p.clone(),
-                metrics.clone(),
-            )?),
-            _ => None,
-        };
-        let (http, port) = if roles.contains(&Role::Api) {
-            let state = AppState {
-                gate,
-                db,
-                tokens: Arc::new(TokenKeys::new(&settings.auth.secret())),
-                broker: BrokerProbe::new(&settings.kafka)?,
-                apply_permits: Arc::new(tokio::sync::Semaphore::new(
-                    settings.http.apply_concurrency.max(1),
-                )),
-                limiter: Arc::new(ApplyLimiter::new(&settings.rate_limit)),
-                metrics,
-                issuer_period: STATUS_POLL_INTERVAL,
-            };
-            let listener = TcpListener::bind(&settings.http.addr)
-                .await
-                .with_context(|| format!("binding {}", settings.http.addr))?;
-            let port = listener.local_addr()?.port();
-            let http = Http {
-                listener,
-                state,
-                guard: RequestGuard::new(&settings.http),
-                idle_timeout: settings.http.idle_timeout(),
-            };
-            (Some(http), Some(port))
-        } else {
-            (None, None)
-        };
         Ok(Self {
+            port: http.as_ref().map(|h| h.port),
             http,
             reconciler,
-            port,
             issuer,
             consumer,
         })
@@ -142,6 +88,12 @@ impl Application {
     /// A handle on this process's batch issuer, for running ticks by hand.
     pub fn issuer(&self) -> Option<Issuer> {
         self.issuer.clone()
+    }
+
+    /// Takes this process's consumer out, to run batches by hand (`IssueConsumer::run_once`);
+    /// the process then runs without one.
+    pub fn take_consumer(&mut self) -> Option<IssueConsumer> {
+        self.consumer.take()
     }
 
     /// Runs every part until `shutdown` is cancelled (or one part fails, which stops the rest):
@@ -181,12 +133,111 @@ impl Application {
     }
 }
 
+fn warn_about_development_secret(settings: &Settings) {
+    if settings.auth.uses_development_secret() {
+        tracing::warn!(
+            "APP_AUTH__JWT_SECRET is not set: using the built-in DEVELOPMENT secret. \
+             Anyone can mint tokens for this instance. Never run it like this in production."
+        );
+    }
+}
+
+/// PostgreSQL (the database created if missing, then migrated), Redis and the metrics.
+async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+    settings.database.create_if_missing().await?;
+    let db = settings.database.pool().await?;
+    store::migrate(&db).await?;
+    let metrics = Metrics::new();
+    let gate = settings.redis.gate()?.with_metrics(metrics.clone());
+    Ok(Shared { db, gate, metrics })
+}
+
+/// Holds lost coupons before serving, so no application meets an empty queue; the rest (drain,
+/// restore) runs beside the other parts. Redis being down is not fatal here: the same step is
+/// retried there.
+async fn hold_lost_coupons(reconciler: &Reconciler) {
+    match reconciler.hold_missing().await {
+        Ok(held) if !held.is_empty() => {
+            tracing::warn!(coupons = held.len(), "restoring coupons Redis lost")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = ?e, "could not check Redis for lost coupons yet"),
+    }
+}
+
+/// The batch issuer and the consumer, as far as `roles` asks for them; the topics are created
+/// first when either runs.
+async fn pipeline(
+    settings: &Settings,
+    roles: &[Role],
+    shared: &Shared,
+) -> anyhow::Result<(Option<Issuer>, Option<IssueConsumer>)> {
+    let (issues, consumes) = (
+        roles.contains(&Role::Issuer),
+        roles.contains(&Role::Consumer),
+    );
+    if !issues && !consumes {
+        return Ok((None, None));
+    }
+    kafka::ensure_topics(&settings.kafka).await?;
+    let publisher = Publisher::new(&settings.kafka, settings.issuer.send_timeout())?;
+    let issuer = issues.then(|| {
+        Issuer::new(
+            shared.gate.clone(),
+            publisher.clone(),
+            settings.issuer.clone(),
+            shared.metrics.clone(),
+        )
+    });
+    let consumer = consumes
+        .then(|| {
+            IssueConsumer::new(
+                &settings.kafka,
+                settings.consumer.clone(),
+                shared.db.clone(),
+                shared.gate.clone(),
+                publisher,
+                shared.metrics.clone(),
+            )
+        })
+        .transpose()?;
+    Ok((issuer, consumer))
+}
+
 /// The API's parts, bound and ready to serve.
 struct Http {
     listener: TcpListener,
+    port: u16,
     state: AppState,
     guard: RequestGuard,
     idle_timeout: Duration,
+}
+
+impl Http {
+    async fn bind(settings: &Settings, shared: Shared) -> anyhow::Result<Self> {
+        let state = AppState {
+            gate: shared.gate,
+            db: shared.db,
+            tokens: Arc::new(TokenKeys::new(&settings.auth.secret())),
+            broker: BrokerProbe::new(&settings.kafka)?,
+            apply_permits: Arc::new(tokio::sync::Semaphore::new(
+                settings.http.apply_concurrency.max(1),
+            )),
+            limiter: Arc::new(ApplyLimiter::new(&settings.rate_limit)),
+            metrics: shared.metrics,
+            status_poll: settings.issuer.period()?,
+        };
+        let listener = TcpListener::bind(&settings.http.addr)
+            .await
+            .with_context(|| format!("binding {}", settings.http.addr))?;
+        Ok(Self {
+            port: listener.local_addr()?.port(),
+            listener,
+            state,
+            guard: RequestGuard::new(&settings.http),
+            idle_timeout: settings.http.idle_timeout(),
+        })
+    }
 }
 
 /// Drops the rate limiter's idle buckets now and then, so its memory follows recent clients.

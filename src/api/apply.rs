@@ -1,45 +1,23 @@
 //! `POST /coupons/{couponId}/issue`: the hot path. One Redis round trip, no database.
+//! Three steps: the rate limits, the gate behind the bulkhead, the answer.
 
-use chrono::{DateTime, Utc};
+use std::net::IpAddr;
+
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, OpenApi};
 
-use super::problem::{ApiError, ErrorCode};
+use super::problem::{declared, ApiError, ErrorCode};
 use super::rate_limit::LimitedBy;
 use super::security::BearerAuth;
+use super::views::ApplicationView;
 use super::{coupon_id, ApiTags, AppState};
-use crate::domain::{ApplicationStatus, CouponId, UserId};
-use crate::gate::{Admission, Ticket};
+use crate::domain::{CouponId, UserId};
+use crate::gate::{Admission, GateError};
 use crate::metrics::ApplyResult;
 
-/// A winner's ticket.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct ApplicationView {
-    pub coupon_id: i64,
-    pub user_id: i64,
-    pub status: ApplicationStatus,
-    /// Place in line, 1 to `stock`, in order of arrival at Redis.
-    pub position: u32,
-    pub stock: u32,
-    /// When the application reached Redis (its clock, microsecond precision).
-    pub applied_at: DateTime<Utc>,
-}
-
-impl ApplicationView {
-    fn new(coupon: CouponId, user: UserId, ticket: Ticket, stock: u32) -> Json<Self> {
-        Json(Self {
-            coupon_id: coupon.get(),
-            user_id: user.get(),
-            status: ticket.status,
-            position: ticket.position,
-            stock,
-            applied_at: ticket.applied_at,
-        })
-    }
-}
+type ApplyError = ApiError<{ declared::APPLY }>;
 
 #[derive(ApiResponse)]
 pub enum ApplyResponse {
@@ -56,7 +34,11 @@ pub struct ApplyApi;
 #[OpenApi(tag = "ApiTags::Applications")]
 impl ApplyApi {
     /// Apply for a coupon (user token). First come, first served; one per user.
-    #[oai(path = "/coupons/:couponId/issue", method = "post")]
+    #[oai(
+        path = "/coupons/:couponId/issue",
+        method = "post",
+        operation_id = "applyForCoupon"
+    )]
     #[tracing::instrument(level = "debug", name = "apply", skip_all, fields(coupon_id = coupon.0, user_id = %auth.0.user))]
     async fn apply(
         &self,
@@ -66,66 +48,81 @@ impl ApplyApi {
         #[oai(name = "couponId")]
         coupon: Path<i64>,
         request: &poem::Request,
-    ) -> Result<ApplyResponse, ApiError> {
+    ) -> Result<ApplyResponse, ApplyError> {
         let coupon = coupon_id(coupon.0)?;
         let user = auth.0.user;
         let address = request.remote_addr().as_socket_addr().map(|a| a.ip());
-        if let Err(limited) = state.limiter.check(user, address) {
-            state.metrics.apply(ApplyResult::rate_limited);
-            let whose = match limited.by {
-                LimitedBy::User => "this user",
-                LimitedBy::Address => "this client address",
-            };
-            return Err(ApiError::rate_limited(
-                limited.retry_after,
-                format!(
-                    "Too many applications from {whose}; nothing was counted. See Retry-After."
-                ),
-            ));
+        check_limits(&state, user, address)?;
+        let admission = admit(&state, coupon, user).await?;
+        answer(coupon, user, admission)
+    }
+}
+
+/// Over a bucket: 429 before the gate, so the request never counts and never takes stock.
+fn check_limits(state: &AppState, user: UserId, address: Option<IpAddr>) -> Result<(), ApplyError> {
+    let Err(limited) = state.limiter.check(user, address) else {
+        return Ok(());
+    };
+    state.metrics.apply(ApplyResult::rate_limited);
+    let whose = match limited.by {
+        LimitedBy::User => "this user",
+        LimitedBy::Address => "this client address",
+    };
+    Err(ApiError::rate_limited(
+        limited.retry_after,
+        format!("Too many applications from {whose}; nothing was counted. See Retry-After."),
+    ))
+}
+
+/// The gate's decision, at most `apply_concurrency` at once per instance (the bulkhead), timed
+/// and counted.
+async fn admit(state: &AppState, coupon: CouponId, user: UserId) -> Result<Admission, GateError> {
+    let started = std::time::Instant::now();
+    let _permit = state
+        .apply_permits
+        .acquire()
+        .await
+        .map_err(|e| GateError::Unexpected(e.into()))?;
+    let admission = state.gate.apply(coupon, user).await;
+    state
+        .metrics
+        .apply_seconds
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.apply(match &admission {
+        Ok(Admission::Admitted { .. }) => ApplyResult::admitted,
+        Ok(Admission::AlreadyAdmitted { .. }) => ApplyResult::already,
+        Ok(Admission::SoldOut) => ApplyResult::sold_out,
+        Ok(Admission::NotOpen) => ApplyResult::not_open,
+        Ok(Admission::Closed) => ApplyResult::closed,
+        Ok(Admission::UnknownCoupon) => ApplyResult::not_found,
+        Err(_) => ApplyResult::error,
+    });
+    admission
+}
+
+fn answer(
+    coupon: CouponId,
+    user: UserId,
+    admission: Admission,
+) -> Result<ApplyResponse, ApplyError> {
+    let view = |ticket, stock| Json(ApplicationView::new(coupon, user, ticket, stock));
+    match admission {
+        Admission::Admitted { ticket, stock } => Ok(ApplyResponse::Admitted(view(ticket, stock))),
+        Admission::AlreadyAdmitted { ticket, stock } => {
+            Ok(ApplyResponse::AlreadyAdmitted(view(ticket, stock)))
         }
-        let started = std::time::Instant::now();
-        let _permit = state
-            .apply_permits
-            .acquire()
-            .await
-            .map_err(|e| ApiError::internal(e.into()))?;
-        let admission = state.gate.apply(coupon, user).await;
-        state
-            .metrics
-            .apply_seconds
-            .observe(started.elapsed().as_secs_f64());
-        state.metrics.apply(match &admission {
-            Ok(Admission::Admitted { .. }) => ApplyResult::admitted,
-            Ok(Admission::AlreadyAdmitted { .. }) => ApplyResult::already,
-            Ok(Admission::SoldOut) => ApplyResult::sold_out,
-            Ok(Admission::NotOpen) => ApplyResult::not_open,
-            Ok(Admission::Closed) => ApplyResult::closed,
-            Ok(Admission::UnknownCoupon) => ApplyResult::not_found,
-            Err(_) => ApplyResult::error,
-        });
-        match admission? {
-            Admission::Admitted { ticket, stock } => Ok(ApplyResponse::Admitted(
-                ApplicationView::new(coupon, user, ticket, stock),
-            )),
-            Admission::AlreadyAdmitted { ticket, stock } => Ok(ApplyResponse::AlreadyAdmitted(
-                ApplicationView::new(coupon, user, ticket, stock),
-            )),
-            Admission::SoldOut => Err(ApiError::new(
-                ErrorCode::SoldOut,
-                "Every coupon of this event is taken.",
-            )),
-            Admission::NotOpen => Err(ApiError::new(
-                ErrorCode::EventNotOpen,
-                "The event has not opened yet; see opensAt.",
-            )),
-            Admission::Closed => Err(ApiError::new(
-                ErrorCode::EventClosed,
-                "The event is closed.",
-            )),
-            Admission::UnknownCoupon => Err(ApiError::new(
-                ErrorCode::CouponNotFound,
-                format!("No coupon {coupon}."),
-            )),
-        }
+        Admission::SoldOut => Err(ApiError::new(
+            ErrorCode::SoldOut,
+            "Every coupon of this event is taken.",
+        )),
+        Admission::NotOpen => Err(ApiError::new(
+            ErrorCode::EventNotOpen,
+            "The event has not opened yet; see opensAt.",
+        )),
+        Admission::Closed => Err(ApiError::new(
+            ErrorCode::EventClosed,
+            "The event is closed.",
+        )),
+        Admission::UnknownCoupon => Err(ApiError::no_coupon(coupon)),
     }
 }

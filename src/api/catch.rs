@@ -37,24 +37,16 @@ pub async fn to_problem(err: poem::Error) -> Response {
     } else {
         by_status(err)
     };
-    problem.into_http()
+    problem.into_http(None)
 }
 
+/// Any other framework error, by its status, through the same table as every other answer.
 fn by_status(err: poem::Error) -> Problem {
     let status = err.status();
-    if status.is_server_error() {
+    let code = ErrorCode::for_status(status);
+    if code == ErrorCode::Internal {
         tracing::error!(error = %err, %status, "unhandled server error");
-        return Problem::new(ErrorCode::Internal, "An internal error occurred.");
+        return Problem::new(code, "An internal error occurred.");
     }
-    let code = match status.as_u16() {
-        401 => ErrorCode::Unauthorized,
-        404 => ErrorCode::NotFound,
-        408 => ErrorCode::RequestTimeout,
-        413 => ErrorCode::PayloadTooLarge,
-        429 => ErrorCode::RateLimited,
-        431 => ErrorCode::HeadersTooLarge,
-        415 => ErrorCode::UnsupportedMediaType,
-        _ => ErrorCode::InvalidRequest,
-    };
     Problem::new(code, status.canonical_reason().unwrap_or("Bad request"))
 }

@@ -1,4 +1,6 @@
-//! `POST /coupons` (admin) and `GET /coupons/{couponId}`.
+//! `POST /coupons` (admin), `GET /coupons` and `GET /coupons/{couponId}`. Both operations on
+//! `/coupons` live in this one impl: poem-openapi writes one path item per impl, so splitting
+//! them emitted the key `/coupons` twice and clients kept only the last.
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -6,16 +8,24 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::problem::{ApiError, ErrorCode};
+use super::problem::{declared, ApiError};
 use super::security::BearerAuth;
+use super::views::{CouponView, SummaryView};
 use super::{coupon_id, ApiTags, AppState};
-use crate::domain::{CouponName, CouponState, EventWindow, Stock};
+use crate::domain::{Coupon, CouponName, EventWindow, Stock};
 use crate::gate::Snapshot;
 use crate::store::{self, NewCoupon};
 
+/// How many events `GET /coupons` lists, newest first.
+const LIST_LIMIT: i64 = 50;
+
+type CreateError = ApiError<{ declared::CREATE }>;
+type ListError = ApiError<{ declared::READ }>;
+type ReadError = ApiError<{ declared::READ_COUPON }>;
+
 /// A new coupon event.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[oai(rename_all = "camelCase", deny_unknown_fields, example)]
 pub struct CreateCoupon {
     /// Shown to shoppers; 1 to 200 characters.
     #[oai(validator(min_length = 1, max_length = 200))]
@@ -31,41 +41,32 @@ pub struct CreateCoupon {
     pub closes_at: Option<DateTime<Utc>>,
 }
 
-/// A coupon event and how far it has gone.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct CouponView {
-    pub id: i64,
-    pub name: String,
-    pub stock: u32,
-    /// Users who got in (at most `stock`).
-    pub admitted: u32,
-    /// Users whose coupon is written to the database.
-    pub issued: u32,
-    pub remaining: u32,
-    pub state: CouponState,
-    #[oai(skip_serializing_if_is_none)]
-    pub opens_at: Option<DateTime<Utc>>,
-    #[oai(skip_serializing_if_is_none)]
-    pub closes_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<&Snapshot> for CouponView {
-    fn from(s: &Snapshot) -> Self {
+impl poem_openapi::types::Example for CreateCoupon {
+    fn example() -> Self {
         Self {
-            id: s.coupon.id.get(),
-            name: s.coupon.name.as_str().to_owned(),
-            stock: s.coupon.stock.get(),
-            admitted: s.admitted,
-            issued: s.issued,
-            remaining: s.remaining(),
-            state: s.state(),
-            opens_at: s.coupon.window.opens_at(),
-            closes_at: s.coupon.window.closes_at(),
-            created_at: s.coupon.created_at,
+            name: "Spring sale".into(),
+            stock: 100,
+            opens_at: None,
+            closes_at: None,
         }
     }
+}
+
+impl CreateCoupon {
+    fn parse(&self) -> Result<NewCoupon, CreateError> {
+        Ok(NewCoupon {
+            name: CouponName::new(&self.name).map_err(ApiError::invalid)?,
+            stock: Stock::new(self.stock).map_err(ApiError::invalid)?,
+            window: EventWindow::new(self.opens_at, self.closes_at).map_err(ApiError::invalid)?,
+        })
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CouponList {
+    /// The newest events first, at most 50.
+    pub items: Vec<SummaryView>,
 }
 
 #[derive(ApiResponse)]
@@ -75,55 +76,82 @@ pub enum CreatedResponse {
     Created(Json<CouponView>),
 }
 
+#[derive(ApiResponse)]
+pub enum ListResponse {
+    /// The newest events, read from PostgreSQL.
+    #[oai(status = 200)]
+    Events(Json<CouponList>),
+}
+
+#[derive(ApiResponse)]
+pub enum CouponResponse {
+    /// The event with its live numbers, read from Redis.
+    #[oai(status = 200)]
+    Event(Json<CouponView>),
+}
+
 pub struct CouponsApi;
 
 #[OpenApi(tag = "ApiTags::Coupons")]
 impl CouponsApi {
     /// Create a coupon event (admin token).
-    #[oai(path = "/coupons", method = "post")]
+    #[oai(path = "/coupons", method = "post", operation_id = "createCoupon")]
     #[tracing::instrument(name = "create_coupon", skip_all)]
     async fn create(
         &self,
         state: Data<&AppState>,
         auth: BearerAuth,
         body: Json<CreateCoupon>,
-    ) -> Result<CreatedResponse, ApiError> {
+    ) -> Result<CreatedResponse, CreateError> {
         auth.require_admin()?;
-        let new = NewCoupon {
-            name: CouponName::new(&body.name).map_err(ApiError::invalid)?,
-            stock: Stock::new(body.stock).map_err(ApiError::invalid)?,
-            window: EventWindow::new(body.opens_at, body.closes_at).map_err(ApiError::invalid)?,
-        };
-        // The row and the gate's copy appear together: the transaction commits only after Redis
-        // accepted the coupon, and a failed commit takes the Redis copy back.
-        let mut tx = state.db.begin().await?;
-        let coupon = store::insert_coupon(&mut tx, new).await?;
-        state.gate.register(&coupon).await?;
-        if let Err(e) = tx.commit().await {
-            if let Err(undo) = state.gate.unregister(coupon.id).await {
-                tracing::error!(error = ?undo, coupon_id = %coupon.id, "stray coupon left in Redis");
-            }
-            return Err(e.into());
-        }
+        let coupon = create(&state, body.parse()?).await?;
         tracing::info!(coupon_id = %coupon.id, stock = coupon.stock.get(), "coupon event created");
         let snapshot = Snapshot::fresh(coupon);
         Ok(CreatedResponse::Created(Json(CouponView::from(&snapshot))))
     }
 
+    /// The newest coupon events (read from PostgreSQL).
+    #[oai(path = "/coupons", method = "get", operation_id = "listCoupons")]
+    async fn list(&self, state: Data<&AppState>) -> Result<ListResponse, ListError> {
+        let items = store::list_coupons(&state.db, LIST_LIMIT).await?;
+        let items = items.into_iter().map(SummaryView::from).collect();
+        Ok(ListResponse::Events(Json(CouponList { items })))
+    }
+
     /// Read a coupon event: stock, admitted, issued, remaining and state. Served from Redis.
-    #[oai(path = "/coupons/:couponId", method = "get")]
+    #[oai(
+        path = "/coupons/:couponId",
+        method = "get",
+        operation_id = "getCoupon"
+    )]
     async fn get(
         &self,
         state: Data<&AppState>,
         /// The coupon event's id.
         #[oai(name = "couponId")]
         coupon: Path<i64>,
-    ) -> Result<Json<CouponView>, ApiError> {
+    ) -> Result<CouponResponse, ReadError> {
         let id = coupon_id(coupon.0)?;
-        let snapshot =
-            state.gate.snapshot(id, None).await?.ok_or_else(|| {
-                ApiError::new(ErrorCode::CouponNotFound, format!("No coupon {id}."))
-            })?;
-        Ok(Json(CouponView::from(&snapshot)))
+        let snapshot = state
+            .gate
+            .snapshot(id, None)
+            .await?
+            .ok_or_else(|| ReadError::no_coupon(id))?;
+        Ok(CouponResponse::Event(Json(CouponView::from(&snapshot))))
     }
+}
+
+/// The row and the gate's copy appear together: the transaction commits only after Redis
+/// accepted the coupon, and a failed commit takes the Redis copy back.
+async fn create(state: &AppState, new: NewCoupon) -> Result<Coupon, CreateError> {
+    let mut tx = state.db.begin().await?;
+    let coupon = store::insert_coupon(&mut tx, new).await?;
+    state.gate.register(&coupon).await?;
+    if let Err(e) = tx.commit().await {
+        if let Err(undo) = state.gate.unregister(coupon.id).await {
+            tracing::error!(error = ?undo, coupon_id = %coupon.id, "stray coupon left in Redis");
+        }
+        return Err(e.into());
+    }
+    Ok(coupon)
 }

@@ -1,4 +1,4 @@
-//! What the live event dashboard reads: the list of events and one event's compact stats. The
+//! What the live event dashboard reads besides `GET /coupons`: one event's compact stats. The
 //! page itself (`GET /dashboard`) is static HTML that polls these public endpoints.
 
 use chrono::{DateTime, Utc};
@@ -6,14 +6,13 @@ use poem::web::Html;
 use poem::{handler, web::Data};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::problem::{ApiError, ErrorCode};
+use super::problem::{declared, ApiError};
+use super::views::StateView;
 use super::{coupon_id, ApiTags, AppState};
-use crate::domain::CouponState;
-use crate::store::{self, CouponSummary};
 
-const LIST_LIMIT: i64 = 50;
+type StatsError = ApiError<{ declared::READ_COUPON }>;
 
 /// One event's numbers at one instant, cheap to poll every second.
 #[derive(Debug, Object)]
@@ -32,7 +31,7 @@ pub struct CouponStats {
     pub pending: u64,
     pub inflight: u64,
     pub remaining: u32,
-    pub state: CouponState,
+    pub state: StateView,
     #[oai(skip_serializing_if_is_none)]
     pub opens_at: Option<DateTime<Utc>>,
     #[oai(skip_serializing_if_is_none)]
@@ -41,39 +40,35 @@ pub struct CouponStats {
     pub now: DateTime<Utc>,
 }
 
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct CouponList {
-    /// The newest events first, at most 50.
-    pub items: Vec<CouponSummary>,
+#[derive(ApiResponse)]
+pub enum StatsResponse {
+    /// The event's numbers now, read from Redis.
+    #[oai(status = 200)]
+    Stats(Json<CouponStats>),
 }
 
 pub struct DashboardApi;
 
 #[OpenApi(tag = "ApiTags::Coupons")]
 impl DashboardApi {
-    /// The newest coupon events (read from PostgreSQL).
-    #[oai(path = "/coupons", method = "get")]
-    async fn list(&self, state: Data<&AppState>) -> Result<Json<CouponList>, ApiError> {
-        let items = store::list_coupons(&state.db, LIST_LIMIT).await?;
-        Ok(Json(CouponList { items }))
-    }
-
     /// One event's live numbers for the dashboard (served from Redis).
-    #[oai(path = "/coupons/:couponId/stats", method = "get")]
+    #[oai(
+        path = "/coupons/:couponId/stats",
+        method = "get",
+        operation_id = "getCouponStats"
+    )]
     async fn stats(
         &self,
         state: Data<&AppState>,
         /// The coupon event's id.
         #[oai(name = "couponId")]
         coupon: Path<i64>,
-    ) -> Result<Json<CouponStats>, ApiError> {
+    ) -> Result<StatsResponse, StatsError> {
         let id = coupon_id(coupon.0)?;
         let (snapshot, backlog) =
             tokio::try_join!(state.gate.snapshot(id, None), state.gate.backlog(id))?;
-        let s = snapshot
-            .ok_or_else(|| ApiError::new(ErrorCode::CouponNotFound, format!("No coupon {id}.")))?;
-        Ok(Json(CouponStats {
+        let s = snapshot.ok_or_else(|| StatsError::no_coupon(id))?;
+        Ok(StatsResponse::Stats(Json(CouponStats {
             coupon_id: id.get(),
             name: s.coupon.name.as_str().to_owned(),
             stock: s.coupon.stock.get(),
@@ -84,11 +79,11 @@ impl DashboardApi {
             pending: backlog.pending,
             inflight: backlog.inflight,
             remaining: s.remaining(),
-            state: s.state(),
+            state: s.state().into(),
             opens_at: s.coupon.window.opens_at(),
             closes_at: s.coupon.window.closes_at(),
             now: s.now,
-        }))
+        })))
     }
 }
 

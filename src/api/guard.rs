@@ -112,5 +112,5 @@ impl<E: Endpoint> Endpoint for Guarded<E> {
 }
 
 fn refuse(code: ErrorCode, detail: String) -> Response {
-    Problem::new(code, detail).into_http()
+    Problem::new(code, detail).into_http(None)
 }

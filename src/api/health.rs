@@ -53,20 +53,27 @@ pub struct Liveness {
     pub status: CheckStatus,
 }
 
+#[derive(ApiResponse)]
+pub enum LiveResponse {
+    /// The process is up and serving HTTP.
+    #[oai(status = 200)]
+    Live(Json<Liveness>),
+}
+
 pub struct HealthApi;
 
 #[OpenApi(tag = "ApiTags::Health")]
 impl HealthApi {
     /// The process is up and serving HTTP.
-    #[oai(path = "/health/live", method = "get")]
-    async fn live(&self) -> Json<Liveness> {
-        Json(Liveness {
+    #[oai(path = "/health/live", method = "get", operation_id = "live")]
+    async fn live(&self) -> LiveResponse {
+        LiveResponse::Live(Json(Liveness {
             status: CheckStatus::Up,
-        })
+        }))
     }
 
     /// Whether Redis, PostgreSQL and the Kafka broker answer, each within two seconds.
-    #[oai(path = "/health/ready", method = "get")]
+    #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: Data<&AppState>) -> ReadyResponse {
         let (redis, postgres, kafka) = tokio::join!(
             state.gate.ping(),

@@ -3,31 +3,49 @@
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::problem::{ApiError, ErrorCode};
+use super::problem::{declared, ApiError};
 use super::security::BearerAuth;
+use super::views::{IssueView, MyCouponView};
 use super::{coupon_id, ApiTags, AppState};
-use crate::store::{self, IssueRecord, IssuedCoupon};
+use crate::store;
 
 /// How many of a user's coupons `GET /me/coupons` lists, newest first.
 const MY_COUPONS_LIMIT: i64 = 100;
 const DEFAULT_PAGE: i64 = 100;
 
+type MineError = ApiError<{ declared::USER }>;
+type IssuesError = ApiError<{ declared::ADMIN_COUPON }>;
+
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct MyCoupons {
-    pub items: Vec<IssuedCoupon>,
+    pub items: Vec<MyCouponView>,
 }
 
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct IssuePage {
     /// Persisted issues in arrival order.
-    pub items: Vec<IssueRecord>,
+    pub items: Vec<IssueView>,
     /// Pass as `afterPosition` for the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
     pub next_after_position: Option<i32>,
+}
+
+#[derive(ApiResponse)]
+pub enum MineResponse {
+    /// The caller's issued coupons, newest first (at most 100).
+    #[oai(status = 200)]
+    Coupons(Json<MyCoupons>),
+}
+
+#[derive(ApiResponse)]
+pub enum IssuesResponse {
+    /// One page of persisted issues in position order.
+    #[oai(status = 200)]
+    Page(Json<IssuePage>),
 }
 
 pub struct IssuesApi;
@@ -35,18 +53,23 @@ pub struct IssuesApi;
 #[OpenApi(tag = "ApiTags::Issues")]
 impl IssuesApi {
     /// The caller's issued coupons, newest first (user token). Read from PostgreSQL.
-    #[oai(path = "/me/coupons", method = "get")]
+    #[oai(path = "/me/coupons", method = "get", operation_id = "listMyCoupons")]
     async fn mine(
         &self,
         state: Data<&AppState>,
         auth: BearerAuth,
-    ) -> Result<Json<MyCoupons>, ApiError> {
+    ) -> Result<MineResponse, MineError> {
         let items = store::user_coupons(&state.db, auth.0.user, MY_COUPONS_LIMIT).await?;
-        Ok(Json(MyCoupons { items }))
+        let items = items.into_iter().map(MyCouponView::from).collect();
+        Ok(MineResponse::Coupons(Json(MyCoupons { items })))
     }
 
     /// A coupon's persisted issues in arrival order, a page at a time (admin token).
-    #[oai(path = "/coupons/:couponId/issues", method = "get")]
+    #[oai(
+        path = "/coupons/:couponId/issues",
+        method = "get",
+        operation_id = "listCouponIssues"
+    )]
     async fn list(
         &self,
         state: Data<&AppState>,
@@ -60,20 +83,20 @@ impl IssuesApi {
         /// Page size, 1 to 1000 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
-    ) -> Result<Json<IssuePage>, ApiError> {
+    ) -> Result<IssuesResponse, IssuesError> {
         auth.require_admin()?;
         let id = coupon_id(coupon.0)?;
         let limit = limit.0.unwrap_or(DEFAULT_PAGE);
         let items = store::coupon_issues(&state.db, id, after_position.0.unwrap_or(0), limit)
             .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::CouponNotFound, format!("No coupon {id}.")))?;
+            .ok_or_else(|| IssuesError::no_coupon(id))?;
         let full_page = items.len() as i64 == limit;
         let next_after_position = full_page
             .then(|| items.last().map(|i| i.position))
             .flatten();
-        Ok(Json(IssuePage {
-            items,
+        Ok(IssuesResponse::Page(Json(IssuePage {
+            items: items.into_iter().map(IssueView::from).collect(),
             next_after_position,
-        }))
+        })))
     }
 }

@@ -14,11 +14,13 @@ mod problem;
 mod rate_limit;
 mod security;
 mod state;
+mod views;
 
 use poem::web::Data;
 use poem::{get, handler, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
+pub use audit::report_json as audit_report_json;
 pub use guard::RequestGuard;
 pub use idle::IdleCutoff;
 pub use problem::{ApiError, ErrorCode, Problem};
@@ -67,7 +69,9 @@ pub fn service() -> OpenApiService<Apis, ()> {
     .description(
         "First-come, first-served coupon issuing. Apply with a user token; the first `stock` \
          distinct users get a coupon, in order of arrival. Errors are application/problem+json \
-         with a stable `code`.",
+         with a stable `code`. Besides the statuses each operation lists, any request can be \
+         refused before it reaches an operation: 408 `REQUEST_TIMEOUT`, 413 \
+         `PAYLOAD_TOO_LARGE`, 431 `HEADERS_TOO_LARGE` (the configured transport limits).",
     )
 }
 
@@ -98,6 +102,6 @@ fn metrics(state: Data<&AppState>) -> poem::Response {
         .body(state.metrics.encode())
 }
 
-fn coupon_id(raw: i64) -> Result<CouponId, ApiError> {
+fn coupon_id<const C: u32>(raw: i64) -> Result<CouponId, ApiError<C>> {
     CouponId::new(raw).map_err(ApiError::invalid)
 }

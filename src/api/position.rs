@@ -1,37 +1,24 @@
 //! `GET /coupons/{couponId}/position`: where the caller stands, read from Redis.
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, OpenApi};
 
-use super::problem::{ApiError, ErrorCode};
+use super::problem::{declared, ApiError};
 use super::security::BearerAuth;
+use super::views::{ApplicationStatus, PositionView};
 use super::{coupon_id, ApiTags, AppState};
-use crate::domain::{ApplicationStatus, CouponState};
+use crate::domain::CouponState;
 use crate::gate::Snapshot;
 
-/// The caller's place for one coupon event.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct PositionView {
-    pub coupon_id: i64,
-    pub user_id: i64,
-    /// NOT_APPLIED, ADMITTED, PUBLISHED, ISSUED, FAILED, or SOLD_OUT (did not get in, stock gone).
-    pub status: ApplicationStatus,
-    /// Place in line when admitted.
-    #[oai(skip_serializing_if_is_none)]
-    pub position: Option<u32>,
-    pub stock: u32,
-    pub admitted: u32,
-    pub issued: u32,
-    /// When the application reached Redis, when admitted.
-    #[oai(skip_serializing_if_is_none)]
-    pub applied_at: Option<DateTime<Utc>>,
-    /// When asking again may give a different answer; absent once the answer is final.
-    #[oai(skip_serializing_if_is_none)]
-    pub retry_after_ms: Option<u64>,
+type PositionError = ApiError<{ declared::POSITION }>;
+
+#[derive(ApiResponse)]
+pub enum PositionResponse {
+    /// The caller's status; `retryAfterMs` says when asking again may change it.
+    #[oai(status = 200)]
+    Position(Json<PositionView>),
 }
 
 pub struct PositionApi;
@@ -39,7 +26,11 @@ pub struct PositionApi;
 #[OpenApi(tag = "ApiTags::Applications")]
 impl PositionApi {
     /// The caller's status and place in line (user token).
-    #[oai(path = "/coupons/:couponId/position", method = "get")]
+    #[oai(
+        path = "/coupons/:couponId/position",
+        method = "get",
+        operation_id = "getPosition"
+    )]
     #[tracing::instrument(level = "debug", name = "position", skip_all, fields(coupon_id = coupon.0, user_id = %auth.0.user))]
     async fn position(
         &self,
@@ -48,31 +39,32 @@ impl PositionApi {
         /// The coupon event's id.
         #[oai(name = "couponId")]
         coupon: Path<i64>,
-    ) -> Result<Json<PositionView>, ApiError> {
+    ) -> Result<PositionResponse, PositionError> {
         let id = coupon_id(coupon.0)?;
         let user = auth.0.user;
-        let snapshot =
-            state.gate.snapshot(id, Some(user)).await?.ok_or_else(|| {
-                ApiError::new(ErrorCode::CouponNotFound, format!("No coupon {id}."))
-            })?;
+        let snapshot = state
+            .gate
+            .snapshot(id, Some(user))
+            .await?
+            .ok_or_else(|| PositionError::no_coupon(id))?;
         let status = status_of(&snapshot);
-        Ok(Json(PositionView {
+        Ok(PositionResponse::Position(Json(PositionView {
             coupon_id: id.get(),
             user_id: user.get(),
             status,
-            position: snapshot.ticket.map(|t| t.position),
+            position: snapshot.ticket.map(|t| t.position.get()),
             stock: snapshot.coupon.stock.get(),
             admitted: snapshot.admitted,
             issued: snapshot.issued,
             applied_at: snapshot.ticket.map(|t| t.applied_at),
-            retry_after_ms: retry_after_ms(&snapshot, status, state.issuer_period.as_millis()),
-        }))
+            retry_after_ms: retry_after_ms(&snapshot, status, state.status_poll.as_millis()),
+        })))
     }
 }
 
 fn status_of(snapshot: &Snapshot) -> ApplicationStatus {
     match snapshot.ticket {
-        Some(ticket) => ticket.status,
+        Some(ticket) => ticket.status.into(),
         None if snapshot.remaining() == 0 => ApplicationStatus::SoldOut,
         None => ApplicationStatus::NotApplied,
     }

@@ -2,7 +2,7 @@ use poem::Request;
 use poem_openapi::auth::Bearer;
 use poem_openapi::SecurityScheme;
 
-use super::problem::{ApiError, ErrorCode};
+use super::problem::{ApiError, ErrorCode, Problem};
 use super::state::AppState;
 use crate::auth::Caller;
 
@@ -13,17 +13,23 @@ use crate::auth::Caller;
 pub struct BearerAuth(pub Caller);
 
 async fn verify(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
-    let state = req
-        .data::<AppState>()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not attached")))?;
+    let refuse = |detail: String| {
+        poem::Error::from_response(Problem::new(ErrorCode::Unauthorized, detail).into_http(None))
+    };
+    let Some(state) = req.data::<AppState>() else {
+        tracing::error!("AppState is not attached");
+        return Err(poem::Error::from_response(
+            Problem::new(ErrorCode::Internal, "An internal error occurred.").into_http(None),
+        ));
+    };
     state
         .tokens
         .verify(&bearer.token)
-        .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()).into())
+        .map_err(|e| refuse(e.to_string()))
 }
 
 impl BearerAuth {
-    pub fn require_admin(&self) -> Result<Caller, ApiError> {
+    pub fn require_admin<const C: u32>(&self) -> Result<Caller, ApiError<C>> {
         if self.0.admin {
             Ok(self.0)
         } else {

@@ -23,6 +23,6 @@ pub struct AppState {
     /// Per-user and per-address token buckets, checked before the gate.
     pub limiter: Arc<ApplyLimiter>,
     pub metrics: Arc<Metrics>,
-    /// How often the batch issuer runs; tells pollers when a status can next change.
-    pub issuer_period: Duration,
+    /// The issuer's period (from its schedule): when a polled status can next change.
+    pub status_poll: Duration,
 }

@@ -8,11 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::retry::{never, retrying, Gave};
 use super::IssueConsumer;
-use crate::domain::{CouponId, UserId};
-use crate::gate::{GateError, Progress};
+use crate::domain::{CouponId, Status, UserId, Winner};
+use crate::gate::GateError;
 use crate::kafka::IssueRequest;
 use crate::metrics::Dependency;
-use crate::store::{self, FailedEvent, NewIssue};
+use crate::store::{self, FailedEvent};
 
 /// A message that can never be persisted, with the reason.
 struct Poison<'a> {
@@ -47,7 +47,7 @@ impl IssueConsumer {
             return;
         };
         if self
-            .mark(Progress::Issued, &persisted, shutdown)
+            .mark(Status::Issued, &persisted, shutdown)
             .await
             .is_err()
         {
@@ -75,8 +75,8 @@ impl IssueConsumer {
         valid: &[(&'a OwnedMessage, IssueRequest)],
         poison: &mut Vec<Poison<'a>>,
         shutdown: &CancellationToken,
-    ) -> Result<Vec<NewIssue>, Gave> {
-        let issues: Vec<NewIssue> = valid.iter().map(|(_, r)| to_issue(r)).collect();
+    ) -> Result<Vec<Winner>, Gave> {
+        let issues: Vec<Winner> = valid.iter().map(|(_, r)| r.winner()).collect();
         if issues.is_empty() {
             return Ok(issues);
         }
@@ -124,8 +124,8 @@ impl IssueConsumer {
 
     async fn mark(
         &self,
-        to: Progress,
-        issues: &[NewIssue],
+        to: Status,
+        issues: &[Winner],
         shutdown: &CancellationToken,
     ) -> Result<(), Gave> {
         let mut by_coupon: BTreeMap<CouponId, Vec<UserId>> = BTreeMap::new();
@@ -185,8 +185,8 @@ impl IssueConsumer {
             },
         )
         .await?;
-        if let Some(issue) = poison.request.as_ref().map(to_issue) {
-            self.mark(Progress::Failed, &[issue], shutdown).await?;
+        if let Some(issue) = poison.request.as_ref().map(IssueRequest::winner) {
+            self.mark(Status::Failed, &[issue], shutdown).await?;
         }
         Ok(())
     }
@@ -219,14 +219,5 @@ impl IssueConsumer {
     /// Counts a failed call; Redis failures are counted by the gate itself.
     fn failed(&self, dependency: Dependency) -> impl Fn() + '_ {
         move || self.metrics.dependency_error(dependency)
-    }
-}
-
-fn to_issue(request: &IssueRequest) -> NewIssue {
-    NewIssue {
-        coupon: CouponId::new(request.coupon_id).expect("checked by decode"),
-        user: UserId::new(request.user_id).expect("checked by decode"),
-        position: request.position,
-        applied_at: request.applied_at,
     }
 }

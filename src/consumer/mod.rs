@@ -133,18 +133,11 @@ impl IssueConsumer {
 
     /// Consumes until `shutdown`; the batch in hand is finished (or left uncommitted) first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        loop {
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                batch = self.next_batch() => batch,
-            };
-            match batch {
-                Ok(batch) => self.process(&batch, &shutdown).await,
-                Err(e) => {
-                    self.metrics.dependency_error(Dependency::kafka);
-                    tracing::warn!(error = %e, "Kafka receive failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+        while !shutdown.is_cancelled() {
+            if let Err(e) = self.run_once(None, &shutdown).await {
+                self.metrics.dependency_error(Dependency::kafka);
+                tracing::warn!(error = %e, "Kafka receive failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
         // Per-batch commits are asynchronous; make sure the last one reached the broker.
@@ -153,6 +146,23 @@ impl IssueConsumer {
         }
         tracing::info!("consumer stopped");
         Ok(())
+    }
+
+    /// One batch, start to end: waits for a first message (up to `wait`; without one, until
+    /// a message or `shutdown`), gathers the batch, persists it, marks its winners ISSUED and
+    /// commits its offsets. Returns how many messages it handled: 0 when none came.
+    pub async fn run_once(
+        &self,
+        wait: Option<Duration>,
+        shutdown: &CancellationToken,
+    ) -> rdkafka::error::KafkaResult<usize> {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(0),
+            batch = self.next_batch() => batch?,
+            _ = sleep_or_forever(wait) => return Ok(0),
+        };
+        self.process(&batch, shutdown).await;
+        Ok(batch.len())
     }
 
     /// Up to `batch_size` messages, or whatever arrived `batch_wait_ms` after the first.
@@ -177,5 +187,12 @@ impl IssueConsumer {
             "batch"
         );
         Ok(batch)
+    }
+}
+
+async fn sleep_or_forever(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
     }
 }

@@ -104,8 +104,7 @@ impl EventWindow {
 }
 
 /// What an event looks like to a shopper right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
-#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CouponState {
     Scheduled,
     Open,

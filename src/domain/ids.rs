@@ -6,8 +6,34 @@ use super::InvalidValue;
 macro_rules! positive_id {
     ($name:ident, $what:literal) => {
         #[doc = concat!("A ", $what, " id: a positive 64-bit integer.")]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            serde::Serialize,
+            serde::Deserialize,
+        )]
+        #[serde(try_from = "i64", into = "i64")]
         pub struct $name(i64);
+
+        impl TryFrom<i64> for $name {
+            type Error = InvalidValue;
+
+            fn try_from(value: i64) -> Result<Self, Self::Error> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for i64 {
+            fn from(id: $name) -> Self {
+                id.0
+            }
+        }
 
         impl $name {
             pub fn new(value: i64) -> Result<Self, InvalidValue> {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use redis::Script;
 
 use super::{micros_to_time, parse_field, Gate, GateError};
-use crate::domain::{ApplicationStatus, CouponId, UserId};
+use crate::domain::{CouponId, Position, Status, UserId};
 
 static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("apply.lua")));
 
@@ -30,18 +30,18 @@ pub enum Admission {
 /// A winner's place in line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
-    pub position: u32,
+    pub position: Position,
     /// The Redis-side arrival time; also the sorted-set score.
     pub applied_at: DateTime<Utc>,
-    pub status: ApplicationStatus,
+    pub status: Status,
 }
 
 impl Ticket {
     pub(super) fn parse(position: &str, score: &str, status: &str) -> anyhow::Result<Self> {
         Ok(Self {
-            position: parse_field(position, "position")?,
+            position: Position::new(parse_field(position, "position")?)?,
             applied_at: micros_to_time(parse_field(score, "score")?)?,
-            status: status.parse().map_err(|e: String| anyhow!(e))?,
+            status: status.parse()?,
         })
     }
 }
@@ -109,9 +109,9 @@ mod tests {
             panic!("not admitted")
         };
         assert_eq!(stock, 100);
-        assert_eq!(ticket.position, 3);
+        assert_eq!(ticket.position.get(), 3);
         assert_eq!(ticket.applied_at.timestamp_micros(), 1_700_000_000_123_456);
-        assert_eq!(ticket.status, ApplicationStatus::Admitted);
+        assert_eq!(ticket.status, Status::Admitted);
     }
 
     #[test]

@@ -8,44 +8,17 @@ use anyhow::anyhow;
 use redis::Script;
 
 use super::{micros_to_time, parse_field, Gate, GateError};
-use crate::domain::{CouponId, UserId};
+use crate::domain::{CouponId, Position, Status, UserId, Winner};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
 static ADVANCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("advance.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
-
-/// A winner claimed for publishing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Winner {
-    pub coupon: CouponId,
-    pub user: UserId,
-    pub position: u32,
-    pub applied_at: chrono::DateTime<chrono::Utc>,
-}
 
 #[derive(Debug, Default)]
 pub struct Claim {
     pub winners: Vec<Winner>,
     /// Sold out or closed, with nothing pending or in flight: the coupon is done for good.
     pub finished: bool,
-}
-
-/// The statuses issuance moves a user to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    Published,
-    Issued,
-    Failed,
-}
-
-impl Progress {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Published => "PUBLISHED",
-            Self::Issued => "ISSUED",
-            Self::Failed => "FAILED",
-        }
-    }
 }
 
 /// Where a coupon's winners are: admitted in all, still pending, claimed but not acknowledged.
@@ -150,7 +123,7 @@ impl Gate {
     pub async fn advance(
         &self,
         coupon: CouponId,
-        to: Progress,
+        to: Status,
         users: &[UserId],
     ) -> Result<u64, GateError> {
         let keys = self.keys(coupon);
@@ -207,7 +180,7 @@ fn parse_claim(coupon: CouponId, reply: &[String]) -> anyhow::Result<Claim> {
             Ok(Winner {
                 coupon,
                 user: w[0].parse().map_err(|e| anyhow!("{e}"))?,
-                position: parse_field(&w[1], "position")?,
+                position: Position::new(parse_field(&w[1], "position")?)?,
                 applied_at: micros_to_time(parse_field(&w[2], "score")?)?,
             })
         })

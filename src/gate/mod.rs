@@ -21,9 +21,9 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 pub use admission::{Admission, Ticket};
 pub use inspect::GateState;
-pub use issuing::{Backlog, Claim, Progress, Winner};
+pub use issuing::{Backlog, Claim};
 pub use keys::CouponKeys;
-pub use recovery::{PersistedWinner, LOST_PREFIX};
+pub use recovery::LOST_PREFIX;
 pub use snapshot::Snapshot;
 
 use crate::domain::{Coupon, CouponId};

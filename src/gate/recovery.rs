@@ -3,25 +3,17 @@
 
 use std::sync::LazyLock;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use redis::Script;
 
 use super::{Gate, GateError};
-use crate::domain::{Coupon, CouponId, UserId};
+use crate::domain::{Coupon, CouponId, PersistedWinner};
 
 static HOLD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("hold.lua")));
 static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("restore.lua")));
 
 /// Queue members standing for positions whose winner was lost (see restore.lua).
 pub const LOST_PREFIX: &str = "~lost:";
-
-/// A winner as PostgreSQL persisted it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PersistedWinner {
-    pub user: UserId,
-    pub position: u32,
-    pub applied_at: DateTime<Utc>,
-}
 
 impl Gate {
     /// The coupons among `coupons` whose state Redis does not hold (held ones included).
@@ -85,7 +77,7 @@ impl Gate {
                 }
                 for w in winners {
                     invocation
-                        .arg(w.position)
+                        .arg(w.position.get())
                         .arg(w.user.get())
                         .arg(w.applied_at.timestamp_micros());
                 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use crate::configuration::IssuerSettings;
-use crate::domain::{CouponId, UserId};
-use crate::gate::{Gate, Progress};
+use crate::domain::{CouponId, Status, UserId};
+use crate::gate::Gate;
 use crate::kafka::Publisher;
 use crate::metrics::{CouponLabel, Metrics};
 
@@ -128,7 +128,7 @@ impl Issuer {
                 }
             }
             self.gate
-                .advance(coupon, Progress::Published, &delivered)
+                .advance(coupon, Status::Published, &delivered)
                 .await?;
             report.published += delivered.len();
             self.metrics.published.inc_by(delivered.len() as u64);

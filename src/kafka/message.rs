@@ -1,17 +1,17 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CouponId, UserId};
-use crate::gate::Winner;
+use crate::domain::{CouponId, Position, UserId, Winner};
 
 /// The issue request on the topic: `{"v":1, couponId, userId, position, appliedAt, publishedAt}`.
+/// The ids and the position are the domain types, so a decoded message is already valid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IssueRequest {
     pub v: u8,
-    pub coupon_id: i64,
-    pub user_id: i64,
-    pub position: u32,
+    pub coupon_id: CouponId,
+    pub user_id: UserId,
+    pub position: Position,
     pub applied_at: DateTime<Utc>,
     pub published_at: DateTime<Utc>,
 }
@@ -22,8 +22,8 @@ impl IssueRequest {
     pub fn new(winner: &Winner, published_at: DateTime<Utc>) -> Self {
         Self {
             v: Self::VERSION,
-            coupon_id: winner.coupon.get(),
-            user_id: winner.user.get(),
+            coupon_id: winner.coupon,
+            user_id: winner.user,
             position: winner.position,
             applied_at: winner.applied_at,
             published_at,
@@ -38,20 +38,16 @@ impl IssueRequest {
         if request.v != Self::VERSION {
             return Err(format!("unsupported message version {}", request.v));
         }
-        if request.position == 0 {
-            return Err("position must be at least 1".into());
-        }
-        request.coupon()?;
-        request.user()?;
         Ok(request)
     }
 
-    pub fn coupon(&self) -> Result<CouponId, String> {
-        CouponId::new(self.coupon_id).map_err(|e| e.to_string())
-    }
-
-    pub fn user(&self) -> Result<UserId, String> {
-        UserId::new(self.user_id).map_err(|e| e.to_string())
+    pub fn winner(&self) -> Winner {
+        Winner {
+            coupon: self.coupon_id,
+            user: self.user_id,
+            position: self.position,
+            applied_at: self.applied_at,
+        }
     }
 }
 
@@ -64,16 +60,23 @@ mod tests {
         let winner = Winner {
             coupon: CouponId::new(3).unwrap(),
             user: UserId::new(9).unwrap(),
-            position: 1,
+            position: Position::new(1).unwrap(),
             applied_at: Utc::now(),
         };
         let bytes = serde_json::to_vec(&IssueRequest::new(&winner, Utc::now())).unwrap();
-        assert_eq!(IssueRequest::decode(Some(&bytes)).unwrap().user_id, 9);
+        assert_eq!(IssueRequest::decode(Some(&bytes)).unwrap().winner(), winner);
         assert!(IssueRequest::decode(Some(b"not json")).is_err());
         assert!(IssueRequest::decode(None).is_err());
-        let zero = String::from_utf8(bytes)
-            .unwrap()
-            .replace("\"userId\":9", "\"userId\":0");
-        assert!(IssueRequest::decode(Some(zero.as_bytes())).is_err());
+        let text = String::from_utf8(bytes).unwrap();
+        for (field, bad) in [
+            ("\"userId\":9", "\"userId\":0"),
+            ("\"position\":1", "\"position\":0"),
+        ] {
+            let broken = text.replace(field, bad);
+            assert!(
+                IssueRequest::decode(Some(broken.as_bytes())).is_err(),
+                "{broken}"
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::IssueRequest;
 use crate::configuration::KafkaSettings;
-use crate::gate::Winner;
+use crate::domain::Winner;
 
 /// Idempotent, acks=all producer. Sends are enqueued together and their delivery reports awaited
 /// together: awaiting them one by one costs a broker round trip each.
@@ -19,15 +19,15 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(settings: &KafkaSettings) -> anyhow::Result<Self> {
+    /// `send_timeout`: how long one message may take to be delivered before it fails; the
+    /// issuer's lease sets it ([`crate::configuration::IssuerSettings::send_timeout`]).
+    pub fn new(settings: &KafkaSettings, send_timeout: Duration) -> anyhow::Result<Self> {
         let producer = settings
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            // Below the issuer's default lease, so a stuck send fails before its claim is
-            // handed to another instance.
-            .set("message.timeout.ms", "20000")
+            .set("message.timeout.ms", send_timeout.as_millis().to_string())
             .create()
             .context("creating the Kafka producer")?;
         Ok(Self {

@@ -34,15 +34,12 @@ pub async fn insert_coupon(conn: &mut PgConnection, new: NewCoupon) -> sqlx::Res
 }
 
 /// A coupon event in the list a dashboard offers.
-#[derive(Debug, Clone, sqlx::FromRow, poem_openapi::Object)]
-#[oai(rename_all = "camelCase", rename = "CouponSummary")]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CouponSummary {
     pub id: i64,
     pub name: String,
     pub stock: i32,
-    #[oai(skip_serializing_if_is_none)]
     pub opens_at: Option<DateTime<Utc>>,
-    #[oai(skip_serializing_if_is_none)]
     pub closes_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }

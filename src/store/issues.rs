@@ -5,22 +5,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool};
 
-use crate::domain::{CouponId, UserId};
-
-/// One winner to persist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NewIssue {
-    pub coupon: CouponId,
-    pub user: UserId,
-    pub position: u32,
-    pub applied_at: DateTime<Utc>,
-}
+use crate::domain::{CouponId, UserId, Winner};
 
 /// Persists a batch in one transaction: a multi-row insert that skips rows already present
 /// (a redelivery), and the matching `issued_count` increments. Position and stock constraints
 /// fail the whole batch; the caller then isolates the offending row.
 #[tracing::instrument(skip_all, fields(rows = issues.len()))]
-pub async fn persist_batch(db: &PgPool, issues: &[NewIssue]) -> sqlx::Result<u64> {
+pub async fn persist_batch(db: &PgPool, issues: &[Winner]) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
     let inserted: Vec<(i64,)> = sqlx::query_as(
         "INSERT INTO coupon_issue (coupon_id, user_id, position, applied_at) \
@@ -30,7 +21,12 @@ pub async fn persist_batch(db: &PgPool, issues: &[NewIssue]) -> sqlx::Result<u64
     )
     .bind(issues.iter().map(|i| i.coupon.get()).collect::<Vec<_>>())
     .bind(issues.iter().map(|i| i.user.get()).collect::<Vec<_>>())
-    .bind(issues.iter().map(|i| i.position as i32).collect::<Vec<_>>())
+    .bind(
+        issues
+            .iter()
+            .map(|i| i.position.get() as i32)
+            .collect::<Vec<_>>(),
+    )
     .bind(issues.iter().map(|i| i.applied_at).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
@@ -86,10 +82,8 @@ pub async fn record_failed(db: &PgPool, event: &FailedEvent<'_>) -> sqlx::Result
     Ok(())
 }
 
-// Served as is by `GET /me/coupons`, hence the OpenAPI derive.
-/// One of the caller's issued coupons.
-#[derive(Debug, Clone, FromRow, poem_openapi::Object)]
-#[oai(rename_all = "camelCase", rename = "MyCoupon")]
+/// One of a user's issued coupons.
+#[derive(Debug, Clone, FromRow)]
 pub struct IssuedCoupon {
     pub coupon_id: i64,
     pub name: String,
@@ -115,10 +109,8 @@ pub async fn user_coupons(
     .await
 }
 
-// Served as is by `GET /coupons/{couponId}/issues`, hence the OpenAPI derive.
 /// A persisted issue: who got the coupon, at which position, when.
-#[derive(Debug, Clone, FromRow, poem_openapi::Object)]
-#[oai(rename_all = "camelCase", rename = "IssueView")]
+#[derive(Debug, Clone, FromRow)]
 pub struct IssueRecord {
     pub user_id: i64,
     pub position: i32,

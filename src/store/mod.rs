@@ -7,12 +7,44 @@ mod recovery;
 pub use coupons::{insert_coupon, list_coupons, CouponSummary, NewCoupon};
 pub use issues::{
     coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,
-    IssueRecord, IssuedCoupon, NewIssue,
+    IssueRecord, IssuedCoupon,
 };
 pub use recovery::{all_coupons, find_coupon, persisted_winners};
 
 use anyhow::Context;
 use sqlx::PgPool;
+
+use crate::domain::InvalidValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL cannot be reached (or the pool has no connection free in time).
+    #[error("PostgreSQL is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A row breaks a rule the table's constraints should have kept.
+    #[error("PostgreSQL holds an invalid row")]
+    Corrupt(#[from] InvalidValue),
+    #[error("PostgreSQL refused a query")]
+    Query(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Query(e)
+        }
+    }
+}
+
+/// Connection trouble, as opposed to a query the database refused.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
+}
 
 /// Applies `migrations/` (embedded at build time); safe to run on every start.
 pub async fn migrate(db: &PgPool) -> anyhow::Result<()> {

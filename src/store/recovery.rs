@@ -3,8 +3,11 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::domain::{Coupon, CouponId, CouponName, EventWindow, Stock, UserId};
-use crate::gate::PersistedWinner;
+use super::StoreError;
+use crate::domain::{
+    Coupon, CouponId, CouponName, EventWindow, InvalidValue, PersistedWinner, Position, Stock,
+    UserId,
+};
 
 #[derive(sqlx::FromRow)]
 struct CouponRow {
@@ -19,7 +22,7 @@ struct CouponRow {
 impl CouponRow {
     /// The table's CHECKs hold the same rules as the domain types; a row that breaks them is
     /// a corrupt database, reported rather than skipped.
-    fn into_coupon(self) -> anyhow::Result<Coupon> {
+    fn into_coupon(self) -> Result<Coupon, InvalidValue> {
         Ok(Coupon {
             id: CouponId::new(self.id)?,
             name: CouponName::new(&self.name)?,
@@ -33,29 +36,32 @@ impl CouponRow {
 const COUPON_COLUMNS: &str = "id, name, stock, opens_at, closes_at, created_at";
 
 /// Every coupon event, oldest first.
-pub async fn all_coupons(db: &PgPool) -> anyhow::Result<Vec<Coupon>> {
+pub async fn all_coupons(db: &PgPool) -> Result<Vec<Coupon>, StoreError> {
     let rows: Vec<CouponRow> =
         sqlx::query_as(&format!("SELECT {COUPON_COLUMNS} FROM coupon ORDER BY id"))
             .fetch_all(db)
             .await?;
-    rows.into_iter().map(CouponRow::into_coupon).collect()
+    Ok(rows
+        .into_iter()
+        .map(CouponRow::into_coupon)
+        .collect::<Result<_, _>>()?)
 }
 
-pub async fn find_coupon(db: &PgPool, id: CouponId) -> anyhow::Result<Option<Coupon>> {
+pub async fn find_coupon(db: &PgPool, id: CouponId) -> Result<Option<Coupon>, StoreError> {
     let row: Option<CouponRow> = sqlx::query_as(&format!(
         "SELECT {COUPON_COLUMNS} FROM coupon WHERE id = $1"
     ))
     .bind(id.get())
     .fetch_optional(db)
     .await?;
-    row.map(CouponRow::into_coupon).transpose()
+    Ok(row.map(CouponRow::into_coupon).transpose()?)
 }
 
 /// A coupon's persisted winners in ascending position, with the counter the consumer keeps.
 pub async fn persisted_winners(
     db: &PgPool,
     coupon: CouponId,
-) -> anyhow::Result<(Vec<PersistedWinner>, u32)> {
+) -> Result<(Vec<PersistedWinner>, u32), StoreError> {
     let rows: Vec<(i64, i32, DateTime<Utc>)> = sqlx::query_as(
         "SELECT user_id, position, applied_at FROM coupon_issue WHERE coupon_id = $1 ORDER BY position",
     )
@@ -71,10 +77,14 @@ pub async fn persisted_winners(
         .map(|(user, position, applied_at)| {
             Ok(PersistedWinner {
                 user: UserId::new(user)?,
-                position: u32::try_from(position)?,
+                position: Position::new(non_negative(position)?)?,
                 applied_at,
             })
         })
-        .collect::<anyhow::Result<_>>()?;
-    Ok((winners, u32::try_from(issued_count)?))
+        .collect::<Result<_, InvalidValue>>()?;
+    Ok((winners, non_negative(issued_count)?))
+}
+
+fn non_negative(value: i32) -> Result<u32, InvalidValue> {
+    u32::try_from(value).map_err(|_| InvalidValue(format!("negative count {value}")))
 }

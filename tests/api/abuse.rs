@@ -20,7 +20,7 @@ fn retry_after(resp: &reqwest::Response) -> u64 {
 }
 
 async fn applications_counted(app: &TestApp, coupon: i64) -> u64 {
-    let meta = format!("{}:{{c{coupon}}}:meta", app.settings.redis.key_prefix);
+    let meta = app.keys(coupon).meta;
     redis::cmd("HGET")
         .arg(meta)
         .arg("applications")

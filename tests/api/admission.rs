@@ -176,7 +176,9 @@ async fn position_shows_each_applicant_where_they_stand() {
     assert_eq!(winner["appliedAt"], admitted["appliedAt"]);
     assert_eq!(winner["stock"], 2);
     assert_eq!(winner["admitted"], 1);
-    assert_eq!(winner["retryAfterMs"], 1000);
+    // Pollers are told the issuer's period, read from its schedule.
+    let period = app.settings.issuer.period().unwrap().as_millis() as u64;
+    assert_eq!(winner["retryAfterMs"], period);
 
     assert_eq!(app.apply(coupon, 6).await.status(), StatusCode::ACCEPTED);
     assert_problem(app.apply(coupon, 7).await, StatusCode::GONE, "SOLD_OUT").await;

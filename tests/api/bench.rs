@@ -1,7 +1,7 @@
-//! A small run of `fcfs-coupon bench`, so the benchmark cannot rot. Figures are not asserted
+//! A small run of `fcfs-bench spike`, so the benchmark cannot rot. Figures are not asserted
 //! (speed is measured by the bench, not by tests); its counts and its verification are.
 
-use fcfs_coupon::bench::{self, BenchOptions};
+use fcfs_bench::spike::{self as bench, BenchOptions};
 
 use crate::helpers::spawn_app;
 

@@ -1,11 +1,11 @@
 use std::collections::BTreeMap;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use fcfs_coupon::auth::TokenKeys;
 use fcfs_coupon::configuration::{LogSettings, Settings};
-use fcfs_coupon::domain::UserId;
-use fcfs_coupon::gate::Gate;
+use fcfs_coupon::domain::{CouponId, UserId};
+use fcfs_coupon::gate::{CouponKeys, Gate};
 use fcfs_coupon::issuer::Issuer;
 use fcfs_coupon::startup::{Application, Role};
 use fcfs_coupon::telemetry;
@@ -16,16 +16,21 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 mod broker;
+mod isolation;
 mod kafka;
 mod process;
 mod proxy;
+mod strict_json;
 pub use broker::DurableBroker;
+pub use isolation::Isolation;
 pub use kafka::{committed_total, high_watermark, produce_raw};
 pub use process::{free_port, run_command, ServiceProcess};
 pub use proxy::TcpProxy;
+pub use strict_json::parse_strict;
 
 /// A cron expression that never fires in a test's lifetime: the test runs issuer ticks itself.
-pub const MANUAL: &str = "0 0 0 1 1 * 2099";
+/// Two ticks, a year apart, so it has a period (what `retryAfterMs` tells pollers).
+pub const MANUAL: &str = "0 0 0 1 1 * 2099-2100";
 
 pub const ALL_ROLES: [Role; 3] = [Role::Api, Role::Issuer, Role::Consumer];
 
@@ -41,6 +46,8 @@ pub struct TestApp {
     pub gate: Gate,
     issuer: Option<Issuer>,
     shutdown: CancellationToken,
+    /// The test's database, topics and keys, removed when its last `TestApp` is gone.
+    isolation: Arc<Isolation>,
 }
 
 impl Drop for TestApp {
@@ -111,6 +118,12 @@ impl TestApp {
         issuer: Option<Issuer>,
         shutdown: CancellationToken,
     ) -> Self {
+        let isolation = Isolation::of(&settings);
+        settings
+            .database
+            .create_if_missing()
+            .await
+            .expect("test database");
         let db = settings.database.pool().await.expect("test database");
         // Assertions go to the real Redis, even when the service is given a proxy.
         let redis_url = Settings::load(None).unwrap().redis.url;
@@ -133,6 +146,7 @@ impl TestApp {
             gate,
             issuer,
             shutdown,
+            isolation,
         }
     }
 
@@ -144,8 +158,12 @@ impl TestApp {
     }
 
     /// Stops the in-process service (as SIGTERM would) and waits until its port is closed.
-    pub async fn stop(self) {
+    /// Keep what it returns while starting another instance on the same settings: the test's
+    /// database and keys stay as long as it lives.
+    #[must_use = "the test's database is dropped with the last handle on it"]
+    pub async fn stop(self) -> Arc<Isolation> {
         self.shutdown.cancel();
+        let isolation = self.isolation.clone();
         let port = self.address.rsplit(':').next().unwrap().to_owned();
         eventually("the service to stop", Duration::from_secs(30), || async {
             tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
@@ -154,6 +172,7 @@ impl TestApp {
                 .then_some(())
         })
         .await;
+        isolation
     }
 }
 
@@ -272,12 +291,17 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
+    /// The coupon's Redis keys, named as the service names them.
+    pub fn keys(&self, coupon: i64) -> CouponKeys {
+        self.gate.keys(CouponId::new(coupon).unwrap())
+    }
+
     pub fn queue_key(&self, coupon: i64) -> String {
-        format!("{}:{{c{coupon}}}:queue", self.settings.redis.key_prefix)
+        self.keys(coupon).queue
     }
 
     pub fn pending_key(&self, coupon: i64) -> String {
-        format!("{}:{{c{coupon}}}:pending", self.settings.redis.key_prefix)
+        self.keys(coupon).pending
     }
 
     /// The admission queue in score order: (user, score).
@@ -395,7 +419,7 @@ pub async fn assert_settled(app: &TestApp, coupon: i64, stock: usize) -> Vec<(i6
     assert_eq!(app.issued_count(coupon).await, rows.len() as i32);
     let coupon_id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
     let report = eventually("a clean audit", Duration::from_secs(30), || async {
-        let report = fcfs_coupon::audit::audit(&app.gate, &app.db, coupon_id)
+        let report = fcfs_coupon::ops::audit(&app.gate, &app.db, coupon_id)
             .await
             .unwrap()
             .unwrap();

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use fcfs_coupon::domain::Status;
 use fcfs_coupon::domain::{CouponId, UserId};
-use fcfs_coupon::gate::Progress;
 use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -239,7 +239,7 @@ async fn a_late_published_acknowledgement_never_turns_issued_back() {
     let (id, user) = (CouponId::new(coupon).unwrap(), UserId::new(3).unwrap());
     let changed = app
         .gate
-        .advance(id, Progress::Published, &[user])
+        .advance(id, Status::Published, &[user])
         .await
         .unwrap();
 

@@ -41,7 +41,7 @@ async fn after_redis_loses_every_key_a_restart_restores_winners_from_postgres() 
         .all(|s| *s == StatusCode::ACCEPTED));
     let before = assert_settled(&app, coupon, 30).await;
     delete_every_key(&app).await;
-    app.stop().await;
+    let _database_kept = app.stop().await;
     let app = start(settings).await;
 
     // Act + Assert: a winner re-applying gets the same position back (once the restore is done).

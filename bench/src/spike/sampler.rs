@@ -6,8 +6,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::CouponId;
-use crate::gate::Gate;
+use fcfs_coupon::domain::CouponId;
+use fcfs_coupon::gate::Gate;
 
 pub const EVERY: Duration = Duration::from_millis(100);
 

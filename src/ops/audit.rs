@@ -4,35 +4,37 @@
 
 use std::collections::{HashMap, HashSet};
 
-use poem_openapi::{Enum, Object};
-use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::domain::CouponId;
-use crate::gate::{Gate, GateState, LOST_PREFIX};
-use crate::store;
+use crate::domain::{CouponId, Status};
+use crate::gate::{Gate, GateError, GateState, LOST_PREFIX};
+use crate::store::{self, StoreError};
 
-/// At most this many discrepancies are listed; `discrepancyCount` has them all.
+/// At most this many discrepancies are listed; `discrepancy_count` has them all.
 const LISTED: usize = 100;
 
-#[derive(Debug, Clone, Serialize, Object)]
-#[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase")]
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
 pub struct AuditReport {
-    pub coupon_id: i64,
+    pub coupon_id: CouponId,
     pub stock: u32,
     /// True when there is no discrepancy.
     pub consistent: bool,
     pub redis: RedisCounts,
     pub database: DatabaseCounts,
     pub discrepancy_count: u64,
-    /// The first 100 discrepancies.
+    /// The first [`LISTED`] discrepancies.
     pub discrepancies: Vec<Discrepancy>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Object)]
-#[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct RedisCounts {
     /// False when Redis holds no state for the coupon (run `fcfs-coupon reconcile`).
     pub present: bool,
@@ -51,29 +53,21 @@ pub struct RedisCounts {
     pub lost_positions: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Object)]
-#[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct DatabaseCounts {
     pub rows: u64,
     pub issued_count: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Object)]
-#[serde(rename_all = "camelCase")]
-#[oai(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Discrepancy {
     pub kind: DiscrepancyKind,
-    #[oai(skip_serializing_if_is_none)]
     pub user_id: Option<i64>,
-    #[oai(skip_serializing_if_is_none)]
     pub position: Option<u32>,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Enum)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiscrepancyKind {
     /// PostgreSQL has the coupon, Redis has nothing: reconcile.
     RedisStateMissing,
@@ -98,13 +92,16 @@ pub async fn audit(
     gate: &Gate,
     db: &PgPool,
     coupon: CouponId,
-) -> anyhow::Result<Option<AuditReport>> {
+) -> Result<Option<AuditReport>, AuditError> {
     let Some(definition) = store::find_coupon(db, coupon).await? else {
         return Ok(None);
     };
     let redis = gate.inspect(coupon).await?;
     let (rows, issued_count) = store::persisted_winners(db, coupon).await?;
-    let rows: Vec<(i64, u32)> = rows.iter().map(|w| (w.user.get(), w.position)).collect();
+    let rows: Vec<(i64, u32)> = rows
+        .iter()
+        .map(|w| (w.user.get(), w.position.get()))
+        .collect();
     Ok(Some(compare(
         coupon,
         definition.stock.get(),
@@ -112,6 +109,27 @@ pub async fn audit(
         &rows,
         u64::from(issued_count),
     )))
+}
+
+/// What the checks found, in the order they found it.
+#[derive(Default)]
+struct Findings(Vec<Discrepancy>);
+
+impl Findings {
+    fn add(
+        &mut self,
+        kind: DiscrepancyKind,
+        user_id: Option<i64>,
+        position: Option<u32>,
+        detail: String,
+    ) {
+        self.0.push(Discrepancy {
+            kind,
+            user_id,
+            position,
+            detail,
+        });
+    }
 }
 
 /// The comparison itself, free of I/O. `rows`: persisted (user, position).
@@ -122,84 +140,107 @@ fn compare(
     rows: &[(i64, u32)],
     issued_count: u64,
 ) -> AuditReport {
-    let mut found = Vec::new();
-    let mut add = |kind, user_id, position, detail: String| {
-        found.push(Discrepancy {
-            kind,
-            user_id,
-            position,
-            detail,
-        })
-    };
-    let present = redis.stock.is_some();
-    if !present && !redis.recovering {
-        add(
-            DiscrepancyKind::RedisStateMissing,
+    let mut found = Findings::default();
+    check_presence_and_counts(&mut found, stock, redis, rows.len() as u64, issued_count);
+    if redis.stock.is_some() {
+        check_rows_against_queue(&mut found, redis, rows);
+    }
+    let counts = walk_queue(&mut found, redis, rows);
+    let found = found.0;
+    AuditReport {
+        coupon_id: coupon,
+        stock,
+        consistent: found.is_empty(),
+        redis: counts,
+        database: DatabaseCounts {
+            rows: rows.len() as u64,
+            issued_count,
+        },
+        discrepancy_count: found.len() as u64,
+        discrepancies: found.into_iter().take(LISTED).collect(),
+    }
+}
+
+/// Redis holds the coupon; neither side is over stock; the counter matches the rows.
+fn check_presence_and_counts(
+    found: &mut Findings,
+    stock: u32,
+    redis: &GateState,
+    rows: u64,
+    issued_count: u64,
+) {
+    use DiscrepancyKind::*;
+    if redis.stock.is_none() && !redis.recovering {
+        found.add(
+            RedisStateMissing,
             None,
             None,
             "Redis holds no state for this coupon; run `fcfs-coupon reconcile`.".into(),
         );
     }
-    let stock64 = u64::from(stock);
     let admitted = redis.queue.len() as u64;
-    if admitted > stock64 {
-        add(
-            DiscrepancyKind::AdmittedOverStock,
+    if admitted > u64::from(stock) {
+        found.add(
+            AdmittedOverStock,
             None,
             None,
             format!("{admitted} admitted in Redis, stock {stock}"),
         );
     }
-    if rows.len() as u64 > stock64 {
-        add(
-            DiscrepancyKind::PersistedOverStock,
+    if rows > u64::from(stock) {
+        found.add(
+            PersistedOverStock,
             None,
             None,
-            format!("{} rows, stock {stock}", rows.len()),
+            format!("{rows} rows, stock {stock}"),
         );
     }
-    if issued_count != rows.len() as u64 {
-        add(
-            DiscrepancyKind::IssuedCountMismatch,
+    if issued_count != rows {
+        found.add(
+            IssuedCountMismatch,
             None,
             None,
-            format!("issued_count {issued_count}, rows {}", rows.len()),
+            format!("issued_count {issued_count}, rows {rows}"),
         );
     }
+}
 
+/// Every persisted row belongs to one of Redis' winners, at that winner's position.
+fn check_rows_against_queue(found: &mut Findings, redis: &GateState, rows: &[(i64, u32)]) {
     let positions: HashMap<&str, u32> = redis
         .queue
         .iter()
         .enumerate()
         .map(|(rank, user)| (user.as_str(), rank as u32 + 1))
         .collect();
-    let persisted: HashSet<String> = rows.iter().map(|(u, _)| u.to_string()).collect();
-    if present {
-        for (user, position) in rows {
-            match positions.get(user.to_string().as_str()) {
-                None => add(
-                    DiscrepancyKind::RowWithoutWinner,
-                    Some(*user),
-                    Some(*position),
-                    "persisted, but not among Redis' winners".into(),
-                ),
-                Some(p) if p != position => add(
-                    DiscrepancyKind::PositionMismatch,
-                    Some(*user),
-                    Some(*position),
-                    format!("persisted at {position}, Redis queue says {p}"),
-                ),
-                Some(_) => {}
-            }
+    for &(user, position) in rows {
+        match positions.get(user.to_string().as_str()) {
+            None => found.add(
+                DiscrepancyKind::RowWithoutWinner,
+                Some(user),
+                Some(position),
+                "persisted, but not among Redis' winners".into(),
+            ),
+            Some(&p) if p != position => found.add(
+                DiscrepancyKind::PositionMismatch,
+                Some(user),
+                Some(position),
+                format!("persisted at {position}, Redis queue says {p}"),
+            ),
+            Some(_) => {}
         }
     }
+}
 
+/// Each queue member's status against its row and the pipeline's lists; the counts.
+fn walk_queue(found: &mut Findings, redis: &GateState, rows: &[(i64, u32)]) -> RedisCounts {
+    let persisted: HashSet<String> = rows.iter().map(|(u, _)| u.to_string()).collect();
     let pending: HashSet<&str> = redis.pending.iter().map(String::as_str).collect();
     let inflight: HashSet<&str> = redis.inflight.iter().map(|(u, _)| u.as_str()).collect();
     let mut counts = RedisCounts {
-        present,
+        present: redis.stock.is_some(),
         recovering: redis.recovering,
-        admitted,
+        admitted: redis.queue.len() as u64,
         pending: redis.pending.len() as u64,
         inflight: redis.inflight.len() as u64,
         expired_claims: redis
@@ -213,7 +254,7 @@ fn compare(
         let position = Some(rank as u32 + 1);
         if user.starts_with(LOST_PREFIX) {
             counts.lost_positions += 1;
-            add(
+            found.add(
                 DiscrepancyKind::LostPosition,
                 None,
                 position,
@@ -221,45 +262,36 @@ fn compare(
             );
             continue;
         }
-        let status = redis.statuses.get(user).map_or("ADMITTED", String::as_str);
+        // A winner without a status entry is as good as ADMITTED (the apply script writes both).
+        let status = redis
+            .statuses
+            .get(user)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(Status::Admitted);
         let has_row = persisted.contains(user);
         let user_id = user.parse().ok();
+        let claimed = pending.contains(user.as_str()) || inflight.contains(user.as_str());
         match status {
-            "ISSUED" if has_row => counts.issued += 1,
-            "ISSUED" => add(
+            Status::Issued if has_row => counts.issued += 1,
+            Status::Issued => found.add(
                 DiscrepancyKind::IssuedWithoutRow,
                 user_id,
                 position,
                 "ISSUED in Redis, no row in PostgreSQL".into(),
             ),
-            "FAILED" => counts.failed += 1,
+            Status::Failed => counts.failed += 1,
             _ if has_row => counts.issued += 1,
-            "ADMITTED" if !pending.contains(user.as_str()) && !inflight.contains(user.as_str()) => {
-                add(
-                    DiscrepancyKind::WinnerStuck,
-                    user_id,
-                    position,
-                    "ADMITTED, but neither pending nor in flight".into(),
-                )
-            }
-            _ => counts.awaiting_persistence += 1,
+            Status::Admitted if !claimed => found.add(
+                DiscrepancyKind::WinnerStuck,
+                user_id,
+                position,
+                "ADMITTED, but neither pending nor in flight".into(),
+            ),
+            Status::Admitted | Status::Published => counts.awaiting_persistence += 1,
         }
     }
-
-    AuditReport {
-        coupon_id: coupon.get(),
-        stock,
-        consistent: found.is_empty(),
-        redis: counts,
-        database: DatabaseCounts {
-            rows: rows.len() as u64,
-            issued_count,
-        },
-        discrepancy_count: found.len() as u64,
-        discrepancies: found.into_iter().take(LISTED).collect(),
-    }
+    counts
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

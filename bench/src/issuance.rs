@@ -3,7 +3,7 @@
 //! consumer's rows per second. Runs the real service (issuer + consumer) in-process against the
 //! local Redis, PostgreSQL and Kafka broker, on its own database, prefix and topic.
 //!
-//!     cargo run --release --example issuance_bench -- [winners]      (default 10000)
+//!     cargo run --release -p fcfs-bench -- issuance [--winners 10000]
 
 use std::time::{Duration, Instant};
 
@@ -18,13 +18,7 @@ use futures::{stream, StreamExt};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let winners: u32 = std::env::args()
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(10_000);
+pub async fn run(winners: u32) -> anyhow::Result<()> {
     let id = format!("bench{}", std::process::id());
     let mut settings = Settings::load(None)?;
     let base = settings.database.url.expose_secret().to_owned();
@@ -37,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     settings.kafka.topic = format!("test-{id}");
     settings.kafka.group_id = format!("test-{id}");
 
+    settings.database.create_if_missing().await?;
     let app = Application::build(&settings, &[Role::Issuer, Role::Consumer]).await?;
     let shutdown = CancellationToken::new();
     let service = tokio::spawn(app.run_until_stopped(shutdown.clone()));

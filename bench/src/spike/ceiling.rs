@@ -8,8 +8,8 @@ use std::time::Instant;
 use chrono::Utc;
 use futures::future::join_all;
 
-use crate::configuration::RedisSettings;
-use crate::domain::{Coupon, CouponId, CouponName, EventWindow, Stock, UserId};
+use fcfs_coupon::configuration::RedisSettings;
+use fcfs_coupon::domain::{Coupon, CouponId, CouponName, EventWindow, Stock, UserId};
 
 /// Admission-script calls per second, for `calls` calls over `concurrency` connections.
 pub async fn measure(

@@ -1,0 +1,333 @@
+//! `fcfs-bench spike`: drives a running service like a real crowd and reports what happened,
+//! with the figures that matter for a flash event measured in the same run.
+
+mod ceiling;
+mod chart;
+mod crowd;
+mod probe;
+mod report;
+mod sampler;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use fcfs_coupon::auth::TokenKeys;
+use fcfs_coupon::configuration::Settings;
+use fcfs_coupon::domain::{CouponId, UserId};
+use fcfs_coupon::gate::Gate;
+use hdrhistogram::Histogram;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use report::Report;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// The running service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Distinct applicants, each with its own token.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u32,
+    /// The event's stock.
+    #[arg(long, default_value_t = 10_000)]
+    pub stock: u32,
+    /// Keep-alive connections applying at once (and Redis connections for the ceiling).
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Requests per second to the database-backed page `GET /me/coupons`.
+    #[arg(long, default_value_t = 50)]
+    pub probe_rate: u32,
+    /// Seconds of probing the page before the spike, for its idle latency.
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_secs: f64,
+    /// Where `report.json` and `chart.svg` go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// The service's process id, to sample its resident memory.
+    #[arg(long)]
+    pub service_pid: Option<u32>,
+}
+
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+
+pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Report> {
+    let setup = Setup::new(settings, opts).await?;
+    let (page_idle, live_idle) = setup.idle_probes(opts).await?;
+    let spike = setup.spike(opts).await?;
+    let mut report = summarise(&setup, opts, spike, page_idle, live_idle).await?;
+    report.targets();
+    write(&report, &opts.out)?;
+    Ok(report)
+}
+
+/// Everything made before the crowd arrives: tokens, the event, the raw ceiling.
+struct Setup {
+    tokens: Arc<Vec<String>>,
+    client: reqwest::Client,
+    db: sqlx::PgPool,
+    gate: Gate,
+    coupon: CouponId,
+    ceiling: f64,
+}
+
+/// What the spike left behind, before it is summarised.
+struct Spike {
+    samples: Vec<crowd::Sample>,
+    apply_seconds: f64,
+    wall_started: DateTime<Utc>,
+    page: Histogram<u64>,
+    live: Histogram<u64>,
+    last_persisted: Option<DateTime<Utc>>,
+    progress: Vec<sampler::Progress>,
+}
+
+impl Setup {
+    async fn new(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Self> {
+        let keys = TokenKeys::new(&settings.auth.secret());
+        let admin = keys.mint(UserId::new(1)?, true, TOKEN_TTL)?;
+        let tokens: Vec<String> = (1..=i64::from(opts.users))
+            .map(|u| keys.mint(UserId::new(u)?, false, TOKEN_TTL))
+            .collect::<anyhow::Result<_>>()?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(opts.concurrency + 8)
+            .tcp_nodelay(true)
+            .build()?;
+        let db = settings.database.pool().await?;
+        let gate = settings.redis.gate()?;
+        let coupon = create_coupon(&client, opts, &admin).await?;
+        eprintln!(
+            "bench: coupon {coupon}, stock {}, {} users, {} connections",
+            opts.stock, opts.users, opts.concurrency
+        );
+        let ceiling =
+            ceiling::measure(&settings.redis, opts.users, opts.stock, opts.concurrency).await?;
+        eprintln!("bench: raw Lua ceiling {ceiling:.0} calls/s");
+        Ok(Self {
+            tokens: Arc::new(tokens),
+            client,
+            db,
+            gate,
+            coupon,
+            ceiling,
+        })
+    }
+
+    /// The database-backed page, and a control that touches no data store: when both slow
+    /// down alike during the spike, the cause is the machine, not the database.
+    fn probes(
+        &self,
+        opts: &BenchOptions,
+        stop: &CancellationToken,
+    ) -> (JoinHandle<Histogram<u64>>, JoinHandle<Histogram<u64>>) {
+        let spawn = |path: &str| {
+            probe::spawn(
+                format!("{}{path}", opts.url),
+                self.tokens[0].clone(),
+                opts.probe_rate,
+                stop.clone(),
+            )
+        };
+        (spawn("/me/coupons"), spawn("/health/live"))
+    }
+
+    async fn idle_probes(
+        &self,
+        opts: &BenchOptions,
+    ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+        let stop = CancellationToken::new();
+        let (page, live) = self.probes(opts, &stop);
+        tokio::time::sleep(Duration::from_secs_f64(opts.idle_secs)).await;
+        stop.cancel();
+        Ok((page.await?, live.await?))
+    }
+
+    /// The crowd, with the probes and the pipeline sampler running, until every winner is
+    /// persisted.
+    async fn spike(&self, opts: &BenchOptions) -> anyhow::Result<Spike> {
+        let (started, wall_started) = (Instant::now(), Utc::now());
+        let stop_sampling = CancellationToken::new();
+        let sampling = tokio::spawn(sampler::run(
+            self.gate.clone(),
+            self.db.clone(),
+            self.coupon,
+            opts.service_pid,
+            started,
+            stop_sampling.clone(),
+        ));
+        let stop_probes = CancellationToken::new();
+        let (page, live) = self.probes(opts, &stop_probes);
+        let apply_url = format!("{}/coupons/{}/issue", opts.url, self.coupon);
+        let samples = crowd::run(
+            &self.client,
+            &apply_url,
+            self.tokens.clone(),
+            opts.concurrency,
+            started,
+        )
+        .await;
+        let apply_seconds = started.elapsed().as_secs_f64();
+        stop_probes.cancel();
+        let (page, live) = (page.await?, live.await?);
+        eprintln!(
+            "bench: crowd done in {apply_seconds:.2} s; waiting for every winner to be persisted"
+        );
+        let last_persisted = wait_for_rows(&self.db, self.coupon, opts.stock).await?;
+        stop_sampling.cancel();
+        Ok(Spike {
+            samples,
+            apply_seconds,
+            wall_started,
+            page,
+            live,
+            last_persisted,
+            progress: sampling.await?,
+        })
+    }
+}
+
+/// Every figure of the run, checked against PostgreSQL.
+async fn summarise(
+    setup: &Setup,
+    opts: &BenchOptions,
+    spike: Spike,
+    page_idle: Histogram<u64>,
+    live_idle: Histogram<u64>,
+) -> anyhow::Result<Report> {
+    let samples = &spike.samples;
+    let mut latency = report::new_histogram();
+    for s in samples {
+        latency.saturating_record(s.latency_us);
+    }
+    let count = |status: u16| samples.iter().filter(|s| s.status == status).count() as u64;
+    let admissions: Vec<_> = samples.iter().filter(|s| s.status == 202).collect();
+    let at = |us: u64| spike.wall_started + chrono::Duration::microseconds(us as i64);
+    let last_admission = admissions.iter().map(|s| s.done_us).max().map(at);
+    let sold_out_at = admissions
+        .iter()
+        .find(|s| s.position == Some(opts.stock))
+        .map(|s| s.done_us as f64 / 1000.0);
+    let [page_idle, page_spike, live_idle, live_spike] =
+        [&page_idle, &spike.page, &live_idle, &spike.live].map(report::Percentiles::from);
+    let apply_throughput = samples.len() as f64 / spike.apply_seconds;
+    Ok(Report {
+        users: opts.users,
+        stock: opts.stock,
+        concurrency: opts.concurrency,
+        apply_seconds: spike.apply_seconds,
+        apply_throughput,
+        admitted: count(202),
+        sold_out: count(410),
+        other_answers: samples.len() as u64 - count(202) - count(410),
+        ceiling_throughput: setup.ceiling,
+        throughput_ratio: apply_throughput / setup.ceiling,
+        page_p99_ratio: page_spike.p99_ms / page_idle.p99_ms.max(0.001),
+        live_p99_ratio: live_spike.p99_ms / live_idle.p99_ms.max(0.001),
+        live_idle,
+        live_spike,
+        apply_latency: report::Percentiles::from(&latency),
+        page_idle,
+        page_spike,
+        first_request_to_sold_out_ms: sold_out_at,
+        last_admission_to_last_persisted_ms: last_admission
+            .zip(spike.last_persisted)
+            .map(|(a, p)| (p - a).num_microseconds().unwrap_or_default() as f64 / 1000.0),
+        max_rss_mib: spike
+            .progress
+            .iter()
+            .filter_map(|p| p.rss_mib)
+            .reduce(f64::max),
+        verification: verify(&setup.db, setup.coupon, opts.stock).await?,
+        targets: Vec::new(),
+        timeline: report::buckets(samples, Duration::from_millis(250)),
+        progress: spike.progress,
+    })
+}
+
+fn write(report: &Report, out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(report)?)?;
+    chart::draw(report, &out.join("chart.svg"))?;
+    eprintln!(
+        "bench: wrote {0}/report.json and {0}/chart.svg",
+        out.display()
+    );
+    Ok(())
+}
+
+async fn create_coupon(
+    client: &reqwest::Client,
+    opts: &BenchOptions,
+    admin: &str,
+) -> anyhow::Result<CouponId> {
+    let resp = client
+        .post(format!("{}/coupons", opts.url))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": "bench", "stock": opts.stock}))
+        .send()
+        .await
+        .with_context(|| format!("is the service running at {}?", opts.url))?;
+    if !resp.status().is_success() {
+        bail!(
+            "creating the bench coupon: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    let id = resp.json::<serde_json::Value>().await?["id"]
+        .as_i64()
+        .context("no coupon id")?;
+    Ok(CouponId::new(id)?)
+}
+
+/// Waits until `stock` rows exist; the newest row's `issued_at`.
+async fn wait_for_rows(
+    db: &sqlx::PgPool,
+    coupon: CouponId,
+    stock: u32,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    loop {
+        let (rows, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), max(issued_at) FROM coupon_issue WHERE coupon_id = $1",
+        )
+        .bind(coupon.get())
+        .fetch_one(db)
+        .await?;
+        if rows >= i64::from(stock) {
+            return Ok(last);
+        }
+        if Instant::now() > deadline {
+            eprintln!("bench: only {rows} of {stock} rows after {DRAIN_DEADLINE:?}");
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn verify(
+    db: &sqlx::PgPool,
+    coupon: CouponId,
+    stock: u32,
+) -> anyhow::Result<report::Verification> {
+    let (rows, distinct_users, min, max): (i64, i64, Option<i32>, Option<i32>) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT user_id), min(position), max(position) \
+         FROM coupon_issue WHERE coupon_id = $1",
+    )
+    .bind(coupon.get())
+    .fetch_one(db)
+    .await?;
+    let stock = i64::from(stock);
+    // Unique positions (a constraint) within 1..=stock, as many as the stock: exactly 1..=stock.
+    let positions_dense = rows == stock && min == Some(1) && max.map(i64::from) == Some(stock);
+    Ok(report::Verification {
+        rows,
+        distinct_users,
+        positions_dense,
+        ok: positions_dense && distinct_users == stock,
+    })
+}
