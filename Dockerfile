@@ -9,7 +9,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
-RUN cargo build --release --locked
+# A workspace member; only the service is built.
+COPY bench bench
+RUN cargo build --release --locked -p fcfs-coupon
 
 FROM debian:bookworm-slim
 RUN apt-get update \

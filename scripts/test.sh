@@ -31,4 +31,4 @@ say "docker-compose.yml: validating with docker-compose config (no Docker engine
 docker-compose -f docker-compose.yml config -q
 
 cargo fmt --all -- --check
-cargo test --locked --all-targets --no-fail-fast
+cargo test --locked --workspace --all-targets --no-fail-fast

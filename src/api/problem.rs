@@ -130,7 +130,6 @@ pub const fn codes(list: &[ErrorCode]) -> u32 {
 
 /// The error body: `{type, title, status, detail, code}`.
 #[derive(Debug, Clone, Object)]
-#[oai(example)]
 pub struct Problem {
     /// A URI naming the kind of problem.
     #[oai(rename = "type")]
@@ -140,12 +139,6 @@ pub struct Problem {
     /// What went wrong with this request, for a person. Never internal error text.
     pub detail: String,
     pub code: ErrorCode,
-}
-
-impl poem_openapi::types::Example for Problem {
-    fn example() -> Self {
-        Problem::new(ErrorCode::SoldOut, "Every coupon of this event is taken.")
-    }
 }
 
 impl Problem {

@@ -4,7 +4,9 @@ use crate::domain::CouponId;
 /// single slot and the design runs unchanged on Redis Cluster.
 #[derive(Debug, Clone)]
 pub struct CouponKeys {
-    /// hash: stock, name, created_at_us, opens_at_us, closes_at_us, issued
+    /// hash: the definition (stock, name, created_at_us, opens_at_us, closes_at_us), the
+    /// counters (applications: every answer of the apply script; issued: acknowledged by the
+    /// consumer) and, while Redis' copy is being rebuilt, recovering (see ops::reconcile)
     pub meta: String,
     /// string: the last score handed out, in microseconds
     pub seq: String,

@@ -1,4 +1,5 @@
-//! The batch issuer: every second, on every instance, moves pending winners onto Kafka.
+//! The batch issuer: on every tick of `APP_ISSUER__SCHEDULE` (every second by default), on every
+//! instance, moves pending winners onto Kafka.
 //!
 //! A tick walks the registered coupons; for each it claims a batch (pending → inflight with a
 //! lease), publishes it, waits for the delivery reports, then marks the delivered winners

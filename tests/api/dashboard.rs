@@ -4,12 +4,11 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{artifact, browser_script, spawn_app};
 
 #[tokio::test]
 async fn the_dashboard_shows_the_right_numbers_after_a_spike() {
@@ -18,34 +17,22 @@ async fn the_dashboard_shows_the_right_numbers_after_a_spike() {
     let coupon = app.create_stock(20).await;
     let page = app.get("/dashboard").await;
     assert!(page.text().await.unwrap().contains("Live event"));
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
-    let artifacts = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-artifacts");
-    std::fs::create_dir_all(artifacts).unwrap();
-    assert!(
-        std::path::Path::new(dir)
-            .join("node_modules/playwright-core")
-            .exists(),
-        "playwright-core is missing: run `npm ci --prefix tests/browser` (scripts/test.sh does)"
-    );
     let expected = json!({
         "stock": "20", "admitted": "20", "published": "20", "issued": "20", "remaining": "0",
         "applications": "60", "state": "SOLD OUT",
     });
-    let screenshot = format!("{artifacts}/dashboard.png");
-    // Async: the app under test is served by this same runtime.
-    let mut browser = tokio::process::Command::new("node")
-        .current_dir(dir)
-        .args([
-            "dashboard.mjs",
+    let screenshot = artifact("dashboard.png");
+    let mut browser = browser_script(
+        "dashboard.mjs",
+        &[
             &app.address,
             &coupon.to_string(),
             &expected.to_string(),
-            &screenshot,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs");
+            screenshot.to_str().unwrap(),
+        ],
+    )
+    .spawn()
+    .expect("node runs");
     let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
     let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
     assert!(

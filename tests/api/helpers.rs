@@ -16,12 +16,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 mod broker;
+mod browser;
 mod isolation;
 mod kafka;
 mod process;
 mod proxy;
 mod strict_json;
 pub use broker::DurableBroker;
+pub use browser::{artifact, browser_script};
 pub use isolation::Isolation;
 pub use kafka::{committed_total, high_watermark, produce_raw};
 pub use process::{free_port, run_command, ServiceProcess};

@@ -14,4 +14,5 @@ mod issuance;
 mod observability;
 mod recovery;
 mod resilience;
+mod swagger;
 mod window;
