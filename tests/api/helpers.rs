@@ -25,7 +25,7 @@ mod strict_json;
 pub use broker::DurableBroker;
 pub use browser::{artifact, browser_script};
 pub use isolation::Isolation;
-pub use kafka::{committed_total, high_watermark, produce_raw};
+pub use kafka::{committed_total, high_watermark, produce_raw, topic_messages};
 pub use process::{free_port, run_command, ServiceProcess};
 pub use proxy::TcpProxy;
 pub use strict_json::parse_strict;
@@ -383,6 +383,22 @@ impl TestApp {
         body["status"].as_str().unwrap().to_owned()
     }
 
+    pub async fn failed_events(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM failed_event")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// The status hash: user → status.
+    pub async fn statuses(&self, coupon: i64) -> BTreeMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(self.keys(coupon).status)
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap()
+    }
+
     /// Row counts of every table: equal snapshots mean PostgreSQL did not change.
     pub async fn db_state(&self) -> (i64, i64, i64) {
         sqlx::query_as(
@@ -395,14 +411,16 @@ impl TestApp {
     }
 }
 
-/// What every fault test ends with: waits until PostgreSQL holds a row for every winner Redis
-/// admitted, then checks rows == admitted winners, no user twice, positions exactly 1..=n in
-/// the queue's order, issued_count == rows <= stock, and an audit with no discrepancy.
+/// What every fault test ends with, judged against PostgreSQL, Redis and the dead-letter topic
+/// rather than the service's own view. Waits until PostgreSQL holds a row for every winner Redis
+/// admitted, then checks: rows == admitted winners in the queue's order, positions exactly
+/// 1..=n, issued_count == rows <= stock, every winner `ISSUED` (none `FAILED`), nothing in
+/// `failed_event` or on the dead-letter topic, and an audit with no discrepancy.
 /// Returns the persisted (user, position) rows.
 pub async fn assert_settled(app: &TestApp, coupon: i64, stock: usize) -> Vec<(i64, i32)> {
     let rows = eventually(
         "every admitted winner persisted",
-        Duration::from_secs(120),
+        Duration::from_secs(60),
         || async {
             let admitted = app.queue(coupon).await;
             let rows = app.issued_rows(coupon).await;
@@ -411,15 +429,28 @@ pub async fn assert_settled(app: &TestApp, coupon: i64, stock: usize) -> Vec<(i6
     )
     .await;
     let admitted = app.admitted(coupon).await;
-    let users: std::collections::HashSet<i64> = rows.iter().map(|(u, _)| *u).collect();
-    assert_eq!(users.len(), rows.len(), "a user was persisted twice");
     let positions: Vec<i32> = rows.iter().map(|(_, p)| *p).collect();
     assert_eq!(positions, (1..=rows.len() as i32).collect::<Vec<_>>());
     let in_order: Vec<i64> = rows.iter().map(|(u, _)| *u).collect();
     assert_eq!(in_order, admitted, "rows follow the admission order");
     assert!(rows.len() <= stock, "{} rows for stock {stock}", rows.len());
     assert_eq!(app.issued_count(coupon).await, rows.len() as i32);
-    let coupon_id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
+
+    assert_eq!(
+        app.failed_events().await,
+        0,
+        "messages set aside in failed_event"
+    );
+    let dead_letters = topic_messages(&app.settings, &app.settings.kafka.dead_letter_topic()).await;
+    assert_eq!(dead_letters, 0, "messages on the dead-letter topic");
+    let statuses = eventually("every winner ISSUED", Duration::from_secs(10), || async {
+        let statuses = app.statuses(coupon).await;
+        statuses.values().all(|s| s == "ISSUED").then_some(statuses)
+    })
+    .await;
+    assert_eq!(statuses.len(), rows.len(), "a status per winner");
+
+    let coupon_id = CouponId::new(coupon).unwrap();
     let report = eventually("a clean audit", Duration::from_secs(30), || async {
         let report = fcfs_coupon::ops::audit(&app.gate, &app.db, coupon_id)
             .await
@@ -429,6 +460,27 @@ pub async fn assert_settled(app: &TestApp, coupon: i64, stock: usize) -> Vec<(i6
     })
     .await;
     assert_eq!(report.database.rows, rows.len() as u64);
+    assert_eq!(
+        (report.redis.issued, report.redis.failed),
+        (rows.len() as u64, 0)
+    );
+    rows
+}
+
+/// [`assert_settled`], and the persisted winners are exactly the users the service told they
+/// were admitted (202, or 200 on a repeat), each at the position it was told.
+pub async fn assert_settled_as_told(
+    app: &TestApp,
+    coupon: i64,
+    stock: usize,
+    told: &BTreeMap<i64, i32>,
+) -> Vec<(i64, i32)> {
+    let rows = assert_settled(app, coupon, stock).await;
+    let persisted: BTreeMap<i64, i32> = rows.iter().copied().collect();
+    assert_eq!(
+        &persisted, told,
+        "persisted winners differ from what clients were told"
+    );
     rows
 }
 

@@ -39,6 +39,34 @@ pub async fn committed_total(settings: &Settings, group: &str) -> i64 {
     .unwrap()
 }
 
+/// How many messages `topic` holds over all its partitions (0 for a topic that does not
+/// exist yet).
+pub async fn topic_messages(settings: &Settings, topic: &str) -> i64 {
+    let brokers = settings.kafka.brokers.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT).unwrap();
+        let partitions = metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        partitions
+            .into_iter()
+            .map(|p| {
+                let (low, high) = consumer.fetch_watermarks(&topic, p, TIMEOUT).unwrap();
+                high - low
+            })
+            .sum()
+    })
+    .await
+    .unwrap()
+}
+
 /// How many messages partition 0 of `topic` holds.
 pub async fn high_watermark(settings: &Settings, topic: &str) -> i64 {
     let brokers = settings.kafka.brokers.clone();
