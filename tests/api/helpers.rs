@@ -383,6 +383,20 @@ impl TestApp {
         body["status"].as_str().unwrap().to_owned()
     }
 
+    /// One series' value from `/metrics` (`name{labels}` exactly as exposed); 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     pub async fn failed_events(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM failed_event")
             .fetch_one(&self.db)

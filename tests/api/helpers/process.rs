@@ -114,11 +114,17 @@ impl ServiceProcess {
             .stderr(Stdio::from(file))
             .kill_on_drop(true);
         let child = command.spawn().expect("the service binary starts");
-        let process = Self {
+        let mut process = Self {
             child,
             address: format!("http://127.0.0.1:{port}"),
             log,
         };
+        // A process that refused to start (bad settings) says why in its log: show it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(Some(status)) = process.child.try_wait() {
+            let text = std::fs::read_to_string(&process.log).unwrap_or_default();
+            panic!("the service exited at start ({status}):\n{text}");
+        }
         if roles.is_empty() || roles.contains(&"api") {
             let url = format!("{}/health/live", process.address);
             eventually("the service to listen", Duration::from_secs(60), || async {
