@@ -25,7 +25,7 @@ mod strict_json;
 pub use broker::DurableBroker;
 pub use browser::{artifact, browser_script};
 pub use isolation::Isolation;
-pub use kafka::{committed_total, high_watermark, produce_raw, topic_messages};
+pub use kafka::{committed_total, produce_raw, topic_messages};
 pub use process::{free_port, run_command, ServiceProcess};
 pub use proxy::TcpProxy;
 pub use strict_json::parse_strict;

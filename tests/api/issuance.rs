@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    committed_total, eventually, high_watermark, isolated_settings, produce_raw, spawn_app,
-    spawn_app_with, start, TcpProxy, TestApp, MANUAL,
+    committed_total, eventually, isolated_settings, produce_raw, spawn_app, spawn_app_with, start,
+    topic_messages, TcpProxy, TestApp, MANUAL,
 };
 
 /// Every user applies once, `workers` at a time; returns user → position told at apply time.
@@ -215,7 +215,7 @@ async fn poison_messages_are_set_aside_and_the_rest_lands() {
 
     let dlq = app.settings.kafka.dead_letter_topic();
     eventually("two dead letters", Duration::from_secs(20), || async {
-        (high_watermark(&app.settings, &dlq).await == 2).then_some(())
+        (topic_messages(&app.settings, &dlq).await == 2).then_some(())
     })
     .await;
     let failed: Vec<(String,)> = sqlx::query_as("SELECT error FROM failed_event ORDER BY id")

@@ -67,21 +67,6 @@ pub async fn topic_messages(settings: &Settings, topic: &str) -> i64 {
     .unwrap()
 }
 
-/// How many messages partition 0 of `topic` holds.
-pub async fn high_watermark(settings: &Settings, topic: &str) -> i64 {
-    let brokers = settings.kafka.brokers.clone();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
-        consumer.fetch_watermarks(&topic, 0, TIMEOUT).unwrap().1
-    })
-    .await
-    .unwrap()
-}
-
 /// Puts raw bytes on the service's issue topic, bypassing the issuer.
 pub async fn produce_raw(settings: &Settings, key: &str, payload: &[u8]) {
     let producer: FutureProducer = rdkafka::ClientConfig::new()
