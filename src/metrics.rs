@@ -60,6 +60,8 @@ pub struct Metrics {
     pub applies: Family<ResultLabel, Counter>,
     /// Seconds per application inside the service (gate round trip included).
     pub apply_seconds: Histogram,
+    /// Applications inside the gate right now: never more than `http.apply_concurrency`.
+    pub apply_in_flight: Gauge,
     pub issuer_batch_size: Histogram,
     /// Seconds from sending a batch to its last delivery report.
     pub publish_seconds: Histogram,
@@ -69,6 +71,8 @@ pub struct Metrics {
     pub inflight: Family<CouponLabel, Gauge>,
     pub consumer_batch_size: Histogram,
     pub rows_persisted: Counter,
+    /// Messages whose row was already there: redeliveries after a crash or a rebalance.
+    pub redelivered: Counter,
     pub failed_events: Counter,
     /// Messages behind the end of each partition, from librdkafka's statistics.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
@@ -89,6 +93,7 @@ impl Metrics {
             registry: Registry::with_prefix("fcfs"),
             applies: Family::default(),
             apply_seconds: seconds(),
+            apply_in_flight: Gauge::default(),
             issuer_batch_size: sizes(),
             publish_seconds: seconds(),
             published: Counter::default(),
@@ -97,6 +102,7 @@ impl Metrics {
             inflight: Family::default(),
             consumer_batch_size: sizes(),
             rows_persisted: Counter::default(),
+            redelivered: Counter::default(),
             failed_events: Counter::default(),
             consumer_lag: Family::default(),
             dependency_errors: Family::default(),
@@ -107,6 +113,11 @@ impl Metrics {
             "apply_duration_seconds",
             "Time to answer an application",
             m.apply_seconds.clone(),
+        );
+        r.register(
+            "apply_in_flight",
+            "Applications inside the gate right now (at most http.apply_concurrency)",
+            m.apply_in_flight.clone(),
         );
         r.register(
             "issuer_batch_size",
@@ -147,6 +158,11 @@ impl Metrics {
             "consumer_rows_persisted",
             "Issue rows written to PostgreSQL",
             m.rows_persisted.clone(),
+        );
+        r.register(
+            "consumer_redelivered",
+            "Messages whose row was already persisted (redelivered, nothing written)",
+            m.redelivered.clone(),
         );
         r.register(
             "consumer_failed_events",

@@ -83,7 +83,9 @@ async fn admit(state: &AppState, coupon: CouponId, user: UserId) -> Result<Admis
         .acquire()
         .await
         .map_err(|e| GateError::Unexpected(e.into()))?;
+    let inside = InFlight::enter(&state.metrics.apply_in_flight);
     let admission = state.gate.apply(coupon, user).await;
+    drop(inside);
     state
         .metrics
         .apply_seconds
@@ -98,6 +100,23 @@ async fn admit(state: &AppState, coupon: CouponId, user: UserId) -> Result<Admis
         Err(_) => ApplyResult::error,
     });
     admission
+}
+
+/// Counts an application inside the gate for as long as it is there, also when the client
+/// goes away and the request is dropped mid-way.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn answer(

@@ -90,7 +90,7 @@ impl IssueConsumer {
         .await;
         match whole {
             Ok(inserted) => {
-                self.metrics.rows_persisted.inc_by(inserted);
+                self.counted(issues.len(), inserted);
                 return Ok(issues);
             }
             Err(Gave::Stopped) => return Err(Gave::Stopped),
@@ -108,7 +108,7 @@ impl IssueConsumer {
             .await;
             match one {
                 Ok(inserted) => {
-                    self.metrics.rows_persisted.inc_by(inserted);
+                    self.counted(1, inserted);
                     persisted.push(issue);
                 }
                 Err(Gave::Stopped) => return Err(Gave::Stopped),
@@ -216,6 +216,17 @@ impl IssueConsumer {
 }
 
 impl IssueConsumer {
+    /// Counts rows written and messages whose row was already there. Redelivery is expected
+    /// after a crash or a rebalance; logged, because its size tells how much work was redone.
+    fn counted(&self, messages: usize, inserted: u64) {
+        self.metrics.rows_persisted.inc_by(inserted);
+        let redelivered = (messages as u64).saturating_sub(inserted);
+        if redelivered > 0 {
+            self.metrics.redelivered.inc_by(redelivered);
+            tracing::info!(redelivered, "messages already persisted; nothing written for them");
+        }
+    }
+
     /// Counts a failed call; Redis failures are counted by the gate itself.
     fn failed(&self, dependency: Dependency) -> impl Fn() + '_ {
         move || self.metrics.dependency_error(dependency)

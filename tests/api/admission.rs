@@ -1,11 +1,12 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app_with, MANUAL};
+use crate::helpers::{assert_problem, spawn_app_with, TcpProxy, MANUAL};
 
 const WORKERS: usize = 64;
 
@@ -189,13 +190,37 @@ async fn position_shows_each_applicant_where_they_stand() {
 }
 
 #[tokio::test]
-async fn applications_waiting_for_the_bulkhead_still_get_exact_answers() {
-    // One application at a time: the other 99 wait for the permit.
-    let app = spawn_app_with(|s| s.http.apply_concurrency = 1).await;
+async fn the_bulkhead_lets_only_its_share_into_a_slow_gate_and_answers_every_one_exactly() {
+    // Arrange: Redis 20 ms away each way, two applications in the gate at a time.
+    let redis = TcpProxy::start("127.0.0.1:6379").await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = format!("redis://{}", redis.address()).into();
+        s.http.apply_concurrency = 2;
+        s.issuer.schedule = MANUAL.into();
+    })
+    .await;
     let coupon = app.create_stock(10).await;
+    redis.slow(Duration::from_millis(20));
 
-    let statuses = app.apply_all(coupon, 1..=100, 100).await;
+    // Act: 100 at once, while the test watches how many are inside the gate.
+    let done = AtomicBool::new(false);
+    let applies = async {
+        let statuses = app.apply_all(coupon, 1..=100, 100).await;
+        done.store(true, Ordering::SeqCst);
+        statuses
+    };
+    let watch = async {
+        let mut most = 0.0f64;
+        while !done.load(Ordering::SeqCst) {
+            most = most.max(app.metric("fcfs_apply_in_flight").await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        most
+    };
+    let (statuses, most_inside) = tokio::join!(applies, watch);
 
+    // Assert: the gate was full but never over, and the 98 that waited got exact answers.
+    assert_eq!(most_inside, 2.0, "at most apply_concurrency inside, and it was reached");
     let admitted = statuses
         .iter()
         .filter(|s| **s == StatusCode::ACCEPTED)
@@ -203,4 +228,5 @@ async fn applications_waiting_for_the_bulkhead_still_get_exact_answers() {
     let sold_out = statuses.iter().filter(|s| **s == StatusCode::GONE).count();
     assert_eq!((admitted, sold_out), (10, 90));
     assert_eq!(app.queue(coupon).await.len(), 10);
+    assert_eq!(app.metric("fcfs_apply_in_flight").await, 0.0);
 }

@@ -6,41 +6,56 @@ use serde_json::json;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::ChildStdout;
 
-use crate::helpers::{artifact, browser_script, spawn_app};
+use crate::helpers::{artifact, browser_script, spawn_app_with, MANUAL};
+
+/// The next line the browser script prints, within a minute.
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+    match line {
+        Ok(Ok(Some(line))) => line,
+        other => panic!("the browser script said nothing: {other:?}"),
+    }
+}
 
 #[tokio::test]
-async fn the_dashboard_shows_the_right_numbers_after_a_spike() {
-    // Arrange: the page is open before the crowd arrives, as an operator's would be.
-    let app = spawn_app().await;
+async fn the_dashboard_shows_each_stage_of_a_spike() {
+    // Arrange: the issuer ticks only when the test says, so the page can be caught between
+    // admission and issuance. The page is open before the crowd arrives, as an operator's
+    // would be.
+    let app = spawn_app_with(|s| s.issuer.schedule = MANUAL.into()).await;
     let coupon = app.create_stock(20).await;
     let page = app.get("/dashboard").await;
     assert!(page.text().await.unwrap().contains("Live event"));
-    let expected = json!({
-        "stock": "20", "admitted": "20", "published": "20", "issued": "20", "remaining": "0",
-        "applications": "60", "state": "SOLD OUT",
-    });
+    let states = json!([
+        {
+            "stock": "20", "admitted": "20", "pending": "20", "published": "0", "issued": "0",
+            "remaining": "0", "applications": "60", "state": "SOLD OUT",
+        },
+        {
+            "stock": "20", "admitted": "20", "pending": "0", "published": "20", "issued": "20",
+            "remaining": "0", "applications": "60", "state": "SOLD OUT",
+        },
+    ]);
     let screenshot = artifact("dashboard.png");
     let mut browser = browser_script(
         "dashboard.mjs",
         &[
             &app.address,
             &coupon.to_string(),
-            &expected.to_string(),
+            &states.to_string(),
             screenshot.to_str().unwrap(),
         ],
     )
     .spawn()
     .expect("node runs");
     let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
-    assert!(
-        matches!(&ready, Ok(Ok(Some(line))) if line == "ready"),
-        "the page did not load: {ready:?}"
-    );
+    assert_eq!(next_line(&mut lines).await, "ready", "the page loaded");
 
-    // Act: 60 applicants for 20 coupons, all the way to PostgreSQL, while the page watches.
+    // Act: 60 applicants for 20 coupons; the page shows them admitted and waiting for the
+    // issuer. Then one tick takes them all the way to PostgreSQL.
     let statuses = app.apply_all(coupon, 1..=60, 16).await;
     assert_eq!(
         statuses
@@ -49,14 +64,19 @@ async fn the_dashboard_shows_the_right_numbers_after_a_spike() {
             .count(),
         20
     );
+    let waiting = next_line(&mut lines).await;
+    let tick = app.issuer().run_once().await.unwrap();
     app.wait_for_rows(coupon, 20).await;
+    let issued = next_line(&mut lines).await;
 
-    // Assert: the browser saw every number reach its value.
+    // Assert: the browser saw each stage, in order.
     let run = browser.wait_with_output().await.expect("node runs");
-    let rest = lines.next_line().await.ok().flatten().unwrap_or_default();
+    assert_eq!(waiting, "state 0", "admitted, not yet published");
+    assert_eq!(tick.published, 20);
+    assert_eq!(issued, "state 1", "published and issued");
     assert!(
         run.status.success(),
-        "the dashboard did not show {expected}:\n{rest}\n{}",
+        "the dashboard did not show {states}:\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(

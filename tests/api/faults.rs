@@ -12,15 +12,33 @@ use secrecy::ExposeSecret;
 
 use crate::helpers::{
     assert_settled, assert_settled_as_told, committed_total, eventually, isolated_settings,
-    observe, spawn_app_with, start, DurableBroker, ServiceProcess, TcpProxy, TestApp,
+    observe, spawn_app_with, start, DurableBroker, ServiceProcess, TcpProxy, TestApp, MANUAL,
 };
 
 /// One client's answer: the status (`None` when the connection was refused or died) and the
 /// position it was told when admitted.
 type Answer = (i64, Option<StatusCode>, Option<i32>);
 
-/// Every user applies once, `concurrency` at a time, like `apply_all`, but a refused
-/// connection (the service is down) is an answer too, and the position told is kept.
+/// One application; a refused connection (the service is down) is an answer too.
+async fn apply_once(app: &TestApp, coupon: i64, user: i64) -> Answer {
+    let sent = app
+        .client
+        .post(app.url(&format!("/coupons/{coupon}/issue")))
+        .bearer_auth(app.user_token(user))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    let Ok(resp) = sent else {
+        return (user, None, None);
+    };
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let position = body["position"].as_i64().map(|p| p as i32);
+    (user, Some(status), position)
+}
+
+/// Every user applies once, `concurrency` at a time, like `apply_all`, keeping the position
+/// told.
 async fn spike(
     app: &TestApp,
     coupon: i64,
@@ -28,23 +46,28 @@ async fn spike(
     concurrency: usize,
 ) -> Vec<Answer> {
     stream::iter(users)
-        .map(|user| async move {
-            let sent = app
-                .client
-                .post(app.url(&format!("/coupons/{coupon}/issue")))
-                .bearer_auth(app.user_token(user))
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await;
-            let Ok(resp) = sent else {
-                return (user, None, None);
-            };
-            let status = resp.status();
-            let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            let position = body["position"].as_i64().map(|p| p as i32);
-            (user, Some(status), position)
-        })
+        .map(|user| apply_once(app, coupon, user))
         .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+/// Every user applies once, `per_sec` of them a second: a crowd that keeps arriving while the
+/// issuer ticks, so a fault can land between arrivals.
+async fn paced(
+    app: &TestApp,
+    coupon: i64,
+    users: impl IntoIterator<Item = i64>,
+    per_sec: u32,
+) -> Vec<Answer> {
+    let start = tokio::time::Instant::now();
+    let gap = Duration::from_secs(1) / per_sec;
+    stream::iter(users.into_iter().zip(0u32..))
+        .map(|(user, i)| async move {
+            tokio::time::sleep_until(start + gap * i).await;
+            apply_once(app, coupon, user).await
+        })
+        .buffer_unordered(256)
         .collect()
         .await
 }
@@ -64,36 +87,56 @@ fn winners(answers: &[Answer]) -> HashSet<i64> {
 
 #[tokio::test]
 async fn a_service_killed_mid_spike_loses_and_doubles_no_winner() {
-    // Arrange: the whole service in a child process; short leases so the restarted instance
-    // takes over the dead one's claims quickly.
+    // Arrange: the whole service in a child process, on a broker behind a proxy the test can
+    // hold; short leases so the restarted instance takes over the dead one's claims quickly.
+    let broker = DurableBroker::behind_proxy().await;
     let mut settings = isolated_settings();
+    settings.kafka.brokers = broker.address();
     settings.issuer.lease_ms = fcfs_coupon::configuration::IssuerSettings::MIN_LEASE_MS;
     let first = ServiceProcess::spawn(&settings, &[]).await;
     let app = observe(settings.clone(), first.address.clone()).await;
     let coupon = app.create_stock(100).await;
+    let id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
 
-    // Act: 300 users rush; SIGKILL once 40 are in.
-    let (before, ()) = tokio::join!(spike(&app, coupon, 1..=300, 16), async {
-        eventually("40 admitted", Duration::from_secs(30), || async {
-            (app.queue(coupon).await.len() >= 40).then_some(())
+    // Act: 300 users arrive over three seconds. Once 20 are in, the broker stalls, so the
+    // issuer's next claim stays in flight waiting for its delivery reports; SIGKILL then.
+    let (before, at_kill) = tokio::join!(paced(&app, coupon, 1..=300, 100), async {
+        eventually("20 admitted", Duration::from_secs(30), || async {
+            (app.queue(coupon).await.len() >= 20).then_some(())
+        })
+        .await;
+        broker.proxy().hold();
+        eventually("a claim in flight", Duration::from_secs(3), || async {
+            let state = app.gate.inspect(id).await.unwrap();
+            (!state.inflight.is_empty()).then_some(())
         })
         .await;
         first.kill().await;
+        // Whatever the dead process had sent is dropped with its connections.
+        broker.proxy().cut();
+        broker.proxy().restore();
+        app.gate.inspect(id).await.unwrap()
     });
+    assert!(
+        !at_kill.inflight.is_empty(),
+        "the kill landed with claims in flight"
+    );
+    assert!(at_kill.queue.len() < 100, "the kill landed mid-spike");
     let unanswered: Vec<i64> = before
         .iter()
         .filter(|(_, s, _)| s.is_none())
         .map(|(u, _, _)| *u)
         .collect();
-    assert!(!unanswered.is_empty(), "the kill landed mid-spike");
+    assert!(!unanswered.is_empty(), "some requests died with the process");
     let second = ServiceProcess::spawn(&settings, &[]).await;
     let app = observe(settings, second.address.clone()).await;
     // Clients whose request died with the process try again.
     let after = spike(&app, coupon, unanswered, 16).await;
     assert!(after.iter().all(|(_, s, _)| s.is_some()));
 
-    // Assert: exactly the stock; every winner told "admitted", before the kill or after it,
-    // persisted at the position it was told, and nobody else.
+    // Assert: the dead instance's claims were taken over once their lease ran out; exactly the
+    // stock; every winner told "admitted", before the kill or after it, persisted at the
+    // position it was told, and nobody else.
     let mut all_told = told(&before);
     all_told.extend(told(&after));
     let rows = assert_settled_as_told(&app, coupon, 100, &all_told).await;
@@ -126,39 +169,83 @@ async fn sold_out(app: &TestApp) -> i64 {
     coupon
 }
 
-/// Waits until every winner of `sold_out`'s coupon is on the topic and some rows are in,
-/// SIGKILLs `victim`, and checks it died holding messages the group had not committed: the
-/// topic holds at least one per winner, so commits short of 300 leave some behind.
-async fn kill_mid_batch(app: &TestApp, coupon: i64, victim: ServiceProcess) {
+/// The table and the group when a consumer died: rows persisted, offsets committed.
+struct AtKill {
+    rows: usize,
+    committed: i64,
+}
+
+/// Kills `victim` holding rows it persisted but could not commit the offsets of.
+///
+/// Waits until every winner of `sold_out`'s coupon is on the topic (the consumer has fetched
+/// them) and some rows are in, then holds the broker's link: the consumer goes on persisting
+/// what it fetched, but its offset commits no longer reach the broker. Once it has persisted a
+/// further `batch` rows, SIGKILL, and the link is cut, so the commits it held die too.
+async fn kill_mid_batch(
+    app: &TestApp,
+    coupon: i64,
+    broker: &DurableBroker,
+    victim: ServiceProcess,
+    batch: usize,
+) -> AtKill {
     let id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
     eventually(
         "every winner published",
-        Duration::from_secs(60),
+        Duration::from_secs(20),
         || async {
             let state = app.gate.inspect(id).await.unwrap();
             (state.pending.is_empty() && state.inflight.is_empty()).then_some(())
         },
     )
     .await;
-    eventually("some rows persisted", Duration::from_secs(60), || async {
+    eventually("some rows persisted", Duration::from_secs(20), || async {
         (app.issued_rows(coupon).await.len() >= 60).then_some(())
     })
     .await;
+    broker.proxy().hold();
+    let held_at = app.issued_rows(coupon).await.len();
+    eventually(
+        "a batch persisted that cannot be committed",
+        Duration::from_secs(10),
+        || async { (app.issued_rows(coupon).await.len() >= held_at + batch).then_some(()) },
+    )
+    .await;
     victim.kill().await;
+    broker.proxy().cut();
+    let rows = app.issued_rows(coupon).await.len();
+    broker.proxy().restore();
     let committed = committed_total(&app.settings, &app.settings.kafka.group_id).await;
+    assert!(rows < 300, "the kill landed before the end");
     assert!(
-        committed < 300,
-        "the killed consumer held uncommitted messages"
+        rows as i64 > committed,
+        "the killed consumer had persisted rows it had not committed ({rows} rows, {committed} committed)"
     );
+    AtKill { rows, committed }
 }
 
-/// After a consumer died: the group committed past every message on the topic (whatever was
-/// redelivered has been consumed), and the 300 winners are persisted once each.
-async fn assert_redelivered_once(app: &TestApp, coupon: i64) {
+/// Messages a consumer process found already persisted, from its log.
+async fn logged_redeliveries(consumer: &ServiceProcess) -> u64 {
+    let log = tokio::fs::read_to_string(&consumer.log).await.unwrap();
+    log.lines()
+        .filter_map(|l| l.split("redelivered=").nth(1))
+        .filter_map(|n| n.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// After a consumer died: the group committed past every message on the topic, the consumer
+/// that took over found exactly the messages the dead one had persisted but not committed
+/// already persisted (the redelivery really happened, and added nothing), and the 300 winners
+/// are persisted once each.
+async fn assert_redelivered_once(
+    app: &TestApp,
+    coupon: i64,
+    at_kill: &AtKill,
+    heir: &ServiceProcess,
+) {
     let kafka = &app.settings.kafka;
     eventually(
         "every message committed",
-        Duration::from_secs(120),
+        Duration::from_secs(45),
         || async {
             let offsets = fcfs_coupon::kafka::group_offsets(kafka, &kafka.topic, &kafka.group_id)
                 .await
@@ -167,6 +254,11 @@ async fn assert_redelivered_once(app: &TestApp, coupon: i64) {
         },
     )
     .await;
+    assert_eq!(
+        logged_redeliveries(heir).await,
+        at_kill.rows as u64 - at_kill.committed as u64,
+        "the heir was redelivered exactly what the dead consumer persisted past its commit"
+    );
     let rows = assert_settled(app, coupon, 300).await;
     assert_eq!(rows.len(), 300);
 }
@@ -186,22 +278,37 @@ async fn assigned(consumer: &ServiceProcess) -> Option<Vec<i32>> {
     )
 }
 
+/// The one partition holding the coupon's messages (they are keyed by coupon).
+async fn data_partition(app: &TestApp) -> i32 {
+    let kafka = &app.settings.kafka;
+    let offsets = fcfs_coupon::kafka::group_offsets(kafka, &kafka.topic, &kafka.group_id)
+        .await
+        .unwrap();
+    let holding: Vec<i32> = (0..)
+        .zip(&offsets.high)
+        .filter(|(_, high)| **high > 0)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(holding.len(), 1, "one partition holds the coupon: {offsets:?}");
+    holding[0]
+}
+
 #[tokio::test]
 async fn a_consumer_killed_mid_batch_is_redelivered_without_duplicates() {
     // Arrange: two consumers share the partitions, slower still so the pair is mid-way when
     // one dies.
-    let broker = DurableBroker::start().await;
+    let broker = DurableBroker::behind_proxy().await;
     let mut settings = slow_consumers(&broker);
     settings.consumer.max_rows_per_sec = Some(50);
     let partitions: Vec<i32> = (0..settings.kafka.partitions).collect();
     let api = ServiceProcess::spawn(&settings, &["api", "issuer"]).await;
-    let victim = ServiceProcess::spawn(&settings, &["consumer"]).await;
-    let survivor = ServiceProcess::spawn(&settings, &["consumer"]).await;
+    let one = ServiceProcess::spawn(&settings, &["consumer"]).await;
+    let other = ServiceProcess::spawn(&settings, &["consumer"]).await;
     eventually(
         "the two share the partitions",
-        Duration::from_secs(60),
+        Duration::from_secs(30),
         || async {
-            let (mut a, b) = (assigned(&victim).await?, assigned(&survivor).await?);
+            let (mut a, b) = (assigned(&one).await?, assigned(&other).await?);
             a.extend(b);
             a.sort();
             (a == partitions).then_some(())
@@ -211,25 +318,31 @@ async fn a_consumer_killed_mid_batch_is_redelivered_without_duplicates() {
     let app = observe(settings.clone(), api.address.clone()).await;
     let coupon = sold_out(&app).await;
 
-    // Act: one dies holding a batch and never comes back.
-    kill_mid_batch(&app, coupon, victim).await;
+    // Act: the one that owns the coupon's partition dies holding a batch and never comes back.
+    let data = data_partition(&app).await;
+    let (victim, survivor) = if assigned(&one).await.unwrap().contains(&data) {
+        (one, other)
+    } else {
+        (other, one)
+    };
+    let at_kill = kill_mid_batch(&app, coupon, &broker, victim, 50).await;
 
     // Assert: once the broker drops the dead member, the survivor owns every partition and
     // consumes what the dead one had not committed; nothing is doubled.
     eventually(
         "the survivor owns every partition",
-        Duration::from_secs(60),
+        Duration::from_secs(20),
         || async { (assigned(&survivor).await? == partitions).then_some(()) },
     )
     .await;
-    assert_redelivered_once(&app, coupon).await;
+    assert_redelivered_once(&app, coupon, &at_kill, &survivor).await;
     drop(api);
 }
 
 #[tokio::test]
 async fn a_lone_consumer_killed_mid_batch_resumes_after_a_restart() {
     // Arrange
-    let broker = DurableBroker::start().await;
+    let broker = DurableBroker::behind_proxy().await;
     let settings = slow_consumers(&broker);
     let api = ServiceProcess::spawn(&settings, &["api", "issuer"]).await;
     let consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
@@ -237,11 +350,11 @@ async fn a_lone_consumer_killed_mid_batch_resumes_after_a_restart() {
     let coupon = sold_out(&app).await;
 
     // Act: it dies holding a batch; a new process joins the group in its place.
-    kill_mid_batch(&app, coupon, consumer).await;
-    let _consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
+    let at_kill = kill_mid_batch(&app, coupon, &broker, consumer, 50).await;
+    let heir = ServiceProcess::spawn(&settings, &["consumer"]).await;
 
     // Assert: the new process consumed what the dead one had not committed, adding nothing twice.
-    assert_redelivered_once(&app, coupon).await;
+    assert_redelivered_once(&app, coupon, &at_kill, &heir).await;
     drop(api);
 }
 
@@ -308,26 +421,54 @@ async fn the_database_down_for_ten_seconds_delays_issuance_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_broker_restart_mid_issuance_loses_and_doubles_nothing() {
-    // Arrange: a broker of this test's own, durable (sqlite), the service on it.
+    // Arrange: a broker of this test's own, durable (sqlite), the service on it. The issuer
+    // ticks only when the test says, so the broker is down exactly while it publishes.
     let mut broker = DurableBroker::start().await;
     let mut settings = isolated_settings();
     settings.kafka.brokers = broker.address();
+    settings.issuer.schedule = MANUAL.into();
+    settings.issuer.lease_ms = fcfs_coupon::configuration::IssuerSettings::MIN_LEASE_MS;
     // Small batches at 50 rows/s (the bucket holds one second's worth): issuance takes seconds.
     settings.consumer.batch_size = 20;
     settings.consumer.max_rows_per_sec = Some(50);
     let app = start(settings).await;
-    let coupon = sold_out(&app).await;
-
-    // Act: kill and restart the broker while winners are still moving through it.
-    eventually("issuance under way", Duration::from_secs(60), || async {
+    let coupon = app.create_stock(300).await;
+    let id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
+    let first = spike(&app, coupon, 1..=150, 32).await;
+    assert_eq!(winners(&first).len(), 150);
+    let published = app.issuer().run_once().await.unwrap();
+    assert_eq!(published.published, 150);
+    eventually("issuance under way", Duration::from_secs(20), || async {
         (!app.issued_rows(coupon).await.is_empty()).then_some(())
     })
     .await;
-    let persisted_before = app.issued_rows(coupon).await.len();
-    broker.restart().await;
 
-    // Assert
-    assert!(persisted_before < 300, "the restart landed mid-issuance");
+    // Act: the broker dies while the consumer works through the first half; the second half
+    // is admitted, and the issuer tries to publish it into the dead broker.
+    broker.kill().await;
+    let persisted_before = app.issued_rows(coupon).await.len();
+    let second = spike(&app, coupon, 151..=300, 32).await;
+    assert_eq!(winners(&second).len(), 150);
+    let refused = app.issuer().run_once().await.unwrap();
+    let state = app.gate.inspect(id).await.unwrap();
+    broker.resume().await;
+
+    // Assert: the sends failed, were counted, and their winners went back to pending (none
+    // lost, none left in flight); then everything landed once.
+    assert!(persisted_before < 150, "the broker died mid-issuance");
+    assert_eq!(refused.published, 0);
+    assert!(refused.failed > 0, "sends into the dead broker failed");
+    assert_eq!(
+        app.metric("fcfs_issuer_publish_failures_total").await,
+        refused.failed as f64
+    );
+    assert_eq!((state.pending.len(), state.inflight.len()), (150, 0));
+    eventually("the rest published", Duration::from_secs(30), || async {
+        app.issuer().run_once().await.ok()?;
+        let state = app.gate.inspect(id).await.ok()?;
+        (state.pending.is_empty() && state.inflight.is_empty()).then_some(())
+    })
+    .await;
     let rows = assert_settled(&app, coupon, 300).await;
     assert_eq!(rows.len(), 300);
 }

@@ -1,11 +1,18 @@
 //! Fuzzing against the contract: schemathesis (PyPI, installed by scripts/test.sh) generates
-//! valid and invalid requests from openapi/openapi.json and sends them, with a valid admin
-//! token, to a running service. No response may be a 5xx, and every one must match the spec
-//! (status, content type, headers, schema). Bounded: a fixed seed and a time budget.
+//! valid and invalid requests from the spec the service serves and sends them, with a valid
+//! admin token, to the running service. No response may be a 5xx, and every one must match the
+//! spec (status, content type, headers, schema). Bounded: a fixed seed and a time budget.
+//!
+//! The spec is parsed strictly first (a duplicate key fails), half of the generated `couponId`s
+//! are events that exist, and the HAR report proves every operation was exercised, those on an
+//! event answering 2xx at least once, not only 404.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use crate::helpers::spawn_app_with;
+use serde_json::Value;
+
+use crate::helpers::{parse_strict, spawn_app_with};
 
 /// Where scripts/test.sh installs schemathesis; `SCHEMATHESIS` overrides.
 fn schemathesis() -> PathBuf {
@@ -16,6 +23,51 @@ fn schemathesis() -> PathBuf {
         },
         PathBuf::from,
     )
+}
+
+/// Every (METHOD, path template) of the spec.
+fn operations(spec: &Value) -> BTreeSet<(String, String)> {
+    spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+/// The path template `path` is an instance of (`{name}` matches one segment).
+fn template_of<'a>(path: &str, templates: &'a BTreeSet<String>) -> Option<&'a String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    templates.iter().find(|t| {
+        let parts: Vec<&str> = t.split('/').collect();
+        parts.len() == segments.len()
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(p, s)| p.starts_with('{') || p == s)
+    })
+}
+
+/// Statuses answered per (METHOD, path template), from schemathesis' HAR report.
+fn answered(har: &Value, templates: &BTreeSet<String>) -> BTreeMap<(String, String), Vec<u16>> {
+    let mut seen: BTreeMap<(String, String), Vec<u16>> = BTreeMap::new();
+    for entry in har["log"]["entries"].as_array().unwrap() {
+        let url = reqwest::Url::parse(entry["request"]["url"].as_str().unwrap()).unwrap();
+        let Some(template) = template_of(url.path(), templates) else {
+            continue; // a path the fuzzer made up
+        };
+        let method = entry["request"]["method"].as_str().unwrap().to_uppercase();
+        let status = entry["response"]["status"].as_u64().unwrap_or(0) as u16;
+        seen.entry((method, template.clone()))
+            .or_default()
+            .push(status);
+    }
+    seen
 }
 
 #[tokio::test]
@@ -31,13 +83,27 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_spec() {
         s.rate_limit.per_user_per_sec = 0;
     })
     .await;
-    app.create_stock(1_000).await;
-    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
-    let report =
-        std::env::temp_dir().join(format!("{}-schemathesis", app.settings.redis.key_prefix));
+    let events = [app.create_stock(1_000).await, app.create_stock(1_000).await];
+    let served = app.get("/openapi.json").await.text().await.unwrap();
+    let spec = parse_strict(&served).expect("the served spec is strict JSON");
+    let work = std::env::temp_dir().join(format!("{}-schemathesis", app.settings.redis.key_prefix));
+    std::fs::create_dir_all(&work).unwrap();
+    let config = work.join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dictionaries.events]\nvalues = {events:?}\n\n[parameters]\n\
+             \"path.couponId\" = {{ dictionary = \"events\", probability = 0.5 }}\n"
+        ),
+    )
+    .unwrap();
+    let har = work.join("run.har");
 
     let output = tokio::process::Command::new(&st)
-        .args(["run", spec, "--url", &app.address])
+        .arg("--config-file")
+        .arg(&config)
+        .args(["run", &format!("{}/openapi.json", app.address)])
+        .args(["--url", &app.address])
         .args([
             "--header",
             &format!("Authorization: Bearer {}", app.admin_token()),
@@ -64,8 +130,8 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_spec() {
             "--suppress-health-check",
             "all",
         ])
-        .arg("--report-dir")
-        .arg(&report)
+        .args(["--report", "har", "--report-har-path"])
+        .arg(&har)
         .output()
         .await
         .expect("schemathesis runs");
@@ -77,4 +143,21 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_spec() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("passed"), "{stdout}");
+
+    let har: Value = serde_json::from_slice(&std::fs::read(&har).unwrap()).unwrap();
+    let templates: BTreeSet<String> = operations(&spec).into_iter().map(|(_, p)| p).collect();
+    let seen = answered(&har, &templates);
+    for (method, path) in operations(&spec) {
+        let statuses = seen
+            .get(&(method.clone(), path.clone()))
+            .unwrap_or_else(|| panic!("{method} {path} was never exercised"));
+        assert!(
+            statuses.iter().any(|s| (200..300).contains(s)),
+            "{method} {path} never succeeded (only {statuses:?}): events that exist were not reached"
+        );
+    }
+    assert!(
+        seen[&("POST".to_owned(), "/coupons".to_owned())].contains(&201),
+        "POST /coupons created an event"
+    );
 }

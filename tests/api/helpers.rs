@@ -21,6 +21,7 @@ mod isolation;
 mod kafka;
 mod process;
 mod proxy;
+mod redis_server;
 mod strict_json;
 pub use broker::DurableBroker;
 pub use browser::{artifact, browser_script};
@@ -28,6 +29,7 @@ pub use isolation::Isolation;
 pub use kafka::{committed_total, produce_raw, topic_messages};
 pub use process::{free_port, run_command, ServiceProcess};
 pub use proxy::TcpProxy;
+pub use redis_server::PrivateRedis;
 pub use strict_json::parse_strict;
 
 /// A cron expression that never fires in a test's lifetime: the test runs issuer ticks itself.
@@ -178,15 +180,20 @@ impl TestApp {
     }
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, failing the test after `within`.
+/// Polls `check` every 50 ms until it returns `Some`, failing the test after `within`; prints
+/// how long it took.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + within;
+    let started = Instant::now();
+    let deadline = started + within;
     loop {
         if let Some(value) = check().await {
+            // Shown with --nocapture or when the test fails: how close a deadline is to the
+            // time the condition really takes.
+            eprintln!("waited {:.1?} (of {within:?}) for {what}", started.elapsed());
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

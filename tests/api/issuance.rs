@@ -190,9 +190,12 @@ async fn the_consumer_waits_out_a_database_outage_and_commits_nothing_meanwhile(
     )
     .await;
     // The consumer has the messages but cannot commit their rows: it must not commit offsets.
-    for _ in 0..10 {
+    // Watched for longer than librdkafka's auto-commit interval (5 s), so a consumer that left
+    // committing to librdkafka would be caught.
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_secs(6) {
         assert_eq!(committed_total(&app.settings, &group).await, 30);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     proxy.restore();

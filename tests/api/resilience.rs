@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with, TcpProxy};
+use crate::helpers::{assert_problem, spawn_app_with, PrivateRedis, TcpProxy};
 
 #[tokio::test]
 async fn redis_unreachable_answers_503_and_admits_nobody() {
@@ -53,18 +53,25 @@ async fn redis_unreachable_answers_503_and_admits_nobody() {
 
 #[tokio::test]
 async fn applies_survive_a_script_flush() {
-    let app = spawn_app().await;
+    // Arrange: a server of the test's own, so no parallel test reloads the scripts between the
+    // flush and the apply.
+    let redis = PrivateRedis::start().await;
+    let app = spawn_app_with(|s| s.redis.url = redis.url().into()).await;
     let coupon = app.create_stock(5).await;
     assert_eq!(app.apply(coupon, 1).await.status(), StatusCode::ACCEPTED);
 
+    // Act
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut app.redis.clone())
         .await
         .unwrap();
-
+    assert_eq!(redis.cached_scripts().await, 0, "the flush emptied the cache");
     let second = app.apply(coupon, 2).await;
+
+    // Assert: the apply met NOSCRIPT, loaded the script again, and answered as usual.
     assert_eq!(second.status(), StatusCode::ACCEPTED);
     assert_eq!(second.json::<Value>().await.unwrap()["position"], 2);
+    assert!(redis.cached_scripts().await > 0, "the script was loaded again");
     assert_eq!(app.position(coupon, 2).await.status(), StatusCode::OK);
 }

@@ -7,41 +7,72 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::{eventually, free_port};
+use super::{eventually, free_port, TcpProxy};
 
 pub struct DurableBroker {
     child: Option<Child>,
     dir: PathBuf,
     pub port: u16,
+    /// When the broker sits behind a proxy: every client, whatever address it was given,
+    /// reaches the broker through it, because the broker advertises the proxy's address.
+    proxy: Option<TcpProxy>,
 }
 
 impl DurableBroker {
     pub async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut broker = Self {
-            child: None,
-            dir,
-            port: free_port(),
-        };
-        broker.run().await;
+        Self::launch(None).await
+    }
+
+    /// A broker that every client reaches through a `TcpProxy` the test can hold or cut.
+    pub async fn behind_proxy() -> Self {
+        let (listener, port) = TcpProxy::bind().await;
+        let mut broker = Self::launch(Some(port)).await;
+        broker.proxy = Some(TcpProxy::on(listener, format!("127.0.0.1:{}", broker.port)));
         broker
     }
 
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+    async fn launch(advertised: Option<u16>) -> Self {
+        let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let mut broker = Self {
+            child: None,
+            dir,
+            port,
+            proxy: None,
+        };
+        broker.run(advertised.unwrap_or(port)).await;
+        broker
     }
 
-    /// SIGKILL, then the same storage and port again.
-    pub async fn restart(&mut self) {
-        let mut child = self.child.take().unwrap();
+    /// The address clients are given.
+    pub fn address(&self) -> String {
+        match &self.proxy {
+            Some(proxy) => proxy.address(),
+            None => format!("127.0.0.1:{}", self.port),
+        }
+    }
+
+    pub fn proxy(&self) -> &TcpProxy {
+        self.proxy.as_ref().expect("started behind_proxy")
+    }
+
+    /// SIGKILL: what the broker acknowledged stays in its storage.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("the broker is running");
         child.start_kill().unwrap();
         child.wait().await.unwrap();
-        self.run().await;
     }
 
-    async fn run(&mut self) {
+    /// Starts the killed broker again on the same storage and port.
+    pub async fn resume(&mut self) {
+        let advertised = self.proxy.as_ref().map_or(self.port, |p| p.port);
+        self.run(advertised).await;
+    }
+
+    async fn run(&mut self, advertised: u16) {
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let log = std::fs::File::create(self.dir.join("tansu.log")).unwrap();
         // Tansu puts a relative sqlite path under its working directory.
         let child = Command::new("tansu")
@@ -51,7 +82,7 @@ impl DurableBroker {
                 "--listener-url",
                 &listener,
                 "--advertised-listener-url",
-                &listener,
+                &advertised,
             ])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -59,7 +90,7 @@ impl DurableBroker {
             .spawn()
             .expect("tansu is installed (scripts/services.sh up installs it)");
         self.child = Some(child);
-        let address = self.address();
+        let address = format!("127.0.0.1:{}", self.port);
         eventually("the broker to listen", Duration::from_secs(30), || async {
             tokio::net::TcpStream::connect(&address).await.ok()
         })

@@ -1,36 +1,68 @@
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// A TCP forwarder a test can cut and restore, to make a real server unreachable for one
-/// application without stopping it for every other test.
+/// How the proxy treats traffic right now.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flow {
+    /// New connections are dropped (`cut`).
+    refused: bool,
+    /// Bytes already read wait here, connections stay open (`hold`): the peers see a stall,
+    /// not an error, the way a paused process or a congested link looks.
+    held: bool,
+    /// Added before every chunk is passed on, each way.
+    latency: Duration,
+}
+
+/// A TCP forwarder a test can cut, hold, slow down and restore, to make a real server
+/// unreachable or slow for one application without touching it for every other test.
 pub struct TcpProxy {
     pub port: u16,
-    up: Arc<AtomicBool>,
+    flow: watch::Sender<Flow>,
     /// Live forwarding tasks; aborted on `cut` so established connections die too.
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
 
 impl TcpProxy {
-    pub async fn start(target: &'static str) -> Self {
+    pub async fn start(target: impl Into<String>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::on(listener, target.into())
+    }
+
+    /// A proxy on a port of its own, for a server that must be told that port before it starts
+    /// (a broker advertising the proxy as its address).
+    pub async fn bind() -> (TcpListener, u16) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
+        (listener, port)
+    }
+
+    pub fn on(listener: TcpListener, target: String) -> Self {
+        let port = listener.local_addr().unwrap().port();
+        let (flow, _) = watch::channel(Flow::default());
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = tokio::spawn({
-            let (up, links) = (up.clone(), links.clone());
+            let (flow, links) = (flow.clone(), links.clone());
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    if flow.borrow().refused {
                         continue; // dropped: the client sees the connection closed
                     }
+                    let (flow, target) = (flow.subscribe(), target.clone());
                     let link = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = TcpStream::connect(&target).await {
+                            let (from_client, to_client) = inbound.into_split();
+                            let (from_server, to_server) = outbound.into_split();
+                            tokio::join!(
+                                pump(from_client, to_server, flow.clone()),
+                                pump(from_server, to_client, flow),
+                            );
                         }
                     });
                     links.lock().unwrap().push(link);
@@ -39,22 +71,63 @@ impl TcpProxy {
         });
         Self {
             port,
-            up,
+            flow,
             links,
             accept,
         }
     }
 
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Every connection dies (whatever was held with it) and new ones are refused.
     pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
+        self.flow.send_modify(|f| {
+            f.refused = true;
+            f.held = false;
+        });
         for link in self.links.lock().unwrap().drain(..) {
             link.abort();
         }
     }
 
-    pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+    /// Connections stay open but nothing passes either way until `restore`.
+    pub fn hold(&self) {
+        self.flow.send_modify(|f| f.held = true);
     }
+
+    /// Every chunk waits `latency` before it is passed on.
+    pub fn slow(&self, latency: Duration) {
+        self.flow.send_modify(|f| f.latency = latency);
+    }
+
+    /// Back to passing everything at once.
+    pub fn restore(&self) {
+        self.flow.send_replace(Flow::default());
+    }
+}
+
+/// Copies one direction, honouring `flow` before passing each chunk on.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut flow: watch::Receiver<Flow>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let latency = match flow.wait_for(|f| !f.held).await {
+            Ok(f) => f.latency,
+            Err(_) => break,
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    to.shutdown().await.ok();
 }
 
 impl Drop for TcpProxy {
