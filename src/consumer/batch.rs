@@ -223,7 +223,10 @@ impl IssueConsumer {
         let redelivered = (messages as u64).saturating_sub(inserted);
         if redelivered > 0 {
             self.metrics.redelivered.inc_by(redelivered);
-            tracing::info!(redelivered, "messages already persisted; nothing written for them");
+            tracing::info!(
+                redelivered,
+                "messages already persisted; nothing written for them"
+            );
         }
     }
 

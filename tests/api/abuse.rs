@@ -144,7 +144,10 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> String {
         .await
         .expect("the server closed the connection in time")
         .ok();
-    eprintln!("closed after {:.1?} (allowed {within:?})", started.elapsed());
+    eprintln!(
+        "closed after {:.1?} (allowed {within:?})",
+        started.elapsed()
+    );
     String::from_utf8_lossy(&received).into_owned()
 }
 

@@ -220,7 +220,10 @@ async fn the_bulkhead_lets_only_its_share_into_a_slow_gate_and_answers_every_one
     let (statuses, most_inside) = tokio::join!(applies, watch);
 
     // Assert: the gate was full but never over, and the 98 that waited got exact answers.
-    assert_eq!(most_inside, 2.0, "at most apply_concurrency inside, and it was reached");
+    assert_eq!(
+        most_inside, 2.0,
+        "at most apply_concurrency inside, and it was reached"
+    );
     let admitted = statuses
         .iter()
         .filter(|s| **s == StatusCode::ACCEPTED)

@@ -193,7 +193,10 @@ where
         if let Some(value) = check().await {
             // Shown with --nocapture or when the test fails: how close a deadline is to the
             // time the condition really takes.
-            eprintln!("waited {:.1?} (of {within:?}) for {what}", started.elapsed());
+            eprintln!(
+                "waited {:.1?} (of {within:?}) for {what}",
+                started.elapsed()
+            );
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -24,14 +24,18 @@ impl PrivateRedis {
             .spawn()
             .expect("redis-server is installed");
         let url = format!("redis://127.0.0.1:{port}");
-        eventually("the private redis-server", Duration::from_secs(10), || async {
-            let client = redis::Client::open(url.as_str()).ok()?;
-            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .ok()
-        })
+        eventually(
+            "the private redis-server",
+            Duration::from_secs(10),
+            || async {
+                let client = redis::Client::open(url.as_str()).ok()?;
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .ok()
+            },
+        )
         .await;
         Self {
             _child: child,
@@ -43,18 +47,28 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// `INFO memory`'s `number_of_cached_scripts`.
-    pub async fn cached_scripts(&self) -> u64 {
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut conn)
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// `SCRIPT FLUSH`: the server forgets every cached script.
+    pub async fn flush_scripts(&self) {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut self.connection().await)
             .await
             .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("number_of_cached_scripts:"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("INFO memory reports cached scripts")
+    }
+
+    /// Whether the server has the script `code` cached (`SCRIPT EXISTS`).
+    pub async fn has_script(&self, code: &str) -> bool {
+        let exists: Vec<bool> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(redis::Script::new(code).get_hash())
+            .query_async(&mut self.connection().await)
+            .await
+            .unwrap();
+        exists[0]
     }
 }
