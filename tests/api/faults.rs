@@ -100,9 +100,9 @@ async fn a_service_killed_mid_spike_loses_and_doubles_no_winner() {
     let coupon = app.create_stock(100).await;
     let id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
 
-    // Act: 300 users arrive over three seconds. Once 20 are in, the broker stalls, so the
+    // Act: 300 users arrive over ten seconds (the stock is gone after about three). Once 20 are in, the broker stalls, so the
     // issuer's next claim stays in flight waiting for its delivery reports; SIGKILL then.
-    let (before, at_kill) = tokio::join!(paced(&app, coupon, 1..=300, 100), async {
+    let (before, at_kill) = tokio::join!(paced(&app, coupon, 1..=300, 30), async {
         eventually("20 admitted", Duration::from_secs(30), || async {
             (app.queue(coupon).await.len() >= 20).then_some(())
         })
