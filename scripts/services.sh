@@ -78,11 +78,13 @@ tansu_up() {
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
       >"$LOG_DIR/tansu-install.log" 2>&1 || { tail -n 30 "$LOG_DIR/tansu-install.log" >&2; die "installing tansu failed"; }
   fi
-  # memory:// storage: fast and disposable, which is what development and tests want.
-  setsid nohup tansu broker --storage-engine "memory://tansu/" \
+  # sqlite:// storage keeps the log like Kafka does: a consumer resuming mid-batch and the
+  # reconciler's drain check (high watermarks) behave as they would in production.
+  # Tansu puts the sqlite path under its working directory.
+  mkdir -p "$STATE_DIR/tansu"
+  (cd "$STATE_DIR/tansu" && setsid nohup tansu broker --storage-engine "sqlite://tansu.db" \
     --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
-    >"$LOG_DIR/tansu.log" 2>&1 </dev/null &
-  echo $! >"$RUN_DIR/tansu.pid"
+    >"$LOG_DIR/tansu.log" 2>&1 </dev/null & echo $! >"$RUN_DIR/tansu.pid")
   mark_started tansu "pid $RUN_DIR/tansu.pid"
   wait_for kafka 9092 60 "$LOG_DIR/tansu.log"
   say "kafka: Tansu started (log $LOG_DIR/tansu.log)"

@@ -94,7 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let reconciler = Reconciler::new(
                 settings.redis.gate()?,
                 settings.database.pool().await?,
-                settings.kafka.clone(),
+                &settings,
             );
             let deadline = tokio::time::Instant::now() + Duration::from_secs(drain_timeout_secs);
             let restored = reconciler.run(Some(deadline)).await?;

@@ -38,11 +38,7 @@ impl Settings {
 
     /// Refuses combinations that cannot work, naming the variable to change.
     pub fn check(&self) -> anyhow::Result<()> {
-        if self.redis.key_prefix.contains('{') || self.redis.key_prefix.contains('}') {
-            anyhow::bail!(
-                "APP_REDIS__KEY_PREFIX must not contain '{{' or '}}': it would become every key's hash tag"
-            );
-        }
+        self.redis.check()?;
         self.issuer.period().context("APP_ISSUER__SCHEDULE")?;
         if self.issuer.lease_ms < IssuerSettings::MIN_LEASE_MS {
             anyhow::bail!(
@@ -151,6 +147,29 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// Bounds every Redis call: a hung server turns into 503 UNAVAILABLE, not a hung request.
     pub timeout_ms: u64,
+    pub mode: RedisMode,
+    /// `host:port,…`: the sentinels (sentinel mode). The URL's password and database still
+    /// apply to the master they name.
+    pub nodes: String,
+    /// The master's name at the sentinels.
+    pub sentinel_master: String,
+    /// Replicas that must hold an admission before it is answered 202 (`WAIT`), and that must
+    /// hold a winner before the issuer publishes it. 0 turns this off.
+    pub ack_replicas: u32,
+    /// How long an application waits for those replicas before it is answered 503.
+    pub ack_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server at `url`.
+    #[default]
+    Standalone,
+    /// The master the sentinels in `nodes` name `sentinel_master`, followed across failovers.
+    Sentinel,
+    /// Redis Cluster (not supported yet: refused at start).
+    Cluster,
 }
 
 impl Default for RedisSettings {
@@ -160,6 +179,11 @@ impl Default for RedisSettings {
             key_prefix: "fcfs".into(),
             pool_size: 4,
             timeout_ms: 2_000,
+            mode: RedisMode::Standalone,
+            nodes: String::new(),
+            sentinel_master: "fcfs".into(),
+            ack_replicas: 0,
+            ack_timeout_ms: 1_000,
         }
     }
 }
@@ -167,6 +191,49 @@ impl Default for RedisSettings {
 impl RedisSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
+    }
+
+    /// The nodes of `APP_REDIS__NODES`, as URLs.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| format!("redis://{n}"))
+            .collect()
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.key_prefix.contains('{') || self.key_prefix.contains('}') {
+            anyhow::bail!(
+                "APP_REDIS__KEY_PREFIX must not contain '{{' or '}}': it would become every key's hash tag"
+            );
+        }
+        match self.mode {
+            RedisMode::Standalone => {}
+            RedisMode::Sentinel if self.node_urls().is_empty() => anyhow::bail!(
+                "APP_REDIS__MODE=sentinel needs APP_REDIS__NODES (the sentinels, host:port,…)"
+            ),
+            RedisMode::Sentinel => {}
+            RedisMode::Cluster => {
+                anyhow::bail!(
+                    "APP_REDIS__MODE=cluster is not supported yet; use standalone or sentinel"
+                )
+            }
+        }
+        if self.ack_replicas > 0
+            && (self.ack_timeout_ms == 0 || self.ack_timeout_ms >= self.timeout_ms)
+        {
+            anyhow::bail!(
+                "APP_REDIS__ACK_TIMEOUT_MS must be above 0 and below APP_REDIS__TIMEOUT_MS ({} ms)",
+                self.timeout_ms
+            );
+        }
+        Ok(())
     }
 
     pub fn pool(&self) -> anyhow::Result<deadpool_redis::Pool> {
@@ -302,7 +369,7 @@ impl Default for IssuerSettings {
     fn default() -> Self {
         Self {
             batch_size: 1_000,
-            lease_ms: 30_000,
+            lease_ms: 10_000,
             schedule: "*/1 * * * * *".into(),
         }
     }
@@ -445,6 +512,29 @@ mod tests {
         );
         assert!(issuer("*/1 * * * * *", 2_999).check().is_err());
         assert!(issuer("*/1 * * * * *", 3_000).check().is_ok());
+    }
+
+    #[test]
+    fn redis_modes_are_checked_at_load() {
+        let mut s = Settings::default();
+        s.redis.mode = RedisMode::Sentinel;
+        assert!(s.check().is_err(), "sentinel mode without sentinels");
+        s.redis.nodes = "127.0.0.1:26379, 127.0.0.1:26380".into();
+        assert!(s.check().is_ok());
+        assert_eq!(
+            s.redis.node_urls(),
+            ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"]
+        );
+        s.redis.ack_replicas = 1;
+        s.redis.ack_timeout_ms = s.redis.timeout_ms;
+        assert!(
+            s.check().is_err(),
+            "an ack timeout the call timeout cuts short"
+        );
+        s.redis.ack_timeout_ms = 500;
+        assert!(s.check().is_ok());
+        s.redis.mode = RedisMode::Cluster;
+        assert!(s.check().is_err());
     }
 
     #[test]

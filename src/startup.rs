@@ -39,7 +39,7 @@ pub enum Role {
 
 pub struct Application {
     http: Option<Http>,
-    /// Rebuilds coupons Redis lost from PostgreSQL (see `crate::ops::reconcile`).
+    /// Watches Redis and rebuilds coupons it lost from PostgreSQL (see `crate::ops::reconcile`).
     reconciler: Reconciler,
     port: Option<u16>,
     issuer: Option<Issuer>,
@@ -59,11 +59,7 @@ impl Application {
     pub async fn build(settings: &Settings, roles: &[Role]) -> anyhow::Result<Self> {
         warn_about_development_secret(settings);
         let shared = connect(settings).await?;
-        let reconciler = Reconciler::new(
-            shared.gate.clone(),
-            shared.db.clone(),
-            settings.kafka.clone(),
-        );
+        let reconciler = Reconciler::new(shared.gate.clone(), shared.db.clone(), settings);
         hold_lost_coupons(&reconciler).await;
         let (issuer, consumer) = pipeline(settings, roles, &shared).await?;
         let http = if roles.contains(&Role::Api) {
@@ -127,7 +123,7 @@ impl Application {
             supervise("api", http, &shutdown),
             supervise("issuer", issuer, &shutdown),
             supervise("consumer", consumer, &shutdown),
-            self.reconciler.run_until_done(shutdown.clone()),
+            self.reconciler.watch(shutdown.clone()),
         );
         http.and(issuer).and(consumer)
     }
@@ -152,11 +148,11 @@ async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
     Ok(Shared { db, gate, metrics })
 }
 
-/// Holds lost coupons before serving, so no application meets an empty queue; the rest (drain,
-/// restore) runs beside the other parts. Redis being down is not fatal here: the same step is
-/// retried there.
+/// Holds lost coupons before serving, so no application meets an empty queue; the rest (settle,
+/// restore) runs beside the other parts. Redis being down is not fatal here: the watcher looks
+/// again every second.
 async fn hold_lost_coupons(reconciler: &Reconciler) {
-    match reconciler.hold_missing().await {
+    match reconciler.hold_before_serving().await {
         Ok(held) if !held.is_empty() => {
             tracing::warn!(coupons = held.len(), "restoring coupons Redis lost")
         }

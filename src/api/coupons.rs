@@ -141,15 +141,19 @@ impl CouponsApi {
     }
 }
 
-/// The row and the gate's copy appear together: the transaction commits only after Redis
-/// accepted the coupon, and a failed commit takes the Redis copy back.
+/// The row first, then the gate's copy: Redis never holds an event PostgreSQL does not. When
+/// Redis refuses the copy, the row is taken back and the answer is 503; if even that fails, the
+/// row stays and the Redis watcher gives the event its copy within a second (see
+/// `crate::ops::reconcile`).
 async fn create(state: &AppState, new: NewCoupon) -> Result<Coupon, CreateError> {
-    let mut tx = state.db.begin().await?;
-    let coupon = store::insert_coupon(&mut tx, new).await?;
-    state.gate.register(&coupon).await?;
-    if let Err(e) = tx.commit().await {
-        if let Err(undo) = state.gate.unregister(coupon.id).await {
-            tracing::error!(error = ?undo, coupon_id = %coupon.id, "stray coupon left in Redis");
+    let mut conn = state.db.acquire().await?;
+    let coupon = store::insert_coupon(&mut conn, new).await?;
+    if let Err(e) = state.gate.register(&coupon).await {
+        match store::delete_coupon(&mut conn, coupon.id).await {
+            Ok(()) => {}
+            Err(undo) => {
+                tracing::error!(error = ?undo, coupon_id = %coupon.id, "the coupon stays; the Redis watcher will give it its Redis copy")
+            }
         }
         return Err(e.into());
     }

@@ -257,7 +257,7 @@ impl<const CODES: u32> From<ApiError<CODES>> for poem::Error {
 
 /// The stages' errors as answers: unreachable dependencies are 503, anything else is ours.
 mod from_stages {
-    use super::ApiError;
+    use super::{ApiError, ErrorCode};
     use crate::gate::GateError;
     use crate::ops::AuditError;
     use crate::store::{self, StoreError};
@@ -266,6 +266,16 @@ mod from_stages {
         fn from(e: GateError) -> Self {
             match e {
                 GateError::Unavailable(cause) => Self::unavailable(&cause),
+                GateError::Held => Self::new(
+                    ErrorCode::Unavailable,
+                    "This coupon event is being restored after a Redis failure; nothing was \
+                     changed. Try again shortly.",
+                ),
+                GateError::NotReplicated => Self::new(
+                    ErrorCode::Unavailable,
+                    "Your application could not be confirmed yet. Apply again shortly: if it \
+                     was recorded, you keep your place.",
+                ),
                 GateError::Unexpected(cause) => Self::internal(cause),
             }
         }

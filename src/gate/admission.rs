@@ -52,9 +52,10 @@ impl Gate {
     pub async fn apply(&self, coupon: CouponId, user: UserId) -> Result<Admission, GateError> {
         let keys = self.keys(coupon);
         let keys = &keys;
-        let reply: Vec<String> = self
+        let ack = self.ack;
+        let (reply, confirmed): (Vec<String>, bool) = self
             .run(|mut conn| async move {
-                APPLY
+                let reply: Vec<String> = APPLY
                     .key(&keys.meta)
                     .key(&keys.seq)
                     .key(&keys.queue)
@@ -62,10 +63,27 @@ impl Gate {
                     .key(&keys.status)
                     .arg(user.get())
                     .invoke_async(&mut conn)
-                    .await
+                    .await?;
+                // Only a ticket needs replicas: the other answers change nothing a client keeps.
+                let ticket = matches!(
+                    reply.first().map(String::as_str),
+                    Some("ADMITTED" | "ALREADY")
+                );
+                let confirmed = match ack {
+                    Some(ack) if ticket => ack.confirm(&mut conn).await?,
+                    _ => true,
+                };
+                Ok((reply, confirmed))
             })
             .await?;
-        Ok(parse_reply(&reply)?)
+        if !confirmed {
+            return Err(GateError::NotReplicated);
+        }
+        let admission = parse_reply(&reply)?;
+        if admission == Admission::UnknownCoupon {
+            self.unknown(coupon)?;
+        }
+        Ok(admission)
     }
 }
 

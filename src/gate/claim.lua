@@ -5,11 +5,17 @@
 -- KEYS[2] inflight  sorted set: claimed user -> lease deadline (ms)
 -- KEYS[3] queue     sorted set: admitted user -> score (for position and appliedAt)
 -- KEYS[4] status    hash: user -> status
--- KEYS[5] meta      hash: stock, closes_at_us
+-- KEYS[5] meta      hash: stock, closes_at_us, recovering
 -- ARGV[1] batch size, ARGV[2] lease in milliseconds
 --
 -- Returns {finished, user, position, score, user, position, score, ...}; finished is 1 when the
 -- coupon can never have work again (sold out or closed, nothing pending, nothing in flight).
+
+-- Nothing leaves a held coupon: its restore waits for every send that could be in flight, and
+-- a send started now would not be waited for.
+if redis.call('HEXISTS', KEYS[5], 'recovering') == 1 then
+  return {0}
+end
 
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)

@@ -102,9 +102,10 @@ impl Gate {
     ) -> Result<Claim, GateError> {
         let keys = self.keys(coupon);
         let keys = &keys;
-        let reply: Vec<String> = self
+        let ack = self.ack;
+        let (reply, confirmed): (Vec<String>, bool) = self
             .run(|mut conn| async move {
-                CLAIM
+                let reply: Vec<String> = CLAIM
                     .key(&keys.pending)
                     .key(&keys.inflight)
                     .key(&keys.queue)
@@ -113,10 +114,23 @@ impl Gate {
                     .arg(batch)
                     .arg(lease.as_millis() as u64)
                     .invoke_async(&mut conn)
-                    .await
+                    .await?;
+                // Publish only what a promoted replica would hold: the claim was written after
+                // every admission it took, so replicas that have it have them.
+                let confirmed = match ack {
+                    Some(ack) if reply.len() > 1 => ack.confirm(&mut conn).await?,
+                    _ => true,
+                };
+                Ok((reply, confirmed))
             })
             .await?;
-        Ok(parse_claim(coupon, &reply)?)
+        let claim = parse_claim(coupon, &reply)?;
+        if !confirmed {
+            let users: Vec<UserId> = claim.winners.iter().map(|w| w.user).collect();
+            self.release(coupon, &users).await?;
+            return Err(GateError::NotReplicated);
+        }
+        Ok(claim)
     }
 
     /// Moves users' status forward (never back) and drops them from inflight.

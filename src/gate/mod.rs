@@ -9,21 +9,22 @@ mod keys;
 mod recovery;
 mod snapshot;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
-use deadpool_redis::Pool;
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
+use secrecy::ExposeSecret;
 
 pub use admission::{Admission, Ticket};
 pub use inspect::GateState;
 pub use issuing::{Backlog, Claim};
 pub use keys::CouponKeys;
-pub use recovery::LOST_PREFIX;
+pub use recovery::{HoldReason, Restoration, Standing, Survey, LOST_PREFIX};
 pub use snapshot::Snapshot;
 
 use crate::domain::{Coupon, CouponId};
@@ -33,12 +34,23 @@ pub enum GateError {
     /// Redis cannot be reached or is not serving; nothing was admitted.
     #[error("Redis is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// The coupon is held until it is restored from PostgreSQL (see `crate::ops::reconcile`).
+    #[error("the coupon is being restored")]
+    Held,
+    /// Written on the master, not confirmed by `APP_REDIS__ACK_REPLICAS` replicas in time.
+    #[error("the write is not confirmed by the replicas")]
+    NotReplicated,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
 impl From<RedisError> for GateError {
     fn from(e: RedisError) -> Self {
+        if e.kind() == ErrorKind::Server(ServerErrorKind::TryAgain)
+            && e.detail().is_some_and(|d| d.contains("being restored"))
+        {
+            return GateError::Held;
+        }
         let down = e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
@@ -65,12 +77,53 @@ impl From<RedisError> for GateError {
 impl crate::configuration::RedisSettings {
     /// The gate over these settings' Redis and key prefix.
     pub fn gate(&self) -> anyhow::Result<Gate> {
-        Ok(Gate::new(
-            self.pool()?,
-            self.pool_size,
-            &self.key_prefix,
-            self.timeout(),
-        ))
+        use crate::configuration::RedisMode;
+        let connector = match self.mode {
+            RedisMode::Standalone => connections::Connector::Server(self.pool()?),
+            RedisMode::Sentinel => {
+                let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
+                    .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))?;
+                let master = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(url.redis_settings().clone());
+                let client = redis::sentinel::SentinelClient::build(
+                    self.node_urls(),
+                    self.sentinel_master.clone(),
+                    Some(master),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| anyhow!(e).context("APP_REDIS__NODES"))?;
+                connections::Connector::Sentinel(Box::new(tokio::sync::Mutex::new(client)))
+            }
+            RedisMode::Cluster => anyhow::bail!("APP_REDIS__MODE=cluster is not supported yet"),
+        };
+        let mut gate = Gate::new(connector, self.pool_size, &self.key_prefix, self.timeout());
+        if self.ack_replicas > 0 {
+            gate.ack = Some(Ack {
+                replicas: self.ack_replicas,
+                timeout: self.ack_timeout(),
+            });
+        }
+        Ok(gate)
+    }
+}
+
+/// Replicas that must confirm a write before it counts (`WAIT`).
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    replicas: u32,
+    timeout: Duration,
+}
+
+impl Ack {
+    /// `WAIT` on the connection that wrote: Redis counts the replicas that have everything this
+    /// connection (and everyone before it) wrote.
+    async fn confirm(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<bool> {
+        let confirmed: u32 = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(self.timeout.as_millis() as u64)
+            .query_async(conn)
+            .await?;
+        Ok(confirmed >= self.replicas)
     }
 }
 
@@ -84,16 +137,50 @@ pub struct Gate {
     timeout: Duration,
     /// Counts failed calls, when the gate belongs to a running service.
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// When set, admissions are answered and winners published only once replicated.
+    ack: Option<Ack>,
+    /// Coupons PostgreSQL has, as last seen (the watcher refreshes it every second): Redis
+    /// not knowing one of them means its state was lost, so the answer is 503, never 404.
+    known: Arc<std::sync::RwLock<HashSet<CouponId>>>,
 }
 
 impl Gate {
     /// `connections`: how many multiplexed connections every request shares.
-    pub fn new(pool: Pool, connections: usize, prefix: &str, timeout: Duration) -> Self {
+    fn new(
+        connector: connections::Connector,
+        connections: usize,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Self {
         Self {
-            connections: Arc::new(connections::Connections::new(pool, connections)),
+            connections: Arc::new(connections::Connections::new(connector, connections)),
             prefix: prefix.into(),
             timeout,
             metrics: None,
+            ack: None,
+            known: Arc::default(),
+        }
+    }
+
+    /// Remembers coupons PostgreSQL has (all of them, or one just created).
+    pub fn remember(&self, coupons: impl IntoIterator<Item = CouponId>) {
+        self.known
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(coupons);
+    }
+
+    /// What a coupon Redis does not have means: lost state (503) for one PostgreSQL has.
+    fn unknown(&self, coupon: CouponId) -> Result<(), GateError> {
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&coupon);
+        if known {
+            Err(GateError::Held)
+        } else {
+            Ok(())
         }
     }
 
@@ -106,22 +193,29 @@ impl Gate {
         CouponKeys::new(&self.prefix, coupon)
     }
 
-    /// Makes a coupon known to the gate. Called once, when the event is created.
+    /// Makes a coupon known to the gate. Called once, after the event's row is committed.
     pub async fn register(&self, coupon: &Coupon) -> Result<(), GateError> {
         let keys = self.keys(coupon.id);
         let keys = &keys;
         let fields = recovery::meta_fields(coupon);
         let fields = &fields;
-        // Two slots (the coupon's and the registry's), so two commands; creation undoes both
-        // through `unregister` when it cannot commit.
+        // Two slots (the coupon's and the registry's), so two calls.
         self.run(|mut conn| async move {
-            redis::cmd("HSET")
+            // A watcher that saw the row before this call held the coupon as lost; a coupon
+            // just created has no winner anywhere, so there is nothing to restore.
+            redis::pipe()
+                .atomic()
+                .cmd("HSET")
                 .arg(&keys.meta)
                 .arg(fields)
+                .ignore()
+                .hdel(&keys.meta, "recovering")
+                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
         })
         .await?;
+        self.remember([coupon.id]);
         self.enlist(coupon.id).await
     }
 
@@ -182,17 +276,22 @@ impl Gate {
         let attempts = async {
             let mut retried = false;
             loop {
-                let (slot, conn) = self.connections.get().await.map_err(|e| {
-                    GateError::Unavailable(anyhow!(e).context("no Redis connection"))
-                })?;
+                let (slot, conn) = self
+                    .connections
+                    .get()
+                    .await
+                    .map_err(GateError::Unavailable)?;
                 match work(conn).await {
                     Ok(value) => return Ok(value),
                     Err(e) => {
                         let dropped = e.is_connection_dropped() || e.is_io_error();
-                        if dropped {
+                        // A master demoted by a failover answers READONLY: reconnect, so the
+                        // sentinels name the new one (after which one more try may succeed).
+                        let demoted = e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly);
+                        if dropped || demoted {
                             self.connections.discard(slot).await;
                         }
-                        if !dropped || retried {
+                        if !(dropped || demoted) || retried {
                             return Err(GateError::from(e));
                         }
                         retried = true;

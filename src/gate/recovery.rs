@@ -1,12 +1,13 @@
-//! Rebuilding a coupon's Redis state from PostgreSQL after Redis lost it (a restart without
-//! persistence, a flushed database, deleted keys). See `crate::reconcile` for the procedure.
+//! Rebuilding a coupon's Redis state from PostgreSQL after Redis lost or regressed it (a restart
+//! without persistence, a failover that lost writes, deleted keys). See `crate::ops::reconcile`
+//! for the procedure.
 
 use std::sync::LazyLock;
 
 use chrono::Utc;
 use redis::Script;
 
-use super::{Gate, GateError};
+use super::{CouponKeys, Gate, GateError};
 use crate::domain::{Coupon, CouponId, PersistedWinner};
 
 static HOLD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("hold.lua")));
@@ -15,53 +16,132 @@ static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("re
 /// Queue members standing for positions whose winner was lost (see restore.lua).
 pub const LOST_PREFIX: &str = "~lost:";
 
+/// How a coupon stands in Redis, as the watcher sees it (see `crate::ops::reconcile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The meta hash has the coupon's definition.
+    pub present: bool,
+    /// Held until restored.
+    pub held: bool,
+    /// Members of the queue (winners and lost placeholders): the highest position handed out.
+    pub admitted: u64,
+}
+
+/// What one look at Redis found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survey {
+    /// The server's identity (`run_id`): it changes when Redis restarts or fails over.
+    pub server: String,
+    pub coupons: Vec<Standing>,
+}
+
+/// Why a coupon is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldReason {
+    /// Redis has no state for it.
+    Missing,
+    /// Redis has fewer admissions than PostgreSQL has positions: it lost writes.
+    Regressed,
+    /// Redis restarted or failed over: its last writes may be gone, not yet visible as a
+    /// regression (published, not yet persisted).
+    ServerChanged,
+}
+
+/// One restore's outcome (see restore.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restoration {
+    /// Persisted winners written back as ISSUED.
+    pub persisted: u64,
+    /// Winners only Redis held, kept at their place (pending again).
+    pub requeued: u64,
+    /// Winners only Redis held who no longer fit the stock after a regression.
+    pub dropped: u64,
+}
+
 impl Gate {
     /// The coupons among `coupons` whose state Redis does not hold (held ones included).
     pub async fn missing(&self, coupons: &[CouponId]) -> Result<Vec<CouponId>, GateError> {
-        if coupons.is_empty() {
-            return Ok(Vec::new());
-        }
-        let metas: Vec<String> = coupons.iter().map(|c| self.keys(*c).meta).collect();
-        let metas = &metas;
-        let present: Vec<bool> = self
-            .run(|mut conn| async move {
-                let mut pipe = redis::pipe();
-                for meta in metas {
-                    pipe.hexists(meta, "stock");
-                }
-                pipe.query_async(&mut conn).await
-            })
-            .await?;
+        let survey = self.survey(coupons).await?;
         Ok(coupons
             .iter()
-            .zip(present)
-            .filter_map(|(c, present)| (!present).then_some(*c))
+            .zip(survey.coupons)
+            .filter_map(|(c, s)| (!s.present || s.held).then_some(*c))
             .collect())
     }
 
-    /// Stops admissions for a coupon whose state is missing; false when the state is there.
-    pub async fn hold(&self, coupon: CouponId) -> Result<bool, GateError> {
+    /// One round trip: the server's identity and each coupon's standing, in `coupons`' order.
+    pub async fn survey(&self, coupons: &[CouponId]) -> Result<Survey, GateError> {
+        let keys: Vec<CouponKeys> = coupons.iter().map(|c| self.keys(*c)).collect();
+        let keys = &keys;
+        let (info, standings): (String, Vec<(bool, bool, u64)>) = self
+            .run(|mut conn| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("INFO").arg("server");
+                for k in keys {
+                    pipe.hexists(&k.meta, "stock")
+                        .hexists(&k.meta, "recovering")
+                        .zcard(&k.queue);
+                }
+                let mut reply: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+                let info = redis::from_redis_value(reply.remove(0))?;
+                let standings = reply
+                    .chunks(3)
+                    .map(|c| redis::from_redis_value(redis::Value::Array(c.to_vec())))
+                    .collect::<Result<_, _>>()?;
+                Ok((info, standings))
+            })
+            .await?;
+        let server = info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| GateError::Unexpected(anyhow::anyhow!("INFO server has no run_id")))?;
+        Ok(Survey {
+            server,
+            coupons: standings
+                .into_iter()
+                .map(|(present, held, admitted)| Standing {
+                    present,
+                    held,
+                    admitted,
+                })
+                .collect(),
+        })
+    }
+
+    /// Stops admissions and claims for a coupon until [`restore`](Self::restore) rebuilds it.
+    /// A missing state is held whatever `reason`; a present one only for a regression or a
+    /// changed server. True when the coupon is (now) held.
+    pub async fn hold(&self, coupon: CouponId, reason: HoldReason) -> Result<bool, GateError> {
         let meta = self.keys(coupon).meta;
         let meta = &meta;
         let now = Utc::now().timestamp_micros();
+        let force = u8::from(reason != HoldReason::Missing);
         let held: i64 = self
-            .run(|mut conn| async move { HOLD.key(meta).arg(now).invoke_async(&mut conn).await })
+            .run(|mut conn| async move {
+                HOLD.key(meta)
+                    .arg(now)
+                    .arg(force)
+                    .invoke_async(&mut conn)
+                    .await
+            })
             .await?;
         Ok(held == 1)
     }
 
-    /// Rebuilds a held coupon from its persisted winners (ascending position) and puts it back
-    /// on the issuer's registry. `None` when it was not held (another instance restored it).
+    /// Rebuilds a held coupon from its persisted winners (ascending position) and what Redis
+    /// still holds, and puts it back on the issuer's registry. `None` when it was not held
+    /// (another instance restored it).
     pub async fn restore(
         &self,
         coupon: &Coupon,
         winners: &[PersistedWinner],
-    ) -> Result<Option<u64>, GateError> {
+    ) -> Result<Option<Restoration>, GateError> {
         let keys = self.keys(coupon.id);
         let keys = &keys;
         let fields = meta_fields(coupon);
         let fields = &fields;
-        let restored: i64 = self
+        let outcome: Vec<i64> = self
             .run(|mut conn| async move {
                 let mut invocation = RESTORE.prepare_invoke();
                 invocation
@@ -84,11 +164,16 @@ impl Gate {
                 invocation.invoke_async(&mut conn).await
             })
             .await?;
-        if restored < 0 {
+        let count = |i: usize| outcome.get(i).and_then(|v| u64::try_from(*v).ok());
+        let Some(persisted) = count(0) else {
             return Ok(None);
-        }
+        };
         self.enlist(coupon.id).await?;
-        Ok(Some(restored as u64))
+        Ok(Some(Restoration {
+            persisted,
+            requeued: count(1).unwrap_or_default(),
+            dropped: count(2).unwrap_or_default(),
+        }))
     }
 }
 

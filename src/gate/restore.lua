@@ -1,51 +1,118 @@
--- Rebuilds a held coupon from what PostgreSQL persisted, in one step: the meta, the queue with
--- the persisted positions and scores, ISSUED statuses, the issued counter and the score
--- watermark. Nothing is pending or in flight afterwards: every persisted winner is done.
+-- Rebuilds a held coupon in one step from what PostgreSQL persisted and what Redis still holds,
+-- then lifts the hold. Run only after every send that could have been in flight has landed and
+-- been consumed (see ops::reconcile), so PostgreSQL holds every published winner.
 --
 -- KEYS[1] meta, KEYS[2] seq, KEYS[3] queue, KEYS[4] pending, KEYS[5] inflight, KEYS[6] status
--- ARGV[1] how many meta field/value pairs follow, then those pairs,
+-- ARGV[1] how many meta field/value pairs follow, then those pairs (stock among them),
 -- then triples: position, user, score (microseconds), in ascending position.
 --
--- A position with no persisted row (its winner was lost with Redis' memory before it was
--- published) keeps a placeholder member, '~lost:<position>': ranks then still equal the
--- persisted positions, the lost winner's unit of stock stays spent (the cap holds), and new
--- applicants continue after the last position. '~' sorts after every digit, so a placeholder
--- given its predecessor's score ranks right after it.
+-- The new line, position by position:
+-- * a persisted winner keeps its persisted position (PostgreSQL is the record);
+-- * a winner Redis still holds that PostgreSQL does not (admitted, not yet published) keeps
+--   the position it was told when that position is free; after a regression (a failover that
+--   lost writes) its position may belong to someone persisted, and it moves behind the line;
+-- * a position nobody holds keeps a placeholder member, '~lost:<position>': its winner was lost
+--   with Redis' memory before being published. Ranks then still equal persisted positions, the
+--   lost winner's unit of stock stays spent (the cap holds), and newcomers continue after.
+-- Scores are made strictly increasing along the line, so ranks follow it.
 --
--- Returns the number of winners restored, or -1 when the coupon was not held (restored by
--- another instance already, or never lost).
+-- Returns {persisted, requeued, dropped}: winners written back as ISSUED, Redis-only winners
+-- kept (pending again, or FAILED as they were), and Redis-only winners who no longer fit the
+-- stock (only after a regression with unreplicated admissions). {-1} when the coupon was not
+-- held (another instance restored it already).
 
-if redis.call('HEXISTS', KEYS[1], 'stock') == 1 or redis.call('HEXISTS', KEYS[1], 'recovering') == 0 then
-  return -1
+if redis.call('HEXISTS', KEYS[1], 'recovering') == 0 then
+  return {-1}
 end
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 
 local pairs_count = tonumber(ARGV[1])
-local fields = {}
-for i = 2, 1 + pairs_count * 2 do
+local fields, stock = {}, nil
+for i = 2, 1 + pairs_count * 2, 2 do
   fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+  if ARGV[i] == 'stock' then
+    stock = tonumber(ARGV[i + 1])
+  end
 end
 
-local restored, expected, last_score = 0, 1, '0'
+local persisted, persisted_users, last_position = {}, {}, 0
 for i = 2 + pairs_count * 2, #ARGV, 3 do
-  local position, user, score = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
-  while expected < position do
-    redis.call('ZADD', KEYS[3], last_score, string.format('~lost:%010d', expected))
-    expected = expected + 1
+  local position = tonumber(ARGV[i])
+  persisted[position] = {ARGV[i + 1], tonumber(ARGV[i + 2])}
+  persisted_users[ARGV[i + 1]] = true
+  last_position = position
+end
+
+-- What Redis still holds that PostgreSQL does not, by the position it was told.
+local held, old_status = {}, {}
+local old = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+for i = 1, #old, 2 do
+  local user = old[i]
+  if string.sub(user, 1, 6) ~= '~lost:' and not persisted_users[user] then
+    held[#held + 1] = {user, tonumber(old[i + 1]), (i + 1) / 2}
+    old_status[user] = redis.call('HGET', KEYS[6], user)
   end
-  redis.call('ZADD', KEYS[3], score, user)
-  redis.call('HSET', KEYS[6], user, 'ISSUED')
-  restored, expected, last_score = restored + 1, position + 1, score
+end
+
+local line, behind = {}, {}
+local by_position = {}
+for _, winner in ipairs(held) do
+  local position = winner[3]
+  if position <= last_position and persisted[position] == nil and by_position[position] == nil then
+    by_position[position] = winner
+  else
+    behind[#behind + 1] = winner
+  end
+end
+for position = 1, last_position do
+  local w = persisted[position] or by_position[position]
+  if w then
+    line[position] = {w[1], w[2], persisted[position] ~= nil}
+  else
+    line[position] = {string.format('~lost:%010d', position), 0, false}
+  end
+end
+for _, winner in ipairs(behind) do
+  line[#line + 1] = {winner[1], winner[2], false}
+end
+
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+local count, requeued, dropped, last_score = 0, 0, 0, 0
+for position, w in ipairs(line) do
+  local user, score, is_persisted = w[1], w[2], w[3]
+  if stock and position > stock then
+    -- Told 202 by a server that lost the write's replication (APP_REDIS__ACK_REPLICAS=0).
+    redis.call('HSET', KEYS[6], user, 'FAILED')
+    dropped = dropped + 1
+  else
+    if score <= last_score then
+      score = last_score + 1
+    end
+    last_score = score
+    redis.call('ZADD', KEYS[3], string.format('%.0f', score), user)
+    if is_persisted then
+      redis.call('HSET', KEYS[6], user, 'ISSUED')
+      count = count + 1
+    elseif string.sub(user, 1, 6) ~= '~lost:' then
+      if old_status[user] == 'FAILED' then
+        redis.call('HSET', KEYS[6], user, 'FAILED')
+      else
+        redis.call('HSET', KEYS[6], user, 'ADMITTED')
+        redis.call('RPUSH', KEYS[4], user)
+      end
+      requeued = requeued + 1
+    end
+  end
 end
 
 -- New scores must stay above every restored one, whatever Redis' clock says now.
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(last_score) > seq then
-  redis.call('SET', KEYS[2], last_score)
+if last_score > seq then
+  redis.call('SET', KEYS[2], string.format('%.0f', last_score))
 end
 if #fields > 0 then
   redis.call('HSET', KEYS[1], unpack(fields))
 end
-redis.call('HSET', KEYS[1], 'issued', restored)
+redis.call('HSET', KEYS[1], 'issued', count)
 redis.call('HDEL', KEYS[1], 'recovering')
-return restored
+return {count, requeued, dropped}

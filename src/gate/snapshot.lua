@@ -9,15 +9,20 @@
 --  [score, position, status]} with '' for absent values (Lua arrays stop at the first nil).
 
 local m = redis.call('HMGET', KEYS[1], 'stock', 'name', 'created_at_us', 'opens_at_us',
-  'closes_at_us', 'issued')
+  'closes_at_us', 'issued', 'recovering', 'closed')
+if m[7] then
+  return redis.error_reply('TRYAGAIN the coupon is being restored')
+end
 if not m[1] then
-  if redis.call('HEXISTS', KEYS[1], 'recovering') == 1 then
-    return redis.error_reply('TRYAGAIN the coupon is being restored')
-  end
   return {}
 end
 local time = redis.call('TIME')
-local now = string.format('%.0f', tonumber(time[1]) * 1000000 + tonumber(time[2]))
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+-- A closed event reads as closed even if Redis' clock stepped back (see apply.lua).
+if m[8] and m[5] and now < tonumber(m[5]) then
+  now = tonumber(m[5])
+end
+now = string.format('%.0f', now)
 local out = {m[1], m[2] or '', m[3] or '', m[4] or '', m[5] or '', m[6] or '0',
   tostring(redis.call('ZCARD', KEYS[2])), now}
 

@@ -63,7 +63,11 @@ impl Gate {
                     .await
             })
             .await?;
-        Ok(parse_reply(coupon, &reply)?)
+        let snapshot = parse_reply(coupon, &reply)?;
+        if snapshot.is_none() {
+            self.unknown(coupon)?;
+        }
+        Ok(snapshot)
     }
 }
 

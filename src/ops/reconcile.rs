@@ -1,32 +1,50 @@
-//! Recovery from Redis data loss. PostgreSQL is the durable record of who won; when Redis no
-//! longer holds a coupon it knew (a restart without persistence, a flush, deleted keys), its
-//! state is rebuilt from the persisted winners:
+//! Recovery from Redis losing or regressing its state. PostgreSQL is the durable record of who
+//! won; Redis is the gate. Every instance watches, once a second, for:
 //!
-//! 1. hold: applications for the coupon answer 503 instead of admitting into an empty queue;
-//! 2. drain: wait until the consumer group has committed everything on the issue topic, so
-//!    winners already published (on Kafka, not yet in PostgreSQL) are persisted first and keep
-//!    their positions;
-//! 3. restore: one script rewrites meta, queue (persisted positions and scores), ISSUED
-//!    statuses, the issued counter and the score watermark, and lifts the hold.
+//! - a coupon PostgreSQL has and Redis does not (a restart without persistence, a flush,
+//!   deleted keys; the registry set may be gone too, so the list comes from PostgreSQL);
+//! - a regression: Redis admitted fewer than PostgreSQL's highest persisted position (a
+//!   failover to a replica that missed writes, an AOF that lost its last second);
+//! - a changed server (`run_id`: a restart or a failover), which may have lost writes that are
+//!   published but not persisted yet, so not visible as a regression. Only with
+//!   `APP_REDIS__ACK_REPLICAS=0`: with replicas confirming, the issuer publishes only replicated
+//!   admissions, so a promoted replica holds everything published.
+//!
+//! Such a coupon is restored in three steps, each safe to repeat and to run from every instance
+//! at once:
+//!
+//! 1. hold: applications and position reads answer 503 (never 404), the issuer claims nothing;
+//! 2. settle: wait out the producer's send timeout, so every send that could have been in
+//!    flight when the state was lost has landed or failed; then wait until the consumer group
+//!    has committed everything on the issue topic, so every published winner is persisted;
+//! 3. restore: one script rebuilds the line from the persisted winners and what Redis still
+//!    holds (see restore.lua) and lifts the hold. The first instance to get there does it.
 //!
 //! What this cannot bring back: winners admitted but not yet published when Redis lost its
-//! memory (at most one issuer period's worth). Their positions stay spent (see restore.lua);
-//! Redis with AOF (`appendfsync everysec`) narrows the window to about one second of writes.
+//! memory, unless `APP_REDIS__ACK_REPLICAS` made their 202 wait for a replica. Their positions
+//! stay spent (placeholders), so nobody else is told their place.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
 use sqlx::PgPool;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::configuration::KafkaSettings;
-use crate::domain::Coupon;
-use crate::gate::Gate;
+use crate::configuration::{KafkaSettings, Settings};
+use crate::domain::{Coupon, CouponId};
+use crate::gate::{Gate, HoldReason};
 use crate::kafka::{self, GroupOffsets};
 use crate::store;
 
-const POLL: Duration = Duration::from_millis(500);
+/// How often every instance looks at Redis: detection takes at most this plus one look.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(250);
+/// Added to the send timeout: a delivery report on its way, a clock tick.
+const SETTLE_MARGIN: Duration = Duration::from_millis(500);
 /// How often a wait that goes on is reported in the log.
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 
@@ -35,6 +53,10 @@ pub struct Reconciler {
     gate: Gate,
     db: PgPool,
     kafka: KafkaSettings,
+    /// The longest a send started before the hold can take to land or fail.
+    send_timeout: Duration,
+    /// Hold every coupon when the Redis server changes (see the module documentation).
+    hold_on_server_change: bool,
 }
 
 /// One coupon brought back.
@@ -44,69 +66,144 @@ pub struct Restored {
     pub coupon_id: i64,
     /// Persisted winners written back as ISSUED.
     pub winners: u64,
+    /// Winners only Redis held, kept (pending again).
+    pub requeued: u64,
+    /// Winners only Redis held who no longer fit the stock after a regression.
+    pub dropped: u64,
 }
 
 impl Reconciler {
-    pub fn new(gate: Gate, db: PgPool, kafka: KafkaSettings) -> Self {
-        Self { gate, db, kafka }
+    pub fn new(gate: Gate, db: PgPool, settings: &Settings) -> Self {
+        Self {
+            gate,
+            db,
+            kafka: settings.kafka.clone(),
+            send_timeout: settings.issuer.send_timeout(),
+            hold_on_server_change: settings.redis.ack_replicas == 0,
+        }
     }
 
-    /// Holds every coupon PostgreSQL has and Redis lacks; returns them.
-    pub async fn hold_missing(&self) -> anyhow::Result<Vec<Coupon>> {
-        let coupons = store::all_coupons(&self.db).await?;
-        let ids: Vec<_> = coupons.iter().map(|c| c.id).collect();
-        let missing = self.gate.missing(&ids).await?;
+    /// Holds every coupon PostgreSQL has and Redis lacks or regressed (and every coupon when
+    /// `server_changed`); returns the coupons held now, by this look or an earlier one.
+    async fn hold_lost(&self, last_server: &mut Option<String>) -> anyhow::Result<Vec<Coupon>> {
+        // PostgreSQL first: Redis' count can only grow after it, so a regression seen is real.
+        let coupons = store::coupons_with_last_position(&self.db).await?;
+        let ids: Vec<CouponId> = coupons.iter().map(|(c, _)| c.id).collect();
+        self.gate.remember(ids.iter().copied());
+        let survey = self.gate.survey(&ids).await?;
+        let server_changed = last_server
+            .replace(survey.server.clone())
+            .is_some_and(|before| before != survey.server);
+        if server_changed {
+            tracing::warn!(server = %survey.server, "the Redis server changed (restart or failover)");
+        }
         let mut held = Vec::new();
-        for coupon in coupons.into_iter().filter(|c| missing.contains(&c.id)) {
-            if self.gate.hold(coupon.id).await? {
-                tracing::warn!(coupon_id = %coupon.id, "Redis lost this coupon's state; holding it until it is restored");
+        for ((coupon, last_position), standing) in coupons.into_iter().zip(survey.coupons) {
+            let reason = if !standing.present {
+                Some(HoldReason::Missing)
+            } else if standing.admitted < u64::from(last_position) {
+                Some(HoldReason::Regressed)
+            } else if server_changed && self.hold_on_server_change {
+                Some(HoldReason::ServerChanged)
+            } else {
+                None
+            };
+            if standing.held {
                 held.push(coupon);
+            } else if let Some(reason) = reason {
+                if self.gate.hold(coupon.id, reason).await? {
+                    tracing::warn!(coupon_id = %coupon.id, ?reason, admitted = standing.admitted, last_position, "holding the coupon until it is restored from PostgreSQL");
+                    held.push(coupon);
+                }
             }
         }
         Ok(held)
     }
 
-    /// Hold, drain, restore. `deadline` bounds the drain (the command line); without one it
-    /// waits as long as it takes (the service at start), reporting now and then.
+    /// Holds what needs it before the service serves, so no application meets an empty queue.
+    pub async fn hold_before_serving(&self) -> anyhow::Result<Vec<Coupon>> {
+        self.hold_lost(&mut None).await
+    }
+
+    /// Hold, settle, restore, once (the command line). `deadline` bounds the wait for the
+    /// consumer group.
     pub async fn run(&self, deadline: Option<Instant>) -> anyhow::Result<Vec<Restored>> {
-        let held = self.hold_missing().await?;
+        let held = self.hold_lost(&mut None).await?;
+        self.settle_and_restore(&held, deadline).await
+    }
+
+    /// Watches Redis until `shutdown` (what the service runs): holds a coupon within
+    /// [`WATCH_EVERY`] of its loss and restores it in the background.
+    pub async fn watch(self, shutdown: CancellationToken) {
+        let mut last_server = None;
+        let mut restoring: HashSet<CouponId> = HashSet::new();
+        let mut tasks: JoinSet<Vec<CouponId>> = JoinSet::new();
+        let mut every = tokio::time::interval(WATCH_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            while let Some(done) = tasks.try_join_next() {
+                for id in done.unwrap_or_default() {
+                    restoring.remove(&id);
+                }
+            }
+            let held = match self.hold_lost(&mut last_server).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::debug!(error = ?e, "could not look at Redis; trying again");
+                    continue;
+                }
+            };
+            let fresh: Vec<Coupon> = held
+                .into_iter()
+                .filter(|c| restoring.insert(c.id))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            let this = self.clone();
+            tasks.spawn(async move {
+                let ids = fresh.iter().map(|c| c.id).collect();
+                if let Err(e) = this.settle_and_restore(&fresh, None).await {
+                    // Still held: the next look picks it up again.
+                    tracing::warn!(error = ?e, "restoring failed; trying again");
+                }
+                ids
+            });
+        }
+    }
+
+    async fn settle_and_restore(
+        &self,
+        held: &[Coupon],
+        deadline: Option<Instant>,
+    ) -> anyhow::Result<Vec<Restored>> {
         if held.is_empty() {
             return Ok(Vec::new());
         }
+        let started = Instant::now();
+        tokio::time::sleep(self.send_timeout + SETTLE_MARGIN).await;
         self.wait_drained(deadline).await?;
         let mut restored = Vec::new();
-        for coupon in &held {
+        for coupon in held {
             let (winners, _) = store::persisted_winners(&self.db, coupon.id).await?;
-            if let Some(count) = self.gate.restore(coupon, &winners).await? {
-                tracing::info!(coupon_id = %coupon.id, winners = count, "restored from PostgreSQL");
+            if let Some(r) = self.gate.restore(coupon, &winners).await? {
+                tracing::info!(coupon_id = %coupon.id, winners = r.persisted, requeued = r.requeued, dropped = r.dropped, took_ms = started.elapsed().as_millis() as u64, "restored from PostgreSQL");
+                if r.dropped > 0 {
+                    tracing::error!(coupon_id = %coupon.id, dropped = r.dropped, "admissions Redis lost with its replication did not fit the stock after the restore; set APP_REDIS__ACK_REPLICAS to prevent this");
+                }
                 restored.push(Restored {
                     coupon_id: coupon.id.get(),
-                    winners: count,
+                    winners: r.persisted,
+                    requeued: r.requeued,
+                    dropped: r.dropped,
                 });
             }
         }
         Ok(restored)
-    }
-
-    /// Like [`run`](Self::run) without a deadline, retrying through outages, until done or
-    /// `shutdown`. What the service runs at start.
-    pub async fn run_until_done(&self, shutdown: tokio_util::sync::CancellationToken) {
-        loop {
-            let attempt = tokio::select! {
-                outcome = self.run(None) => outcome,
-                _ = shutdown.cancelled() => return,
-            };
-            match attempt {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = ?e, "reconciliation failed; trying again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(REPORT_EVERY) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-            }
-        }
     }
 
     /// Waits until the consumer group has committed past everything on the topic now.

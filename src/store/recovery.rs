@@ -47,6 +47,27 @@ pub async fn all_coupons(db: &PgPool) -> Result<Vec<Coupon>, StoreError> {
         .collect::<Result<_, _>>()?)
 }
 
+/// Every coupon with the highest position PostgreSQL persisted for it (0 for none): what the
+/// Redis watcher compares Redis' admissions with. One index probe per coupon.
+pub async fn coupons_with_last_position(db: &PgPool) -> Result<Vec<(Coupon, u32)>, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        coupon: CouponRow,
+        last_position: i32,
+    }
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COUPON_COLUMNS}, COALESCE((SELECT max(position) FROM coupon_issue i \
+         WHERE i.coupon_id = coupon.id), 0) AS last_position FROM coupon ORDER BY id"
+    ))
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|row| Ok((row.coupon.into_coupon()?, non_negative(row.last_position)?)))
+        .collect::<Result<_, InvalidValue>>()
+        .map_err(Into::into)
+}
+
 pub async fn find_coupon(db: &PgPool, id: CouponId) -> Result<Option<Coupon>, StoreError> {
     let row: Option<CouponRow> = sqlx::query_as(&format!(
         "SELECT {COUPON_COLUMNS} FROM coupon WHERE id = $1"

@@ -22,6 +22,7 @@ mod kafka;
 mod process;
 mod proxy;
 mod redis_server;
+mod sentinel;
 mod strict_json;
 pub use broker::DurableBroker;
 pub use browser::{artifact, browser_script};
@@ -30,6 +31,7 @@ pub use kafka::{committed_total, produce_raw, topic_messages};
 pub use process::{free_port, run_command, ServiceProcess};
 pub use proxy::TcpProxy;
 pub use redis_server::PrivateRedis;
+pub use sentinel::SentinelSet;
 pub use strict_json::parse_strict;
 
 /// A cron expression that never fires in a test's lifetime: the test runs issuer ticks itself.
@@ -154,6 +156,57 @@ impl TestApp {
         }
     }
 
+    /// Deletes every key of the test's prefix, as a Redis restart without persistence would.
+    pub async fn wipe_redis(&self) {
+        let mut conn = self.redis.clone();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.settings.redis.key_prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!keys.is_empty());
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(self.redis_state().await.is_empty());
+    }
+
+    /// Applies until the answer is final, as a patient client would: a 503 (with its
+    /// `Retry-After`, asserted) is asked again. Any other answer is returned with the position
+    /// told and how many 503s came first.
+    pub async fn apply_through_outage(&self, coupon: i64, user: i64, within: Duration) -> Outcome {
+        let deadline = Instant::now() + within;
+        let mut unavailable = 0;
+        loop {
+            let asked = Instant::now();
+            let resp = self.apply(coupon, user).await;
+            let status = resp.status();
+            if status != StatusCode::SERVICE_UNAVAILABLE {
+                let body: Value = resp.json().await.unwrap_or_default();
+                return Outcome {
+                    user,
+                    status,
+                    position: body["position"].as_i64().map(|p| p as i32),
+                    unavailable,
+                    asked,
+                    answered: Instant::now(),
+                };
+            }
+            assert!(
+                resp.headers().contains_key("retry-after"),
+                "a 503 says when to come back"
+            );
+            unavailable += 1;
+            assert!(
+                Instant::now() < deadline,
+                "user {user} still answered 503 after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// This instance's batch issuer, for running ticks by hand.
     pub fn issuer(&self) -> &Issuer {
         self.issuer
@@ -178,6 +231,19 @@ impl TestApp {
         .await;
         isolation
     }
+}
+
+/// A final answer to an application (see [`TestApp::apply_through_outage`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub user: i64,
+    pub status: StatusCode,
+    pub position: Option<i32>,
+    /// 503s answered before it.
+    pub unavailable: u32,
+    /// When the request that got this answer was sent, and when the answer came.
+    pub asked: Instant,
+    pub answered: Instant,
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, failing the test after `within`; prints

@@ -13,6 +13,8 @@ mod helpers;
 mod issuance;
 mod observability;
 mod recovery;
+mod redis_loss;
 mod resilience;
+mod sentinel;
 mod swagger;
 mod window;

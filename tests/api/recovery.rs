@@ -7,24 +7,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    assert_settled, eventually, isolated_settings, run_command, spawn_app, start, TestApp,
+    assert_settled, eventually, isolated_settings, run_command, spawn_app, start,
 };
-
-async fn delete_every_key(app: &TestApp) {
-    let mut conn = app.redis.clone();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", app.settings.redis.key_prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!keys.is_empty());
-    let _: () = redis::cmd("DEL")
-        .arg(keys)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(app.redis_state().await.is_empty());
-}
 
 #[tokio::test]
 async fn after_redis_loses_every_key_a_restart_restores_winners_from_postgres() {
@@ -40,7 +24,7 @@ async fn after_redis_loses_every_key_a_restart_restores_winners_from_postgres() 
         .iter()
         .all(|s| *s == StatusCode::ACCEPTED));
     let before = assert_settled(&app, coupon, 30).await;
-    delete_every_key(&app).await;
+    app.wipe_redis().await;
     let _database_kept = app.stop().await;
     let app = start(settings).await;
 
@@ -98,7 +82,7 @@ async fn reconcile_keeps_lost_positions_spent_and_audit_reports_them() {
         .execute(&app.db)
         .await
         .unwrap();
-    delete_every_key(&app).await;
+    app.wipe_redis().await;
     let audit = ["audit", "--coupon", &coupon.to_string()];
 
     // Act + Assert: the audit fails on the missing state; reconcile restores it.

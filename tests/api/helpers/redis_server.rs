@@ -9,16 +9,24 @@ use tokio::process::{Child, Command};
 use super::{eventually, free_port};
 
 pub struct PrivateRedis {
-    _child: Child,
+    child: Option<Child>,
     pub port: u16,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A server with extra `redis-server` arguments (`--replicaof`, …).
+    pub async fn start_with(args: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            // A replica (re)syncs at once instead of waiting for more replicas to join.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(args)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -38,16 +46,23 @@ impl PrivateRedis {
         )
         .await;
         Self {
-            _child: child,
+            child: Some(child),
             port,
         }
+    }
+
+    /// SIGKILL: the server dies with whatever it had not replicated.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("the server is running");
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.url()).unwrap();
         client.get_multiplexed_async_connection().await.unwrap()
     }
