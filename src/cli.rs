@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `reconcile`, `audit`, `token`, `openapi`. The
+//! The command line: `serve`, `migrate`, `reconcile`, `audit`, `redrive`, `token`, `openapi`. The
 //! benchmark is a crate of its own (`bench/`).
 
 use std::path::PathBuf;
@@ -64,6 +64,13 @@ pub enum Command {
         #[arg(long)]
         coupon: i64,
     },
+    /// Publish a coupon's FAILED winners again, once the cause of their failure (see
+    /// `failed_event`) is fixed; print how many as JSON. Running it twice is harmless.
+    Redrive {
+        /// The coupon event's id.
+        #[arg(long)]
+        coupon: i64,
+    },
     /// Print the OpenAPI document (what `openapi/openapi.json` must contain).
     Openapi,
 }
@@ -99,6 +106,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(drain_timeout_secs);
             let restored = reconciler.run(Some(deadline)).await?;
             println!("{}", serde_json::json!({ "restored": restored }));
+            Ok(())
+        }
+        Command::Redrive { coupon } => {
+            let coupon = CouponId::new(coupon)?;
+            let redriven = settings.redis.gate()?.redrive(coupon).await?;
+            println!(
+                "{}",
+                serde_json::json!({ "couponId": coupon.get(), "redriven": redriven })
+            );
             Ok(())
         }
         Command::Audit { coupon } => {

@@ -45,6 +45,20 @@ pub struct DependencyLabel {
     pub dependency: Dependency,
 }
 
+/// Why the Redis watcher held a coupon (see `crate::ops::reconcile`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum HoldCause {
+    missing,
+    regressed,
+    server_changed,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HoldLabel {
+    pub reason: HoldCause,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
     pub partition: i32,
@@ -77,6 +91,10 @@ pub struct Metrics {
     /// Messages behind the end of each partition, from librdkafka's statistics.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub dependency_errors: Family<DependencyLabel, Counter>,
+    /// Coupons this instance held because Redis lost or regressed their state.
+    pub coupons_held: Family<HoldLabel, Counter>,
+    /// Held coupons this instance rebuilt from PostgreSQL.
+    pub coupons_restored: Counter,
 }
 
 fn sizes() -> Histogram {
@@ -103,6 +121,8 @@ impl Metrics {
             consumer_batch_size: sizes(),
             rows_persisted: Counter::default(),
             redelivered: Counter::default(),
+            coupons_held: Family::default(),
+            coupons_restored: Counter::default(),
             failed_events: Counter::default(),
             consumer_lag: Family::default(),
             dependency_errors: Family::default(),
@@ -178,6 +198,16 @@ impl Metrics {
             "dependency_errors",
             "Failed calls to Redis, PostgreSQL or Kafka",
             m.dependency_errors.clone(),
+        );
+        r.register(
+            "coupons_held",
+            "Coupons held because Redis lost or regressed their state, by reason",
+            m.coupons_held.clone(),
+        );
+        r.register(
+            "coupons_restored",
+            "Held coupons rebuilt from PostgreSQL by this instance",
+            m.coupons_restored.clone(),
         );
         Arc::new(m)
     }

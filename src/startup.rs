@@ -59,7 +59,8 @@ impl Application {
     pub async fn build(settings: &Settings, roles: &[Role]) -> anyhow::Result<Self> {
         warn_about_development_secret(settings);
         let shared = connect(settings).await?;
-        let reconciler = Reconciler::new(shared.gate.clone(), shared.db.clone(), settings);
+        let reconciler = Reconciler::new(shared.gate.clone(), shared.db.clone(), settings)
+            .with_metrics(shared.metrics.clone());
         hold_lost_coupons(&reconciler).await;
         let (issuer, consumer) = pipeline(settings, roles, &shared).await?;
         let http = if roles.contains(&Role::Api) {

@@ -77,6 +77,8 @@ pub enum KindView {
     IssuedWithoutRow,
     WinnerStuck,
     LostPosition,
+    PublishedWithoutRow,
+    WinnerFailed,
 }
 
 impl From<DiscrepancyKind> for KindView {
@@ -92,6 +94,8 @@ impl From<DiscrepancyKind> for KindView {
             K::IssuedWithoutRow => Self::IssuedWithoutRow,
             K::WinnerStuck => Self::WinnerStuck,
             K::LostPosition => Self::LostPosition,
+            K::PublishedWithoutRow => Self::PublishedWithoutRow,
+            K::WinnerFailed => Self::WinnerFailed,
         }
     }
 }

@@ -82,6 +82,8 @@ impl Gate {
         let admission = parse_reply(&reply)?;
         if admission == Admission::UnknownCoupon {
             self.unknown(coupon)?;
+        } else {
+            self.seen(coupon);
         }
         Ok(admission)
     }

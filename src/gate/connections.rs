@@ -58,6 +58,12 @@ impl Connections {
     /// A connection (cheap clone of a shared one) and its slot, for `discard`.
     pub async fn get(&self) -> anyhow::Result<(usize, MultiplexedConnection)> {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        self.get_at(slot).await
+    }
+
+    /// The connection of one slot, opened if needed: a retry after `discard` uses the slot it
+    /// just emptied, so it gets a fresh connection rather than another slot's stale one.
+    pub async fn get_at(&self, slot: usize) -> anyhow::Result<(usize, MultiplexedConnection)> {
         let mut held = self.slots[slot].lock().await;
         if let Some(conn) = held.as_ref() {
             return Ok((slot, conn.clone()));

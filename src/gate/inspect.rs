@@ -14,6 +14,8 @@ pub struct GateState {
     pub issued_counter: u64,
     /// Queue members in arrival order (rank + 1 = position).
     pub queue: Vec<String>,
+    /// Their scores: when each was admitted, µs since the epoch.
+    pub admitted_at_us: Vec<i64>,
     pub statuses: HashMap<String, String>,
     pub pending: Vec<String>,
     /// Claimed members and their lease deadlines (ms since the epoch).
@@ -29,7 +31,7 @@ impl Gate {
         let keys = &keys;
         type Reply = (
             (Option<u32>, Option<String>, Option<u64>),
-            Vec<String>,
+            Vec<(String, f64)>,
             HashMap<String, String>,
             Vec<String>,
             Vec<(String, i64)>,
@@ -42,7 +44,7 @@ impl Gate {
                     .cmd("HMGET")
                     .arg(&keys.meta)
                     .arg(&["stock", "recovering", "issued"])
-                    .zrange(&keys.queue, 0, -1)
+                    .zrange_withscores(&keys.queue, 0, -1)
                     .hgetall(&keys.status)
                     .lrange(&keys.pending, 0, -1)
                     .zrange_withscores(&keys.inflight, 0, -1)
@@ -55,7 +57,8 @@ impl Gate {
             stock: meta.0,
             recovering: meta.1.is_some(),
             issued_counter: meta.2.unwrap_or_default(),
-            queue,
+            admitted_at_us: queue.iter().map(|(_, score)| *score as i64).collect(),
+            queue: queue.into_iter().map(|(user, _)| user).collect(),
             statuses,
             pending,
             inflight,

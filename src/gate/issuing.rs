@@ -13,6 +13,7 @@ use crate::domain::{CouponId, Position, Status, UserId, Winner};
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
 static ADVANCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("advance.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
+static REDRIVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redrive.lua")));
 
 #[derive(Debug, Default)]
 pub struct Claim {
@@ -151,6 +152,27 @@ impl Gate {
         let keys = self.keys(coupon);
         let keys = [&keys.pending, &keys.inflight, &keys.status];
         self.for_users(&RELEASE, &keys, None, users).await
+    }
+
+    /// Puts a coupon's FAILED winners back in pending (see redrive.lua) and the coupon back on
+    /// the issuer's list; how many went back.
+    pub async fn redrive(&self, coupon: CouponId) -> Result<u64, GateError> {
+        let keys = self.keys(coupon);
+        let keys = &keys;
+        let redriven: u64 = self
+            .run(|mut conn| async move {
+                REDRIVE
+                    .key(&keys.pending)
+                    .key(&keys.status)
+                    .key(&keys.queue)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if redriven > 0 {
+            self.enlist(coupon).await?;
+        }
+        Ok(redriven)
     }
 
     /// Runs a script that takes a list of users (after an optional leading argument) and

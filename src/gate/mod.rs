@@ -170,6 +170,19 @@ impl Gate {
             .extend(coupons);
     }
 
+    /// Remembers a coupon Redis just answered for: if its state is lost later, this instance
+    /// knows it existed before the watcher's next look at PostgreSQL.
+    fn seen(&self, coupon: CouponId) {
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&coupon);
+        if !known {
+            self.remember([coupon]);
+        }
+    }
+
     /// What a coupon Redis does not have means: lost state (503) for one PostgreSQL has.
     fn unknown(&self, coupon: CouponId) -> Result<(), GateError> {
         let known = self
@@ -220,7 +233,7 @@ impl Gate {
     }
 
     /// Puts a coupon on the issuer's registry.
-    async fn enlist(&self, coupon: CouponId) -> Result<(), GateError> {
+    pub(super) async fn enlist(&self, coupon: CouponId) -> Result<(), GateError> {
         let registry = self.registry_key();
         let registry = &registry;
         self.run(|mut conn| async move {
@@ -274,13 +287,13 @@ impl Gate {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let attempts = async {
-            let mut retried = false;
+            let mut retried = None;
             loop {
-                let (slot, conn) = self
-                    .connections
-                    .get()
-                    .await
-                    .map_err(GateError::Unavailable)?;
+                let (slot, conn) = match retried {
+                    None => self.connections.get().await,
+                    Some(slot) => self.connections.get_at(slot).await,
+                }
+                .map_err(GateError::Unavailable)?;
                 match work(conn).await {
                     Ok(value) => return Ok(value),
                     Err(e) => {
@@ -291,10 +304,10 @@ impl Gate {
                         if dropped || demoted {
                             self.connections.discard(slot).await;
                         }
-                        if !(dropped || demoted) || retried {
+                        if !(dropped || demoted) || retried.is_some() {
                             return Err(GateError::from(e));
                         }
-                        retried = true;
+                        retried = Some(slot);
                     }
                 }
             }

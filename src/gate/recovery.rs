@@ -76,14 +76,22 @@ impl Gate {
         let (info, standings): (String, Vec<(bool, bool, u64)>) = self
             .run(|mut conn| async move {
                 let mut pipe = redis::pipe();
-                pipe.cmd("INFO").arg("server");
+                pipe.cmd("INFO").arg("server").arg("replication");
                 for k in keys {
                     pipe.hexists(&k.meta, "stock")
                         .hexists(&k.meta, "recovering")
                         .zcard(&k.queue);
                 }
                 let mut reply: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-                let info = redis::from_redis_value(reply.remove(0))?;
+                let info: String = redis::from_redis_value(reply.remove(0))?;
+                // A connection left on a master that a failover demoted still reads; its
+                // server identity would flip back and forth. Reconnect instead.
+                if !info.lines().any(|line| line.trim() == "role:master") {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                        "connected to a replica",
+                    )));
+                }
                 let standings = reply
                     .chunks(3)
                     .map(|c| redis::from_redis_value(redis::Value::Array(c.to_vec())))

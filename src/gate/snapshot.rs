@@ -64,8 +64,9 @@ impl Gate {
             })
             .await?;
         let snapshot = parse_reply(coupon, &reply)?;
-        if snapshot.is_none() {
-            self.unknown(coupon)?;
+        match snapshot {
+            None => self.unknown(coupon)?,
+            Some(_) => self.seen(coupon),
         }
         Ok(snapshot)
     }

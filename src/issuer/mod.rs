@@ -59,7 +59,25 @@ impl Issuer {
         self.tick_locked().await
     }
 
+    /// The publisher, to raise a fatal error from a test.
+    #[doc(hidden)]
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// A producer that failed for good cannot publish again: nothing is claimed for it (so no
+    /// winner waits out a lease), and the scheduled issuer stops the process.
+    fn check_producer(&self) -> anyhow::Result<()> {
+        match self.publisher.fatal_error() {
+            Some(fatal) => anyhow::bail!(
+                "the Kafka producer failed for good ({fatal}); the process must restart"
+            ),
+            None => Ok(()),
+        }
+    }
+
     async fn tick_locked(&self) -> anyhow::Result<TickReport> {
+        self.check_producer()?;
         let started = Instant::now();
         let mut report = TickReport::default();
         for coupon in self.gate.active_coupons().await? {
@@ -85,6 +103,7 @@ impl Issuer {
                     .set(backlog.inflight as i64);
             }
         }
+        self.check_producer()?;
         if report.published + report.failed > 0 {
             tracing::info!(
                 published = report.published,

@@ -75,6 +75,32 @@ impl Publisher {
         .await
     }
 
+    /// The error that ended this producer for good, if any (an idempotent producer that lost
+    /// track of its sequence, a fenced producer): every later send fails, so the process must
+    /// restart with a new one.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+
+    /// Raises a fatal error the way librdkafka does (`rd_kafka_test_fatal_error`), for the test
+    /// that proves one is noticed. Not for production use.
+    #[doc(hidden)]
+    pub fn raise_fatal_error_for_tests(&self) {
+        let reason = std::ffi::CString::new("raised by a test").expect("no NUL");
+        // SAFETY: the client pointer lives as long as `self.producer`; librdkafka copies the
+        // reason before returning.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+    }
+
     /// Waits for everything enqueued to be delivered; called on shutdown.
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {

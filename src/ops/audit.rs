@@ -85,7 +85,16 @@ pub enum DiscrepancyKind {
     WinnerStuck,
     /// A position whose winner was lost before it was published.
     LostPosition,
+    /// PUBLISHED longer than [`PUBLISHED_STUCK_AFTER`] after admission, still no row: the
+    /// message is not reaching the consumer.
+    PublishedWithoutRow,
+    /// Its message could never be persisted (see `failed_event`); once the cause is fixed,
+    /// `fcfs-coupon redrive --coupon N` publishes it again.
+    WinnerFailed,
 }
+
+/// How long after admission a published winner may wait for its row before it is reported.
+pub const PUBLISHED_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Audits one coupon; `None` when PostgreSQL does not know it.
 pub async fn audit(
@@ -250,8 +259,10 @@ fn walk_queue(found: &mut Findings, redis: &GateState, rows: &[(i64, u32)]) -> R
             .count() as u64,
         ..RedisCounts::default()
     };
+    let stuck_before_us = redis.now_ms * 1000 - PUBLISHED_STUCK_AFTER.as_micros() as i64;
     for (rank, user) in redis.queue.iter().enumerate() {
         let position = Some(rank as u32 + 1);
+        let admitted_at_us = redis.admitted_at_us.get(rank).copied().unwrap_or(i64::MAX);
         if user.starts_with(LOST_PREFIX) {
             counts.lost_positions += 1;
             found.add(
@@ -279,8 +290,25 @@ fn walk_queue(found: &mut Findings, redis: &GateState, rows: &[(i64, u32)]) -> R
                 position,
                 "ISSUED in Redis, no row in PostgreSQL".into(),
             ),
-            Status::Failed => counts.failed += 1,
+            Status::Failed => {
+                counts.failed += 1;
+                found.add(
+                    DiscrepancyKind::WinnerFailed,
+                    user_id,
+                    position,
+                    "FAILED: see failed_event; fix the cause, then `fcfs-coupon redrive`".into(),
+                );
+            }
             _ if has_row => counts.issued += 1,
+            Status::Published if admitted_at_us < stuck_before_us => found.add(
+                DiscrepancyKind::PublishedWithoutRow,
+                user_id,
+                position,
+                format!(
+                    "PUBLISHED, no row {}s after admission: is the consumer running?",
+                    PUBLISHED_STUCK_AFTER.as_secs()
+                ),
+            ),
             Status::Admitted if !claimed => found.add(
                 DiscrepancyKind::WinnerStuck,
                 user_id,
@@ -357,6 +385,29 @@ mod tests {
         );
         assert!(!report.consistent);
         assert_eq!(report.discrepancy_count, 7);
+    }
+
+    #[test]
+    fn failed_winners_and_long_published_ones_are_reported() {
+        let mut redis = state(
+            &["10", "11", "12"],
+            &[("10", "FAILED"), ("11", "PUBLISHED"), ("12", "PUBLISHED")],
+            &[],
+        );
+        redis.now_ms = 1_000_000_000;
+        let stale = (redis.now_ms - PUBLISHED_STUCK_AFTER.as_millis() as i64 - 1) * 1000;
+        redis.admitted_at_us = vec![stale, stale, redis.now_ms * 1000];
+        let report = compare(COUPON(), 3, &redis, &[], 0);
+        assert_eq!(
+            kinds(&report),
+            vec![
+                DiscrepancyKind::WinnerFailed,
+                DiscrepancyKind::PublishedWithoutRow,
+            ]
+        );
+        assert_eq!(report.discrepancies[1].user_id, Some(11));
+        assert_eq!(report.redis.failed, 1);
+        assert_eq!(report.redis.awaiting_persistence, 1);
     }
 
     #[test]

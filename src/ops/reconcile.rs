@@ -25,6 +25,7 @@
 //! stay spent (placeholders), so nobody else is told their place.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -38,6 +39,7 @@ use crate::configuration::{KafkaSettings, Settings};
 use crate::domain::{Coupon, CouponId};
 use crate::gate::{Gate, HoldReason};
 use crate::kafka::{self, GroupOffsets};
+use crate::metrics::{HoldCause, HoldLabel, Metrics};
 use crate::store;
 
 /// How often every instance looks at Redis: detection takes at most this plus one look.
@@ -57,6 +59,8 @@ pub struct Reconciler {
     send_timeout: Duration,
     /// Hold every coupon when the Redis server changes (see the module documentation).
     hold_on_server_change: bool,
+    /// Counts holds and restores, when this runs inside the service.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// One coupon brought back.
@@ -80,7 +84,13 @@ impl Reconciler {
             kafka: settings.kafka.clone(),
             send_timeout: settings.issuer.send_timeout(),
             hold_on_server_change: settings.redis.ack_replicas == 0,
+            metrics: None,
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Holds every coupon PostgreSQL has and Redis lacks or regressed (and every coupon when
@@ -112,6 +122,17 @@ impl Reconciler {
                 held.push(coupon);
             } else if let Some(reason) = reason {
                 if self.gate.hold(coupon.id, reason).await? {
+                    if let Some(metrics) = &self.metrics {
+                        let reason = match reason {
+                            HoldReason::Missing => HoldCause::missing,
+                            HoldReason::Regressed => HoldCause::regressed,
+                            HoldReason::ServerChanged => HoldCause::server_changed,
+                        };
+                        metrics
+                            .coupons_held
+                            .get_or_create(&HoldLabel { reason })
+                            .inc();
+                    }
                     tracing::warn!(coupon_id = %coupon.id, ?reason, admitted = standing.admitted, last_position, "holding the coupon until it is restored from PostgreSQL");
                     held.push(coupon);
                 }
@@ -191,6 +212,9 @@ impl Reconciler {
         for coupon in held {
             let (winners, _) = store::persisted_winners(&self.db, coupon.id).await?;
             if let Some(r) = self.gate.restore(coupon, &winners).await? {
+                if let Some(metrics) = &self.metrics {
+                    metrics.coupons_restored.inc();
+                }
                 tracing::info!(coupon_id = %coupon.id, winners = r.persisted, requeued = r.requeued, dropped = r.dropped, took_ms = started.elapsed().as_millis() as u64, "restored from PostgreSQL");
                 if r.dropped > 0 {
                     tracing::error!(coupon_id = %coupon.id, dropped = r.dropped, "admissions Redis lost with its replication did not fit the stock after the restore; set APP_REDIS__ACK_REPLICAS to prevent this");

@@ -65,6 +65,13 @@ pub struct FailedEvent<'a> {
     pub error: &'a str,
 }
 
+/// PostgreSQL's `text` refuses NUL; a poison message may carry any byte. Refused, the insert
+/// would be retried forever and stop the consumer, so NUL is written as the visible `\0`
+/// (the payload column is `bytea` and keeps the bytes as they came).
+fn text(raw: &str) -> String {
+    raw.replace('\0', "\\0")
+}
+
 /// Records a failed event once, however often it is redelivered.
 pub async fn record_failed(db: &PgPool, event: &FailedEvent<'_>) -> sqlx::Result<()> {
     sqlx::query(
@@ -74,9 +81,9 @@ pub async fn record_failed(db: &PgPool, event: &FailedEvent<'_>) -> sqlx::Result
     .bind(event.topic)
     .bind(event.partition)
     .bind(event.offset)
-    .bind(event.key.map(|k| String::from_utf8_lossy(k).into_owned()))
+    .bind(event.key.map(|k| text(&String::from_utf8_lossy(k))))
     .bind(event.payload)
-    .bind(event.error)
+    .bind(text(event.error))
     .execute(db)
     .await?;
     Ok(())

@@ -229,6 +229,29 @@ async fn poison_messages_are_set_aside_and_the_rest_lands() {
 }
 
 #[tokio::test]
+async fn a_poison_message_with_nul_bytes_is_recorded_and_the_consumer_moves_on() {
+    // PostgreSQL's text type refuses NUL: recorded as it came, the failed_event insert would be
+    // retried forever and nothing after it would be persisted.
+    let app = spawn_app().await;
+    let coupon = app.create_stock(5).await;
+    produce_raw(&app.settings, "9\u{0}9", b"\0{\"v\":1}\0").await;
+    eventually("the poison recorded", Duration::from_secs(20), || async {
+        (app.failed_events().await == 1).then_some(())
+    })
+    .await;
+
+    let told = crowd(&[&app], coupon, 1..=5).await;
+    app.wait_for_rows(coupon, 5).await;
+    assert_issued_exactly(&app, coupon, &told, 5).await;
+    let (key, payload): (String, Vec<u8>) = sqlx::query_as("SELECT key, payload FROM failed_event")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(key, "9\\09", "NUL written visibly");
+    assert_eq!(payload, b"\0{\"v\":1}\0", "the payload kept byte for byte");
+}
+
+#[tokio::test]
 async fn a_late_published_acknowledgement_never_turns_issued_back() {
     let app = spawn_app().await;
     let coupon = app.create_stock(5).await;
@@ -293,4 +316,32 @@ async fn issued_coupons_are_listed_for_their_owner_and_the_admin() {
     let second = page(2).await;
     assert_eq!(second["items"][0]["position"], 3);
     assert_eq!(second["nextAfterPosition"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_producer_that_failed_for_good_stops_the_process_and_loses_no_winner() {
+    // Arrange: librdkafka declares the producer dead (as after a lost idempotence sequence).
+    let app = spawn_app().await;
+    let coupon = app.create_stock(5).await;
+    app.issuer().publisher().raise_fatal_error_for_tests();
+
+    // Act: a winner is admitted; the issuer's next tick meets the dead producer.
+    assert_eq!(app.apply(coupon, 1).await.status(), StatusCode::ACCEPTED);
+
+    // Assert: the service stops itself (an orchestrator restarts it) without claiming the
+    // winner, and a new instance on the same settings issues it.
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    eventually("the service to stop", Duration::from_secs(15), || async {
+        tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(app.queue(coupon).await.len(), 1);
+    assert!(app.issued_rows(coupon).await.is_empty());
+    let settings = app.settings.clone();
+    let _kept = app.stop().await;
+    let again = start(settings).await;
+    again.wait_for_rows(coupon, 1).await;
 }

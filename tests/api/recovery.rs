@@ -7,7 +7,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    assert_settled, eventually, isolated_settings, run_command, spawn_app, start,
+    assert_settled, eventually, isolated_settings, run_command, spawn_app, spawn_app_with, start,
+    MANUAL,
 };
 
 #[tokio::test]
@@ -147,4 +148,81 @@ async fn the_admin_audit_endpoint_reports_a_clean_coupon() {
     assert_eq!(as_user.status(), StatusCode::FORBIDDEN);
     let (ok, _) = run_command(&app.settings, &["audit", "--coupon", &coupon.to_string()]).await;
     assert!(ok, "a clean coupon's audit exits 0");
+}
+
+#[tokio::test]
+async fn failed_winners_are_redriven_once_their_cause_is_fixed() {
+    // Arrange: the coupon's row is gone when its winners reach the consumer (say, a database
+    // restored from a backup older than the event), so each of them ends FAILED.
+    let app = spawn_app_with(|s| s.issuer.schedule = MANUAL.into()).await;
+    let coupon = app.create_stock(5).await;
+    let (name, stock, created_at): (String, i32, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT name, stock, created_at FROM coupon WHERE id = $1")
+            .bind(coupon)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    sqlx::query("DELETE FROM coupon WHERE id = $1")
+        .bind(coupon)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert!(app
+        .apply_all(coupon, 1..=3, 3)
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::ACCEPTED));
+    assert_eq!(app.issuer().run_once().await.unwrap().published, 3);
+    eventually("three FAILED winners", Duration::from_secs(20), || async {
+        let statuses = app.statuses(coupon).await;
+        (statuses.values().filter(|s| *s == "FAILED").count() == 3).then_some(())
+    })
+    .await;
+
+    // The cause is fixed: the row is back.
+    sqlx::query(
+        "INSERT INTO coupon (id, name, stock, created_at) OVERRIDING SYSTEM VALUE \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(coupon)
+    .bind(name)
+    .bind(stock)
+    .bind(created_at)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let audit = ["audit", "--coupon", &coupon.to_string()];
+    let (clean, report) = run_command(&app.settings, &audit).await;
+    assert!(!clean);
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["discrepancyCount"], 3, "{report}");
+    assert_eq!(report["discrepancies"][0]["kind"], "WINNER_FAILED");
+
+    // Act: redrive, twice (the second finds nothing to do), then one issuer tick.
+    let redrive = ["redrive", "--coupon", &coupon.to_string()];
+    let (ok, first) = run_command(&app.settings, &redrive).await;
+    assert!(ok, "{first}");
+    let (ok, second) = run_command(&app.settings, &redrive).await;
+    assert!(ok, "{second}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&first).unwrap()["redriven"],
+        3
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&second).unwrap()["redriven"],
+        0
+    );
+    assert_eq!(app.issuer().run_once().await.unwrap().published, 3);
+
+    // Assert: every winner persisted once, at the place told; the audit is clean again.
+    app.wait_for_rows(coupon, 3).await;
+    let rows = app.issued_rows(coupon).await;
+    assert_eq!(rows.iter().map(|(_, p)| *p).collect::<Vec<_>>(), [1, 2, 3]);
+    eventually("every winner ISSUED", Duration::from_secs(10), || async {
+        let statuses = app.statuses(coupon).await;
+        statuses.values().all(|s| s == "ISSUED").then_some(())
+    })
+    .await;
+    let (clean, report) = run_command(&app.settings, &audit).await;
+    assert!(clean, "{report}");
 }

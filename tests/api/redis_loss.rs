@@ -12,7 +12,8 @@ use reqwest::StatusCode;
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    assert_settled_as_told, eventually, spawn_app_with, DurableBroker, Outcome, TestApp, MANUAL,
+    assert_settled_as_told, eventually, spawn_app_with, start, DurableBroker, Outcome, TestApp,
+    MANUAL,
 };
 
 /// The issuer ticks when the test says (or its ticker runs); a short lease keeps the wait for
@@ -71,9 +72,15 @@ async fn keys_wiped_mid_spike_hold_the_event_and_restore_it_without_a_restart() 
     // Arrange: 100 winners admitted and published (the consumer may not have persisted them
     // all yet), then every key of the service is deleted, as a Redis restart without
     // persistence would leave it.
+    // Two instances, both watching: both notice and hold, exactly one restores.
     let app = spawn_app_with(controlled).await;
+    let other = start(app.settings.clone()).await;
     let coupon = app.create_stock(200).await;
-    let first = crowd(&app, coupon, 1..=100, 32).await;
+    let (mut first, half) = tokio::join!(
+        crowd(&app, coupon, 1..=50, 16),
+        crowd(&other, coupon, 51..=100, 16)
+    );
+    first.extend(half);
     assert_eq!(count(&first, StatusCode::ACCEPTED), 100);
     assert_eq!(app.issuer().run_once().await.unwrap().published, 100);
     let ticks = ticker(app.issuer());
@@ -81,7 +88,7 @@ async fn keys_wiped_mid_spike_hold_the_event_and_restore_it_without_a_restart() 
     let wiped = Instant::now();
 
     // Act: the earlier winners ask again and 300 newcomers arrive, through the hold.
-    let again = crowd(&app, coupon, 1..=100, 32);
+    let again = crowd(&other, coupon, 1..=100, 32);
     let newcomers = crowd(&app, coupon, 101..=400, 64);
     let (again, newcomers) = tokio::join!(again, newcomers);
 
@@ -104,6 +111,14 @@ async fn keys_wiped_mid_spike_hold_the_event_and_restore_it_without_a_restart() 
     }
     let recovered = all.iter().map(|o| o.answered).min().unwrap() - wiped;
     eprintln!("FIGURE wipe: first answer {recovered:.1?} after the keys were deleted");
+    let held = "fcfs_coupons_held_total{reason=\"missing\"}";
+    assert!(app.metric(held).await + other.metric(held).await >= 1.0);
+    let restored = "fcfs_coupons_restored_total";
+    assert_eq!(
+        app.metric(restored).await + other.metric(restored).await,
+        1.0,
+        "exactly one instance restored the coupon"
+    );
 
     // Every earlier winner keeps the place told; newcomers continue after the last one.
     assert_eq!(told(&again), told(&first));
@@ -166,6 +181,11 @@ async fn a_regression_below_the_persisted_positions_is_detected_and_restored() {
     eprintln!(
         "FIGURE regression: held {:.1?} after it happened",
         regressed.elapsed()
+    );
+    assert_eq!(
+        app.metric("fcfs_coupons_held_total{reason=\"regressed\"}")
+            .await,
+        1.0
     );
 
     // Newcomers continue after the persisted positions; the lost winners keep theirs.

@@ -1,7 +1,9 @@
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app_with, PrivateRedis, TcpProxy};
+use crate::helpers::{assert_problem, eventually, spawn_app_with, PrivateRedis, TcpProxy, MANUAL};
 
 #[tokio::test]
 async fn redis_unreachable_answers_503_and_admits_nobody() {
@@ -76,4 +78,70 @@ async fn applies_survive_a_script_flush() {
     assert_eq!(second.json::<Value>().await.unwrap()["position"], 2);
     assert!(redis.has_script(APPLY).await, "the apply loaded it again");
     assert_eq!(app.position(coupon, 2).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_creation_redis_refuses_leaves_no_event_anywhere() {
+    // Arrange: Redis is reachable only through a proxy, cut after the service started.
+    let proxy = TcpProxy::start("127.0.0.1:6379").await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = format!("redis://127.0.0.1:{}", proxy.port).into();
+        s.redis.timeout_ms = 500;
+    })
+    .await;
+    proxy.cut();
+
+    // Act: the row is written first, then Redis refuses its copy.
+    let resp = app
+        .post_coupon(
+            Some(&app.admin_token()),
+            &serde_json::json!({"name": "Half", "stock": 5}),
+        )
+        .await;
+
+    // Assert: 503, and neither PostgreSQL nor (once back) Redis holds the event.
+    assert_problem(resp, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE").await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM coupon")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "the row was taken back");
+    proxy.restore();
+    assert!(app.redis_state().await.is_empty(), "no Redis copy");
+    let created = app.create_stock(5).await;
+    assert_eq!(app.apply(created, 1).await.status(), StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn an_admission_no_replica_confirmed_is_503_until_one_does() {
+    // Arrange: a master of the test's own, without replicas, and one required.
+    let master = PrivateRedis::start().await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = master.url().into();
+        s.redis.ack_replicas = 1;
+        s.redis.ack_timeout_ms = 200;
+        s.issuer.schedule = MANUAL.into();
+    })
+    .await;
+    let coupon = app.create_stock(5).await;
+
+    // Act + Assert: written on the master, unconfirmed: 503 with Retry-After, and the issuer
+    // publishes nothing a failover could take back.
+    let resp = app.apply(coupon, 1).await;
+    assert!(resp.headers().contains_key("retry-after"));
+    let problem = assert_problem(resp, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE").await;
+    assert!(problem["detail"].as_str().unwrap().contains("confirmed"));
+    assert_eq!(app.issuer().run_once().await.unwrap().published, 0);
+
+    // A replica joins: asking again returns the ticket, and the winner is published.
+    let port = master.port.to_string();
+    let _replica = PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &port]).await;
+    let ticket: Value = eventually("the ticket confirmed", Duration::from_secs(20), || async {
+        let resp = app.apply(coupon, 1).await;
+        (resp.status() == StatusCode::OK).then_some(resp.json::<Value>().await.unwrap())
+    })
+    .await;
+    assert_eq!(ticket["position"], 1);
+    assert_eq!(app.issuer().run_once().await.unwrap().published, 1);
+    app.wait_for_rows(coupon, 1).await;
 }
