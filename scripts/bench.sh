@@ -3,6 +3,7 @@
 # own prefix, database and topic, `fcfs-bench spike` against it, the service stopped.
 #   scripts/bench.sh [spike options]      e.g. --users 100000 --stock 10000 --concurrency 256
 #   scripts/bench.sh issuance [--winners 10000]   the pipeline's drain alone (no HTTP)
+#   scripts/bench.sh durability [--calls 20000]    admissions/s with and without a replica's WAIT
 # Report and chart land in bench-results/ (report.json, chart.svg).
 set -euo pipefail
 SCRIPT_NAME=bench
@@ -11,9 +12,8 @@ source scripts/lib.sh
 
 prepare_release
 cargo build --release --locked -p fcfs-bench
-if [ "${1:-}" = issuance ]; then
-  shift
-  exec target/release/fcfs-bench issuance "$@"
+if [ "${1:-}" = issuance ] || [ "${1:-}" = durability ]; then
+  exec target/release/fcfs-bench "$@"
 fi
 bin=target/release/fcfs-coupon
 run="bench$(date +%s)"

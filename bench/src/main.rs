@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use fcfs_bench::{issuance, spike};
+use fcfs_bench::{durability, issuance, spike};
 use fcfs_coupon::configuration::Settings;
 
 /// Benchmarks of fcfs-coupon. Configuration is the service's own (`APP_…` variables).
@@ -20,6 +20,16 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         winners: u32,
     },
+    /// Admission-script calls per second through the gate against a master with one replica,
+    /// with `APP_REDIS__ACK_REPLICAS` 0 and 1 in alternating rounds (starts its own servers).
+    Durability {
+        #[arg(long, default_value_t = 20_000)]
+        calls: u32,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
 }
 
 #[tokio::main]
@@ -30,6 +40,15 @@ async fn main() -> anyhow::Result<()> {
             report.print_summary();
         }
         Command::Issuance { winners } => issuance::run(winners).await?,
+        Command::Durability {
+            calls,
+            concurrency,
+            rounds,
+        } => {
+            let report =
+                durability::run(&Settings::load(None)?.redis, calls, concurrency, rounds).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
     }
     Ok(())
 }

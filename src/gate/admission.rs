@@ -52,10 +52,9 @@ impl Gate {
     pub async fn apply(&self, coupon: CouponId, user: UserId) -> Result<Admission, GateError> {
         let keys = self.keys(coupon);
         let keys = &keys;
-        let ack = self.ack;
-        let (reply, confirmed): (Vec<String>, bool) = self
+        let reply: Vec<String> = self
             .run(|mut conn| async move {
-                let reply: Vec<String> = APPLY
+                APPLY
                     .key(&keys.meta)
                     .key(&keys.seq)
                     .key(&keys.queue)
@@ -63,21 +62,17 @@ impl Gate {
                     .key(&keys.status)
                     .arg(user.get())
                     .invoke_async(&mut conn)
-                    .await?;
-                // Only a ticket needs replicas: the other answers change nothing a client keeps.
-                let ticket = matches!(
-                    reply.first().map(String::as_str),
-                    Some("ADMITTED" | "ALREADY")
-                );
-                let confirmed = match ack {
-                    Some(ack) if ticket => ack.confirm(&mut conn).await?,
-                    _ => true,
-                };
-                Ok((reply, confirmed))
+                    .await
             })
             .await?;
-        if !confirmed {
-            return Err(GateError::NotReplicated);
+        // Only a ticket needs replicas: the other answers change nothing a client keeps.
+        if let Some(ack) = &self.ack {
+            if matches!(
+                reply.first().map(String::as_str),
+                Some("ADMITTED" | "ALREADY")
+            ) {
+                ack.confirm().await?;
+            }
         }
         let admission = parse_reply(&reply)?;
         if admission == Admission::UnknownCoupon {

@@ -9,6 +9,7 @@
 //! connection reopened after a failover reaches the new one).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use deadpool_redis::{Connection, Pool};
@@ -39,7 +40,7 @@ impl Connector {
 }
 
 pub struct Connections {
-    connector: Connector,
+    connector: Arc<Connector>,
     /// A connection per slot once opened; `None` after a failure, reopened on next use. The lock
     /// is held only while opening, so one slot never opens two connections at once.
     slots: Vec<Mutex<Option<MultiplexedConnection>>>,
@@ -47,7 +48,7 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(connector: Connector, slots: usize) -> Self {
+    pub fn new(connector: Arc<Connector>, slots: usize) -> Self {
         Self {
             connector,
             slots: (0..slots.max(1)).map(|_| Mutex::new(None)).collect(),

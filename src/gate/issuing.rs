@@ -103,10 +103,9 @@ impl Gate {
     ) -> Result<Claim, GateError> {
         let keys = self.keys(coupon);
         let keys = &keys;
-        let ack = self.ack;
-        let (reply, confirmed): (Vec<String>, bool) = self
+        let reply: Vec<String> = self
             .run(|mut conn| async move {
-                let reply: Vec<String> = CLAIM
+                CLAIM
                     .key(&keys.pending)
                     .key(&keys.inflight)
                     .key(&keys.queue)
@@ -115,21 +114,18 @@ impl Gate {
                     .arg(batch)
                     .arg(lease.as_millis() as u64)
                     .invoke_async(&mut conn)
-                    .await?;
-                // Publish only what a promoted replica would hold: the claim was written after
-                // every admission it took, so replicas that have it have them.
-                let confirmed = match ack {
-                    Some(ack) if reply.len() > 1 => ack.confirm(&mut conn).await?,
-                    _ => true,
-                };
-                Ok((reply, confirmed))
+                    .await
             })
             .await?;
         let claim = parse_claim(coupon, &reply)?;
-        if !confirmed {
-            let users: Vec<UserId> = claim.winners.iter().map(|w| w.user).collect();
-            self.release(coupon, &users).await?;
-            return Err(GateError::NotReplicated);
+        // Publish only what a promoted replica would hold: confirmed after the claim, the
+        // replicas hold every admission it took.
+        if let (Some(ack), false) = (&self.ack, claim.winners.is_empty()) {
+            if let Err(e) = ack.confirm().await {
+                let users: Vec<UserId> = claim.winners.iter().map(|w| w.user).collect();
+                self.release(coupon, &users).await?;
+                return Err(e);
+            }
         }
         Ok(claim)
     }

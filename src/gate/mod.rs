@@ -2,6 +2,7 @@
 //! PostgreSQL is never touched on this path.
 
 mod admission;
+mod confirm;
 mod connections;
 mod inspect;
 mod issuing;
@@ -96,34 +97,22 @@ impl crate::configuration::RedisSettings {
             }
             RedisMode::Cluster => anyhow::bail!("APP_REDIS__MODE=cluster is not supported yet"),
         };
-        let mut gate = Gate::new(connector, self.pool_size, &self.key_prefix, self.timeout());
+        let connector = Arc::new(connector);
+        let mut gate = Gate::new(
+            connector.clone(),
+            self.pool_size,
+            &self.key_prefix,
+            self.timeout(),
+        );
         if self.ack_replicas > 0 {
-            gate.ack = Some(Ack {
-                replicas: self.ack_replicas,
-                timeout: self.ack_timeout(),
-            });
+            let own = Gate::new(connector, 1, &self.key_prefix, self.timeout());
+            gate.ack = Some(Arc::new(confirm::Confirmer::new(
+                own,
+                self.ack_replicas,
+                self.ack_timeout(),
+            )));
         }
         Ok(gate)
-    }
-}
-
-/// Replicas that must confirm a write before it counts (`WAIT`).
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    replicas: u32,
-    timeout: Duration,
-}
-
-impl Ack {
-    /// `WAIT` on the connection that wrote: Redis counts the replicas that have everything this
-    /// connection (and everyone before it) wrote.
-    async fn confirm(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<bool> {
-        let confirmed: u32 = redis::cmd("WAIT")
-            .arg(self.replicas)
-            .arg(self.timeout.as_millis() as u64)
-            .query_async(conn)
-            .await?;
-        Ok(confirmed >= self.replicas)
     }
 }
 
@@ -132,13 +121,13 @@ impl Ack {
 pub struct Gate {
     connections: Arc<connections::Connections>,
     /// The configured key prefix; every key of the service starts with it.
-    prefix: Arc<str>,
+    pub(super) prefix: Arc<str>,
     /// Upper bound for one call, pool wait included.
     timeout: Duration,
     /// Counts failed calls, when the gate belongs to a running service.
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// When set, admissions are answered and winners published only once replicated.
-    ack: Option<Ack>,
+    ack: Option<Arc<confirm::Confirmer>>,
     /// Coupons PostgreSQL has, as last seen (the watcher refreshes it every second): Redis
     /// not knowing one of them means its state was lost, so the answer is 503, never 404.
     known: Arc<std::sync::RwLock<HashSet<CouponId>>>,
@@ -147,7 +136,7 @@ pub struct Gate {
 impl Gate {
     /// `connections`: how many multiplexed connections every request shares.
     fn new(
-        connector: connections::Connector,
+        connector: Arc<connections::Connector>,
         connections: usize,
         prefix: &str,
         timeout: Duration,

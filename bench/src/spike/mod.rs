@@ -1,7 +1,7 @@
 //! `fcfs-bench spike`: drives a running service like a real crowd and reports what happened,
 //! with the figures that matter for a flash event measured in the same run.
 
-mod ceiling;
+pub mod ceiling;
 mod chart;
 mod crowd;
 mod probe;
