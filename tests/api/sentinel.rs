@@ -28,8 +28,9 @@ async fn a_master_killed_mid_spike_loses_no_acknowledged_winner() {
     let queue = app.keys(coupon).queue;
     let master = set.master.connection().await;
 
-    // Act: 1,000 applicants arrive over five seconds, each asking again through 503s; the
-    // master is SIGKILLed once 100 are admitted.
+    // Act: 1,000 applicants arrive over five seconds, each asking again through 503s. Once 100
+    // are admitted, replication stalls; once the master holds 20 admissions no replica has, it
+    // is SIGKILLed: those 20 die with it.
     let started = Instant::now();
     let gap = Duration::from_secs(5) / 1000;
     let crowd = stream::iter((1..=1000i64).zip(0u32..))
@@ -43,21 +44,28 @@ async fn a_master_killed_mid_spike_loses_no_acknowledged_winner() {
         })
         .buffer_unordered(256)
         .collect::<Vec<Outcome>>();
+    let admitted = |at_least: u64| {
+        let (master, queue) = (master.clone(), queue.clone());
+        move || {
+            let (mut master, queue) = (master.clone(), queue.clone());
+            async move {
+                let admitted: u64 = redis::cmd("ZCARD")
+                    .arg(queue)
+                    .query_async(&mut master)
+                    .await
+                    .ok()?;
+                (admitted >= at_least).then_some(admitted)
+            }
+        }
+    };
     let kill = async {
+        let within = Duration::from_secs(30);
+        let before = eventually("100 admitted on the master", within, admitted(100)).await;
+        set.replication().hold();
         eventually(
-            "100 admitted on the master",
-            Duration::from_secs(30),
-            || {
-                let (mut master, queue) = (master.clone(), queue.clone());
-                async move {
-                    let admitted: u64 = redis::cmd("ZCARD")
-                        .arg(queue)
-                        .query_async(&mut master)
-                        .await
-                        .ok()?;
-                    (admitted >= 100).then_some(())
-                }
-            },
+            "20 admissions no replica has",
+            within,
+            admitted(before + 20),
         )
         .await;
         set.master.kill().await;

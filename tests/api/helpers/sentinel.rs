@@ -1,13 +1,15 @@
 //! Redis Sentinel on loopback from the machine's own `redis-server`: a master, two replicas and
 //! three sentinels watching it as `fcfs`. Two replicas, so that after a failover the new master
-//! still has one to confirm writes to (`APP_REDIS__ACK_REPLICAS=1`).
+//! still has one to confirm writes to (`APP_REDIS__ACK_REPLICAS=1`). The replicas reach the
+//! master through a `TcpProxy`, so a test can stall replication: what the master writes then is
+//! on no replica, as in a real lag.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::{eventually, free_port, PrivateRedis};
+use super::{eventually, free_port, PrivateRedis, TcpProxy};
 
 pub const MASTER_NAME: &str = "fcfs";
 
@@ -15,6 +17,7 @@ pub struct SentinelSet {
     pub master: PrivateRedis,
     /// Kept so they live as long as the set.
     _replicas: Vec<PrivateRedis>,
+    replication: TcpProxy,
     sentinels: Vec<(Child, u16)>,
     dir: std::path::PathBuf,
 }
@@ -31,9 +34,11 @@ impl SentinelSet {
     pub async fn start() -> Self {
         let master = PrivateRedis::start().await;
         let primary = master.port.to_string();
+        let replication = TcpProxy::start(format!("127.0.0.1:{primary}")).await;
+        let through = replication.port.to_string();
         let mut replicas = Vec::new();
         for _ in 0..2 {
-            replicas.push(PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &primary]).await);
+            replicas.push(PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &through]).await);
         }
         let dir = std::env::temp_dir().join(format!("sentinel-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -64,6 +69,7 @@ impl SentinelSet {
         let set = Self {
             master,
             _replicas: replicas,
+            replication,
             sentinels,
             dir,
         };
@@ -96,6 +102,11 @@ impl SentinelSet {
             .await;
         }
         set
+    }
+
+    /// The link every replica replicates through.
+    pub fn replication(&self) -> &TcpProxy {
+        &self.replication
     }
 
     /// `APP_REDIS__NODES`.
