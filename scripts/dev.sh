@@ -5,6 +5,8 @@ set -euo pipefail
 SCRIPT_NAME=dev
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+# The built-in development secret, with a warning in the log; production refuses it.
+export APP_ENV=development
 
 prepare_release
 bin=target/release/fcfs-coupon

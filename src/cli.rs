@@ -91,7 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             admin,
             ttl_hours,
         } => {
-            let keys = TokenKeys::new(&settings.auth.secret());
+            let keys = TokenKeys::new(&settings.auth.checked_secret(settings.env)?);
             let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
             println!("{}", keys.mint(UserId::new(user)?, admin, ttl)?);
             Ok(())

@@ -10,12 +10,18 @@ use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-/// Used when `APP_AUTH__JWT_SECRET` is unset, so a fresh clone runs; startup warns loudly.
+/// Used when `APP_AUTH__JWT_SECRET` is unset and `APP_ENV=development`, so a fresh clone runs;
+/// startup warns loudly. Production refuses it.
 pub const DEVELOPMENT_JWT_SECRET: &str = "fcfs-coupon-development-secret-do-not-use-in-production";
+
+/// Secrets that have been public (in this repository's history or files): they protect nothing.
+const KNOWN_SECRETS: &[&str] = &[DEVELOPMENT_JWT_SECRET, "change-me-before-any-real-event"];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Settings {
+    /// `APP_ENV`: what the process may get away with (see [`Environment`]).
+    pub env: Environment,
     pub http: HttpSettings,
     pub redis: RedisSettings,
     pub database: DatabaseSettings,
@@ -66,6 +72,15 @@ impl Settings {
             .try_deserialize()
             .context("parsing configuration")
     }
+}
+
+/// Production refuses what development tolerates (a built-in or short token secret).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Production,
+    Development,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -448,6 +463,42 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
+    /// Fewer bytes than this are refused in production: an HS256 key shorter than its hash.
+    pub const MIN_SECRET_BYTES: usize = 32;
+
+    /// The secret a serving or token-minting process may use in `env`, or why it must not
+    /// start: in production, a secret that is missing, shorter than [`Self::MIN_SECRET_BYTES`]
+    /// or publicly known. Whoever has the secret mints admin tokens.
+    pub fn checked_secret(&self, env: Environment) -> anyhow::Result<SecretString> {
+        let Some(secret) = &self.jwt_secret else {
+            if env == Environment::Development {
+                return Ok(self.secret());
+            }
+            anyhow::bail!(
+                "APP_AUTH__JWT_SECRET is not set. Set it to a random value of at least {} bytes \
+                 (for example `openssl rand -base64 48`), or set APP_ENV=development to run \
+                 with the built-in development secret",
+                Self::MIN_SECRET_BYTES
+            );
+        };
+        if env == Environment::Production {
+            let value = secret.expose_secret();
+            if KNOWN_SECRETS.contains(&value) {
+                anyhow::bail!(
+                    "APP_AUTH__JWT_SECRET is a publicly known development value; set a random one"
+                );
+            }
+            if value.len() < Self::MIN_SECRET_BYTES {
+                anyhow::bail!(
+                    "APP_AUTH__JWT_SECRET has {} bytes; production needs at least {}",
+                    value.len(),
+                    Self::MIN_SECRET_BYTES
+                );
+            }
+        }
+        Ok(secret.clone())
+    }
+
     pub fn secret(&self) -> SecretString {
         self.jwt_secret
             .clone()
@@ -512,6 +563,22 @@ mod tests {
         );
         assert!(issuer("*/1 * * * * *", 2_999).check().is_err());
         assert!(issuer("*/1 * * * * *", 3_000).check().is_ok());
+    }
+
+    #[test]
+    fn production_refuses_a_missing_short_or_known_secret() {
+        let mut auth = AuthSettings::default();
+        let production = Environment::Production;
+        let message =
+            |auth: &AuthSettings| auth.checked_secret(production).unwrap_err().to_string();
+        assert!(message(&auth).contains("APP_AUTH__JWT_SECRET is not set"));
+        assert!(auth.checked_secret(Environment::Development).is_ok());
+        auth.jwt_secret = Some("short".into());
+        assert!(message(&auth).contains("5 bytes"));
+        auth.jwt_secret = Some(DEVELOPMENT_JWT_SECRET.into());
+        assert!(message(&auth).contains("publicly known"));
+        auth.jwt_secret = Some("x".repeat(32).into());
+        assert!(auth.checked_secret(production).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use poem::listener::TcpAcceptor;
 use poem::Server;
+use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,7 @@ impl Application {
     /// Connects to PostgreSQL (creating and migrating the database), Redis and Kafka (creating
     /// the topics), and binds the listener, so `port()` is known before serving.
     pub async fn build(settings: &Settings, roles: &[Role]) -> anyhow::Result<Self> {
+        let secret = settings.auth.checked_secret(settings.env)?;
         warn_about_development_secret(settings);
         let shared = connect(settings).await?;
         let reconciler = Reconciler::new(shared.gate.clone(), shared.db.clone(), settings)
@@ -64,7 +66,7 @@ impl Application {
         hold_lost_coupons(&reconciler).await;
         let (issuer, consumer) = pipeline(settings, roles, &shared).await?;
         let http = if roles.contains(&Role::Api) {
-            Some(Http::bind(settings, shared).await?)
+            Some(Http::bind(settings, shared, &secret).await?)
         } else {
             None
         };
@@ -211,11 +213,15 @@ struct Http {
 }
 
 impl Http {
-    async fn bind(settings: &Settings, shared: Shared) -> anyhow::Result<Self> {
+    async fn bind(
+        settings: &Settings,
+        shared: Shared,
+        secret: &SecretString,
+    ) -> anyhow::Result<Self> {
         let state = AppState {
             gate: shared.gate,
             db: shared.db,
-            tokens: Arc::new(TokenKeys::new(&settings.auth.secret())),
+            tokens: Arc::new(TokenKeys::new(secret)),
             broker: BrokerProbe::new(&settings.kafka)?,
             apply_permits: Arc::new(tokio::sync::Semaphore::new(
                 settings.http.apply_concurrency.max(1),

@@ -12,6 +12,7 @@ mod fuzz;
 mod helpers;
 mod issuance;
 mod observability;
+mod production;
 mod recovery;
 mod redis_loss;
 mod resilience;
