@@ -45,6 +45,7 @@ impl Settings {
     /// Refuses combinations that cannot work, naming the variable to change.
     pub fn check(&self) -> anyhow::Result<()> {
         self.redis.check()?;
+        crate::api::ClientAddress::new(&self.http.trusted_proxies)?;
         self.issuer.period().context("APP_ISSUER__SCHEDULE")?;
         if self.issuer.lease_ms < IssuerSettings::MIN_LEASE_MS {
             anyhow::bail!(
@@ -99,6 +100,9 @@ pub struct HttpSettings {
     /// A connection whose client sends nothing for this long while the server waits for it is
     /// closed (unfinished headers, idle keep-alives). Keep it above `request_timeout_ms`.
     pub idle_timeout_ms: u64,
+    /// Comma-separated CIDRs of the proxies whose `X-Forwarded-For` is believed (see
+    /// `api::ClientAddress`); empty: the TCP peer is the client.
+    pub trusted_proxies: String,
 }
 
 impl Default for HttpSettings {
@@ -110,6 +114,7 @@ impl Default for HttpSettings {
             max_header_bytes: 16 * 1024,
             request_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
+            trusted_proxies: String::new(),
         }
     }
 }

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState, ApplyLimiter, IdleCutoff, RequestGuard};
+use crate::api::{self, AppState, ApplyLimiter, ClientAddress, IdleCutoff, RequestGuard};
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
 use crate::consumer::IssueConsumer;
@@ -227,6 +227,7 @@ impl Http {
                 settings.http.apply_concurrency.max(1),
             )),
             limiter: Arc::new(ApplyLimiter::new(&settings.rate_limit)),
+            client_address: Arc::new(ClientAddress::new(&settings.http.trusted_proxies)?),
             metrics: shared.metrics,
             status_poll: settings.issuer.period()?,
         };

@@ -51,7 +51,13 @@ impl ApplyApi {
     ) -> Result<ApplyResponse, ApplyError> {
         let coupon = coupon_id(coupon.0)?;
         let user = auth.0.user;
-        let address = request.remote_addr().as_socket_addr().map(|a| a.ip());
+        let peer = request.remote_addr().as_socket_addr().map(|a| a.ip());
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let address = state.client_address.of(peer, forwarded);
         check_limits(&state, user, address)?;
         let admission = admit(&state, coupon, user).await?;
         answer(coupon, user, admission)

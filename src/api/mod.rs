@@ -3,6 +3,7 @@
 mod apply;
 mod audit;
 mod catch;
+mod client_address;
 mod coupons;
 mod dashboard;
 mod guard;
@@ -21,6 +22,7 @@ use poem::{get, handler, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 pub use audit::report_json as audit_report_json;
+pub use client_address::ClientAddress;
 pub use guard::RequestGuard;
 pub use idle::IdleCutoff;
 pub use problem::{ApiError, ErrorCode, Problem};

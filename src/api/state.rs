@@ -22,6 +22,8 @@ pub struct AppState {
     pub apply_permits: Arc<Semaphore>,
     /// Per-user and per-address token buckets, checked before the gate.
     pub limiter: Arc<ApplyLimiter>,
+    /// Which address an application comes from (the peer, or what a trusted proxy says).
+    pub client_address: Arc<super::ClientAddress>,
     pub metrics: Arc<Metrics>,
     /// The issuer's period (from its schedule): when a polled status can next change.
     pub status_poll: Duration,

@@ -197,3 +197,77 @@ async fn slow_clients_are_cut_off_and_change_nothing() {
     assert_eq!(app.redis_state().await, redis_before);
     assert_eq!(app.db_state().await, db_before);
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+    // Arrange: every test request comes from 127.0.0.1, here the load balancer.
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_user_per_sec = 0;
+        s.rate_limit.per_address_per_sec = 1;
+        s.rate_limit.per_address_burst = 2;
+        s.http.trusted_proxies = "127.0.0.1/32".into();
+    })
+    .await;
+    let coupon = app.create_stock(20).await;
+    let apply_from = |user: i64, forwarded: &'static str| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url(&format!("/coupons/{coupon}/issue")))
+                .bearer_auth(app.user_token(user))
+                .header("X-Forwarded-For", forwarded)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+
+    // Act + Assert: one client rotating accounts is limited; another client is not; a forged
+    // left-most entry does not escape the bucket; one IPv6 /64 is one client.
+    assert_eq!(apply_from(1, "203.0.113.7").await, StatusCode::ACCEPTED);
+    assert_eq!(apply_from(2, "203.0.113.7").await, StatusCode::ACCEPTED);
+    assert_eq!(
+        apply_from(3, "9.9.9.9, 203.0.113.7").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(apply_from(4, "198.51.100.1").await, StatusCode::ACCEPTED);
+    assert_eq!(apply_from(5, "2001:db8::1").await, StatusCode::ACCEPTED);
+    assert_eq!(apply_from(6, "2001:db8::2").await, StatusCode::ACCEPTED);
+    assert_eq!(
+        apply_from(7, "2001:db8::3").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(app.admitted(coupon).await, vec![1, 2, 4, 5, 6]);
+}
+
+#[tokio::test]
+async fn forwarded_addresses_from_an_untrusted_peer_are_ignored() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_user_per_sec = 0;
+        s.rate_limit.per_address_per_sec = 1;
+        s.rate_limit.per_address_burst = 2;
+    })
+    .await;
+    let coupon = app.create_stock(20).await;
+    let mut statuses = Vec::new();
+    for (user, forwarded) in [(1, "203.0.113.1"), (2, "203.0.113.2"), (3, "203.0.113.3")] {
+        let resp = app
+            .client
+            .post(app.url(&format!("/coupons/{coupon}/issue")))
+            .bearer_auth(app.user_token(user))
+            .header("X-Forwarded-For", forwarded)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::ACCEPTED,
+            StatusCode::ACCEPTED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
