@@ -27,6 +27,9 @@ psql_cmd() { psql -h 127.0.0.1 -U postgres -d postgres -Atqc "$1"; }
 for db in $(psql_cmd "SELECT datname FROM pg_database WHERE datname LIKE 'fcfs\_test\_%'"); do
   psql_cmd "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
 done
+for role in $(psql_cmd "SELECT rolname FROM pg_roles WHERE rolname LIKE 'fcfs\_test\_%'"); do
+  psql_cmd "DROP ROLE IF EXISTS \"$role\"" >/dev/null
+done
 redis-cli -h 127.0.0.1 --scan --pattern 'test-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null
 
 say "docker-compose.yml: validating with docker-compose config (no Docker engine needed)"

@@ -274,6 +274,10 @@ impl RedisSettings {
 pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
+    /// `serve` creates the database if missing and applies migrations at start. `false` lets it
+    /// run with a login that may only read and write rows; `fcfs-coupon migrate`, run with the
+    /// owner's login, then does that part.
+    pub migrate: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -281,6 +285,7 @@ impl Default for DatabaseSettings {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/fcfs".into(),
             max_connections: 10,
+            migrate: true,
         }
     }
 }

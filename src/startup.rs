@@ -141,11 +141,18 @@ fn warn_about_development_secret(settings: &Settings) {
     }
 }
 
-/// PostgreSQL (the database created if missing, then migrated), Redis and the metrics.
+/// PostgreSQL (the database created if missing, then migrated, unless `APP_DATABASE__MIGRATE`
+/// is false), Redis and the metrics.
 async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
-    settings.database.create_if_missing().await?;
+    if settings.database.migrate {
+        settings.database.create_if_missing().await?;
+    }
     let db = settings.database.pool().await?;
-    store::migrate(&db).await?;
+    if settings.database.migrate {
+        store::migrate(&db).await?;
+    } else {
+        tracing::info!("APP_DATABASE__MIGRATE=false: not creating or migrating the database");
+    }
     let metrics = Metrics::new();
     let gate = settings.redis.gate()?.with_metrics(metrics.clone());
     Ok(Shared { db, gate, metrics })

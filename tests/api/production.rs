@@ -1,7 +1,11 @@
 //! What a production operator meets: the process refuses to start on a secret that protects
 //! nothing.
 
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
 use tokio::process::Command;
+
+use crate::helpers::{isolated_settings, run_command, start, Isolation};
 
 /// Runs `fcfs-coupon <args>` in production with `secret` as `APP_AUTH__JWT_SECRET` (unset when
 /// `None`); the exit status and what it wrote on stderr.
@@ -43,4 +47,57 @@ async fn production_refuses_to_serve_or_mint_without_a_real_secret() {
     }
     let (ok, stderr) = in_production(&["token", "--user", "1"], Some(&"k".repeat(32))).await;
     assert!(ok, "a real secret mints: {stderr}");
+}
+
+#[tokio::test]
+async fn serve_runs_with_a_login_that_may_only_read_and_write_rows() {
+    // Arrange: the owner's login migrates; the service gets a login with DML rights only.
+    let owner = isolated_settings();
+    let _cleanup_as_owner = Isolation::of(&owner);
+    let (migrated, out) = run_command(&owner, &["migrate"]).await;
+    assert!(migrated, "{out}");
+    let db = owner.database.pool().await.unwrap();
+    let database = owner.database.connect_options().unwrap();
+    let database = database.get_database().unwrap();
+    let role = format!("fcfs_test_dml_{}", uuid::Uuid::new_v4().simple());
+    for grant in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT CONNECT ON DATABASE {database} TO {role}"),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::query(&grant).execute(&db).await.unwrap();
+    }
+    let mut settings = owner.clone();
+    let url = owner
+        .database
+        .url
+        .expose_secret()
+        .replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(url, owner.database.url.expose_secret(), "{url}");
+    settings.database.url = url.into();
+    settings.database.migrate = false;
+
+    // Act: the whole pipeline on that login.
+    let app = start(settings).await;
+    let coupon = app.create_stock(3).await;
+    let statuses = app.apply_all(coupon, 1..=5, 5).await;
+
+    // Assert: it creates, admits, persists; and the login could not have changed the schema.
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::ACCEPTED)
+            .count(),
+        3
+    );
+    app.wait_for_rows(coupon, 3).await;
+    let refused = sqlx::query("CREATE TABLE not_allowed (id int)")
+        .execute(&app.db)
+        .await;
+    assert!(
+        refused.is_err(),
+        "the service's login can change the schema"
+    );
 }
