@@ -20,6 +20,6 @@ RUN apt-get update \
  && useradd --system --no-create-home fcfs
 COPY --from=build /src/target/release/fcfs-coupon /usr/local/bin/fcfs-coupon
 USER fcfs
-EXPOSE 8080
+EXPOSE 8080 9100
 ENTRYPOINT ["fcfs-coupon"]
 CMD ["serve"]

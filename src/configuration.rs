@@ -31,6 +31,22 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub auth: AuthSettings,
     pub log: LogSettings,
+    pub ops: OpsSettings,
+}
+
+/// The ops port: metrics and health for operators, in every process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OpsSettings {
+    pub addr: String,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        Self {
+            addr: "0.0.0.0:9100".into(),
+        }
+    }
 }
 
 impl Settings {

@@ -21,6 +21,8 @@ use crate::gate::Gate;
 use crate::issuer::Issuer;
 use crate::kafka::{self, BrokerProbe, Publisher};
 use crate::metrics::Metrics;
+use crate::ops::health::Dependencies;
+use crate::ops::port::OpsPort;
 use crate::ops::Reconciler;
 use crate::store;
 
@@ -45,6 +47,8 @@ pub struct Application {
     port: Option<u16>,
     issuer: Option<Issuer>,
     consumer: Option<IssueConsumer>,
+    /// Metrics and health for operators, whatever the roles.
+    ops: OpsPort,
 }
 
 /// What every part shares.
@@ -65,6 +69,12 @@ impl Application {
             .with_metrics(shared.metrics.clone());
         hold_lost_coupons(&reconciler).await;
         let (issuer, consumer) = pipeline(settings, roles, &shared).await?;
+        let ops = OpsPort::bind(
+            &settings.ops.addr,
+            shared.metrics.clone(),
+            dependencies(settings, roles, &shared)?,
+        )
+        .await?;
         let http = if roles.contains(&Role::Api) {
             Some(Http::bind(settings, shared, &secret).await?)
         } else {
@@ -76,7 +86,13 @@ impl Application {
             reconciler,
             issuer,
             consumer,
+            ops,
         })
+    }
+
+    /// The bound ops port (`/metrics`, `/health/*`).
+    pub fn ops_port(&self) -> u16 {
+        self.ops.port()
     }
 
     /// The bound HTTP port, when this process runs the API.
@@ -122,13 +138,15 @@ impl Application {
             .issuer
             .map(|i| Box::pin(i.run_scheduled(shutdown.clone())));
         let consumer = self.consumer.map(|c| Box::pin(c.run(shutdown.clone())));
-        let (http, issuer, consumer, ()) = tokio::join!(
+        let ops = Some(Box::pin(self.ops.serve(shutdown.clone())));
+        let (http, issuer, consumer, ops, ()) = tokio::join!(
             supervise("api", http, &shutdown),
             supervise("issuer", issuer, &shutdown),
             supervise("consumer", consumer, &shutdown),
+            supervise("ops port", ops, &shutdown),
             self.reconciler.watch(shutdown.clone()),
         );
-        http.and(issuer).and(consumer)
+        http.and(issuer).and(consumer).and(ops)
     }
 }
 
@@ -169,6 +187,25 @@ async fn hold_lost_coupons(reconciler: &Reconciler) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = ?e, "could not check Redis for lost coupons yet"),
     }
+}
+
+/// What readiness checks for `roles`: the API reads Redis and PostgreSQL; the issuer moves Redis
+/// to Kafka; the consumer moves Kafka to PostgreSQL and marks Redis.
+fn dependencies(
+    settings: &Settings,
+    roles: &[Role],
+    shared: &Shared,
+) -> anyhow::Result<Dependencies> {
+    let has = |role| roles.contains(&role);
+    Ok(Dependencies {
+        redis: Some(shared.gate.clone()),
+        postgres: (has(Role::Api) || has(Role::Consumer)).then(|| shared.db.clone()),
+        kafka: if has(Role::Issuer) || has(Role::Consumer) {
+            Some(BrokerProbe::new(&settings.kafka)?)
+        } else {
+            None
+        },
+    })
 }
 
 /// The batch issuer and the consumer, as far as `roles` asks for them; the topics are created

@@ -30,6 +30,8 @@ pub async fn run(winners: u32) -> anyhow::Result<()> {
     settings.redis.key_prefix = format!("test-{id}");
     settings.kafka.topic = format!("test-{id}");
     settings.kafka.group_id = format!("test-{id}");
+    // In-process: no ops port a running service could already hold.
+    settings.ops.addr = "127.0.0.1:0".into();
 
     settings.database.create_if_missing().await?;
     let app = Application::build(&settings, &[Role::Issuer, Role::Consumer]).await?;

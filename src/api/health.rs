@@ -1,30 +1,17 @@
 //! `GET /health/live` and `GET /health/ready`.
 
-use std::time::Duration;
-
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::{ApiTags, AppState};
-
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::ops::health::Dependencies;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum CheckStatus {
     Up,
     Down,
-}
-
-impl<E> From<Result<(), E>> for CheckStatus {
-    fn from(r: Result<(), E>) -> Self {
-        if r.is_ok() {
-            Self::Up
-        } else {
-            Self::Down
-        }
-    }
 }
 
 /// Each dependency the service needs to do its job.
@@ -75,19 +62,25 @@ impl HealthApi {
     /// Whether Redis, PostgreSQL and the Kafka broker answer, each within two seconds.
     #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: Data<&AppState>) -> ReadyResponse {
-        let (redis, postgres, kafka) = tokio::join!(
-            state.gate.ping(),
-            tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db)),
-            state.broker.ping(CHECK_TIMEOUT),
-        );
-        let postgres = postgres
-            .map_err(|_| ())
-            .and_then(|r| r.map(drop).map_err(drop));
+        let checked = Dependencies {
+            redis: Some(state.gate.clone()),
+            postgres: Some(state.db.clone()),
+            kafka: Some(state.broker.clone()),
+        }
+        .check()
+        .await;
+        let up = |status: Option<bool>| {
+            if status == Some(true) {
+                CheckStatus::Up
+            } else {
+                CheckStatus::Down
+            }
+        };
         let mut readiness = Readiness {
             status: CheckStatus::Up,
-            redis: redis.into(),
-            postgres: postgres.into(),
-            kafka: kafka.into(),
+            redis: up(checked.redis),
+            postgres: up(checked.postgres),
+            kafka: up(checked.kafka),
         };
         if [readiness.redis, readiness.postgres, readiness.kafka].contains(&CheckStatus::Down) {
             readiness.status = CheckStatus::Down;

@@ -17,8 +17,7 @@ mod security;
 mod state;
 mod views;
 
-use poem::web::Data;
-use poem::{get, handler, Endpoint, EndpointExt, Route};
+use poem::{get, Endpoint, EndpointExt, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 pub use audit::report_json as audit_report_json;
@@ -88,20 +87,11 @@ pub fn app(state: AppState, guard: RequestGuard) -> impl Endpoint {
     Route::new()
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
-        .at("/metrics", get(metrics))
         .at("/dashboard", get(dashboard::page))
         .nest("/", api)
         .with(guard)
         .data(state)
         .catch_all_error(catch::to_problem)
-}
-
-/// Prometheus text format; an operational route, so not part of the OpenAPI document.
-#[handler]
-fn metrics(state: Data<&AppState>) -> poem::Response {
-    poem::Response::builder()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.encode())
 }
 
 fn coupon_id<const C: u32>(raw: i64) -> Result<CouponId, ApiError<C>> {

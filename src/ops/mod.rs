@@ -1,7 +1,9 @@
-//! Operating the pipeline when something went wrong: `reconcile` rebuilds Redis from
-//! PostgreSQL after Redis lost data; `audit` compares the two.
+//! Operating the pipeline: `reconcile` watches Redis and rebuilds what it lost from
+//! PostgreSQL; `audit` compares the two; `port` serves metrics and health to operators.
 
 pub mod audit;
+pub mod health;
+pub mod port;
 pub mod reconcile;
 
 pub use audit::{audit, AuditError, AuditReport};

@@ -55,7 +55,7 @@ async fn a_user_over_the_limit_gets_429_and_takes_no_stock() {
     assert_eq!(app.queue(coupon).await.len(), 1);
     // Others are not held back by one user's bucket.
     assert_eq!(app.apply(coupon, 8).await.status(), StatusCode::ACCEPTED);
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("fcfs_apply_total{result=\"rate_limited\"} 1"),
         "{metrics}"

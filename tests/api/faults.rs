@@ -96,7 +96,7 @@ async fn a_service_killed_mid_spike_loses_and_doubles_no_winner() {
     settings.issuer.lease_ms = fcfs_coupon::configuration::IssuerSettings::MIN_LEASE_MS;
     let _consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
     let first = ServiceProcess::spawn(&settings, &["api", "issuer"]).await;
-    let app = observe(settings.clone(), first.address.clone()).await;
+    let app = observe(settings.clone(), &first).await;
     let coupon = app.create_stock(100).await;
     let id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
 
@@ -134,7 +134,7 @@ async fn a_service_killed_mid_spike_loses_and_doubles_no_winner() {
         "some requests died with the process"
     );
     let second = ServiceProcess::spawn(&settings, &["api", "issuer"]).await;
-    let app = observe(settings, second.address.clone()).await;
+    let app = observe(settings, &second).await;
     // Clients whose request died with the process try again.
     let after = spike(&app, coupon, unanswered, 16).await;
     assert!(after.iter().all(|(_, s, _)| s.is_some()));
@@ -330,7 +330,7 @@ async fn a_consumer_killed_mid_batch_is_redelivered_without_duplicates() {
         },
     )
     .await;
-    let app = observe(settings.clone(), api.address.clone()).await;
+    let app = observe(settings.clone(), &api).await;
     let coupon = sold_out(&app).await;
 
     // Act: the one that owns the coupon's partition dies holding a batch and never comes back.
@@ -361,7 +361,7 @@ async fn a_lone_consumer_killed_mid_batch_resumes_after_a_restart() {
     let settings = slow_consumers(&broker);
     let api = ServiceProcess::spawn(&settings, &["api", "issuer"]).await;
     let consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
-    let app = observe(settings.clone(), api.address.clone()).await;
+    let app = observe(settings.clone(), &api).await;
     let coupon = sold_out(&app).await;
 
     // Act: it dies holding a batch; a new process joins the group in its place.

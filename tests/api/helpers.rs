@@ -42,6 +42,8 @@ pub const ALL_ROLES: [Role; 3] = [Role::Api, Role::Issuer, Role::Consumer];
 
 pub struct TestApp {
     pub address: String,
+    /// The ops port: `/metrics`, `/health/*`.
+    pub ops_address: String,
     pub client: reqwest::Client,
     pub settings: Settings,
     pub tokens: TokenKeys,
@@ -80,6 +82,7 @@ pub fn isolated_settings() -> Settings {
     settings.database.max_connections = 5;
     settings.redis.key_prefix = format!("test-{id}");
     settings.http.addr = "127.0.0.1:0".into();
+    settings.ops.addr = "127.0.0.1:0".into();
     settings.auth.jwt_secret = Some(format!("test-secret-{id}").into());
     settings.kafka.topic = format!("test-{id}");
     settings.kafka.group_id = format!("test-{id}");
@@ -108,19 +111,21 @@ pub async fn start(settings: Settings) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port().unwrap());
     let issuer = app.issuer();
     let shutdown = CancellationToken::new();
+    let ops_address = format!("http://127.0.0.1:{}", app.ops_port());
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestApp::connect(settings, address, issuer, shutdown).await
+    TestApp::connect(settings, (address, ops_address), issuer, shutdown).await
 }
 
-/// A test handle on a service running elsewhere (another process) at `address`.
-pub async fn observe(settings: Settings, address: String) -> TestApp {
-    TestApp::connect(settings, address, None, CancellationToken::new()).await
+/// A test handle on a service running elsewhere (another process).
+pub async fn observe(settings: Settings, process: &ServiceProcess) -> TestApp {
+    let addresses = (process.address.clone(), process.ops_address.clone());
+    TestApp::connect(settings, addresses, None, CancellationToken::new()).await
 }
 
 impl TestApp {
     async fn connect(
         settings: Settings,
-        address: String,
+        (address, ops_address): (String, String),
         issuer: Option<Issuer>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -141,6 +146,7 @@ impl TestApp {
         let gate = settings.redis.gate().unwrap();
         TestApp {
             address,
+            ops_address,
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()
@@ -285,6 +291,15 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// A GET on the ops port.
+    pub async fn ops_get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.ops_address))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -461,7 +476,7 @@ impl TestApp {
 
     /// One series' value from `/metrics` (`name{labels}` exactly as exposed); 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.get("/metrics").await.text().await.unwrap();
+        let text = self.ops_get("/metrics").await.text().await.unwrap();
         text.lines()
             .find_map(|l| {
                 l.strip_prefix(series)?

@@ -2,7 +2,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{eventually, spawn_app};
+use serde_json::{json, Value};
+
+use crate::helpers::{eventually, isolated_settings, observe, spawn_app, ServiceProcess};
 
 /// The value of one series in the Prometheus text format, e.g. `fcfs_apply_total{result="admitted"}`.
 fn series(text: &str, name: &str) -> Option<f64> {
@@ -35,7 +37,7 @@ async fn metrics_count_a_small_spike_exactly() {
         "the pipeline's counters",
         Duration::from_secs(20),
         || async {
-            let resp = app.get("/metrics").await;
+            let resp = app.ops_get("/metrics").await;
             assert_eq!(resp.status(), StatusCode::OK);
             let text = resp.text().await.unwrap();
             let lags: Vec<&str> = text
@@ -88,4 +90,68 @@ async fn metrics_count_a_small_spike_exactly() {
         "no dependency failed:\n{text}"
     );
     assert!(!text.contains("user"), "no user ids in labels:\n{text}");
+}
+
+#[tokio::test]
+async fn every_role_serves_metrics_and_its_own_readiness_on_the_ops_port() {
+    let settings = isolated_settings();
+    settings.database.create_if_missing().await.unwrap();
+    let api = ServiceProcess::spawn(&settings, &["api"]).await;
+    let issuer = ServiceProcess::spawn(&settings, &["issuer"]).await;
+    let consumer = ServiceProcess::spawn(&settings, &["consumer"]).await;
+    let client = reqwest::Client::new();
+    let get = |url: String| {
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap() }
+    };
+
+    // Readiness names what each role uses, and only that.
+    for (process, expected) in [
+        (
+            &api,
+            json!({"status": "up", "redis": "up", "postgres": "up"}),
+        ),
+        (
+            &issuer,
+            json!({"status": "up", "redis": "up", "kafka": "up"}),
+        ),
+        (
+            &consumer,
+            json!({"status": "up", "redis": "up", "postgres": "up", "kafka": "up"}),
+        ),
+    ] {
+        let ready = get(format!("{}/health/ready", process.ops_address)).await;
+        assert_eq!(ready.status(), StatusCode::OK);
+        assert_eq!(ready.json::<Value>().await.unwrap(), expected);
+        let live = get(format!("{}/health/live", process.ops_address)).await;
+        assert_eq!(live.status(), StatusCode::OK);
+        let metrics = get(format!("{}/metrics", process.ops_address)).await;
+        assert_eq!(metrics.status(), StatusCode::OK);
+        assert!(metrics.text().await.unwrap().contains("# TYPE fcfs_"));
+    }
+    // The consumer's lag is visible where it is computed, once it has consumed something.
+    let app = observe(settings.clone(), &api).await;
+    let coupon = app.create_stock(3).await;
+    app.apply_all(coupon, 1..=3, 3).await;
+    app.wait_for_rows(coupon, 3).await;
+    eventually("the consumer's lag", Duration::from_secs(20), || async {
+        let text = get(format!("{}/metrics", consumer.ops_address))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let counted = text.contains("fcfs_consumer_rows_persisted_total 3");
+        (counted && text.contains("fcfs_consumer_lag{")).then_some(())
+    })
+    .await;
+
+    // The public port keeps its health routes and no longer exposes metrics.
+    assert_eq!(
+        get(format!("{}/metrics", api.address)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(format!("{}/health/ready", api.address)).await.status(),
+        StatusCode::OK
+    );
 }

@@ -35,7 +35,7 @@ async fn redis_unreachable_answers_503_and_admits_nobody() {
     assert_eq!(ready["redis"], "down");
     assert_eq!(ready["postgres"], "up");
 
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.ops_get("/metrics").await.text().await.unwrap();
     assert!(
         metrics
             .lines()

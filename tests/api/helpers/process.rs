@@ -12,6 +12,8 @@ use super::eventually;
 pub struct ServiceProcess {
     child: Child,
     pub address: String,
+    /// The ops port: `/metrics`, `/health/*`, whatever the roles.
+    pub ops_address: String,
     pub log: std::path::PathBuf,
 }
 
@@ -108,6 +110,8 @@ impl ServiceProcess {
         }
         command.envs(service_env(settings));
         command.env("APP_HTTP__ADDR", format!("127.0.0.1:{port}"));
+        let ops_port = free_port();
+        command.env("APP_OPS__ADDR", format!("127.0.0.1:{ops_port}"));
         let file = std::fs::File::create(&log).unwrap();
         command
             .stdout(Stdio::from(file.try_clone().unwrap()))
@@ -117,6 +121,7 @@ impl ServiceProcess {
         let mut process = Self {
             child,
             address: format!("http://127.0.0.1:{port}"),
+            ops_address: format!("http://127.0.0.1:{ops_port}"),
             log,
         };
         // A process that refused to start (bad settings) says why in its log: show it.
@@ -125,20 +130,17 @@ impl ServiceProcess {
             let text = std::fs::read_to_string(&process.log).unwrap_or_default();
             panic!("the service exited at start ({status}):\n{text}");
         }
+        // Every role serves the ops port once it runs; the API its own port too.
+        let mut ready = vec![format!("{}/health/live", process.ops_address)];
         if roles.is_empty() || roles.contains(&"api") {
-            let url = format!("{}/health/live", process.address);
+            ready.push(format!("{}/health/live", process.address));
+        }
+        for url in ready {
             eventually("the service to listen", Duration::from_secs(60), || async {
                 reqwest::get(&url)
                     .await
                     .ok()
                     .filter(|r| r.status().is_success())
-            })
-            .await;
-        } else {
-            let log = process.log.clone();
-            eventually("the service to start", Duration::from_secs(60), || async {
-                let text = tokio::fs::read_to_string(&log).await.unwrap_or_default();
-                text.contains("starting").then_some(())
             })
             .await;
         }
