@@ -289,7 +289,10 @@ impl RedisSettings {
 #[serde(default)]
 pub struct DatabaseSettings {
     pub url: SecretString,
+    /// The API's pool (its reads and event creation).
     pub max_connections: u32,
+    /// The consumer's own pool, so no amount of API traffic can take its connections.
+    pub consumer_connections: u32,
     /// `serve` creates the database if missing and applies migrations at start. `false` lets it
     /// run with a login that may only read and write rows; `fcfs-coupon migrate`, run with the
     /// owner's login, then does that part.
@@ -301,6 +304,7 @@ impl Default for DatabaseSettings {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/fcfs".into(),
             max_connections: 10,
+            consumer_connections: 4,
             migrate: true,
         }
     }
@@ -318,8 +322,13 @@ impl DatabaseSettings {
 
     /// A pool on the configured database, which must exist (see [`Self::create_if_missing`]).
     pub async fn pool(&self) -> anyhow::Result<PgPool> {
+        self.pool_of(self.max_connections).await
+    }
+
+    /// A pool of `connections` on the configured database, for one part of the process.
+    pub async fn pool_of(&self, connections: u32) -> anyhow::Result<PgPool> {
         PgPoolOptions::new()
-            .max_connections(self.max_connections)
+            .max_connections(connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(self.connect_options()?)
             .await

@@ -26,6 +26,9 @@ use crate::ops::port::OpsPort;
 use crate::ops::Reconciler;
 use crate::store;
 
+/// The Redis watcher's PostgreSQL connections: one look a second, plus a restore.
+const WATCHER_CONNECTIONS: u32 = 2;
+
 /// How long in-flight requests may take to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,7 +68,9 @@ impl Application {
         let secret = settings.auth.checked_secret(settings.env)?;
         warn_about_development_secret(settings);
         let shared = connect(settings).await?;
-        let reconciler = Reconciler::new(shared.gate.clone(), shared.db.clone(), settings)
+        // Pools of their own: a flood of reads on the API cannot take the watcher's connections.
+        let watcher_db = settings.database.pool_of(WATCHER_CONNECTIONS).await?;
+        let reconciler = Reconciler::new(shared.gate.clone(), watcher_db, settings)
             .with_metrics(shared.metrics.clone());
         hold_lost_coupons(&reconciler).await;
         let (issuer, consumer) = pipeline(settings, roles, &shared).await?;
@@ -232,18 +237,22 @@ async fn pipeline(
             shared.metrics.clone(),
         )
     });
-    let consumer = consumes
-        .then(|| {
-            IssueConsumer::new(
-                &settings.kafka,
-                settings.consumer.clone(),
-                shared.db.clone(),
-                shared.gate.clone(),
-                publisher,
-                shared.metrics.clone(),
-            )
-        })
-        .transpose()?;
+    let consumer = if consumes {
+        let db = settings
+            .database
+            .pool_of(settings.database.consumer_connections)
+            .await?;
+        Some(IssueConsumer::new(
+            &settings.kafka,
+            settings.consumer.clone(),
+            db,
+            shared.gate.clone(),
+            publisher,
+            shared.metrics.clone(),
+        )?)
+    } else {
+        None
+    };
     Ok((issuer, consumer))
 }
 
@@ -272,6 +281,7 @@ impl Http {
             )),
             limiter: Arc::new(ApplyLimiter::new(&settings.rate_limit)),
             client_address: Arc::new(ClientAddress::new(&settings.http.trusted_proxies)?),
+            list_cache: Arc::default(),
             metrics: shared.metrics,
             status_poll: settings.issuer.period()?,
         };

@@ -105,16 +105,20 @@ impl CouponsApi {
     ) -> Result<CreatedResponse, CreateError> {
         auth.require_admin()?;
         let coupon = create(&state, body.parse()?).await?;
+        state.list_cache.invalidate().await;
         tracing::info!(coupon_id = %coupon.id, stock = coupon.stock.get(), "coupon event created");
         let snapshot = Snapshot::fresh(coupon);
         Ok(CreatedResponse::Created(Json(CouponView::from(&snapshot))))
     }
 
-    /// The newest coupon events (read from PostgreSQL).
+    /// The newest coupon events (read from PostgreSQL, at most a second old).
     #[oai(path = "/coupons", method = "get", operation_id = "listCoupons")]
     async fn list(&self, state: Data<&AppState>) -> Result<ListResponse, ListError> {
-        let items = store::list_coupons(&state.db, LIST_LIMIT).await?;
-        let items = items.into_iter().map(SummaryView::from).collect();
+        let items = state
+            .list_cache
+            .get(|| store::list_coupons(&state.db, LIST_LIMIT))
+            .await?;
+        let items = items.iter().cloned().map(SummaryView::from).collect();
         Ok(ListResponse::Events(Json(CouponList { items })))
     }
 

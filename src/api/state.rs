@@ -25,6 +25,8 @@ pub struct AppState {
     /// Which address an application comes from (the peer, or what a trusted proxy says).
     pub client_address: Arc<super::ClientAddress>,
     pub metrics: Arc<Metrics>,
+    /// `GET /coupons`, at most a second old (public: anyone may poll it).
+    pub list_cache: Arc<super::ListCache>,
     /// The issuer's period (from its schedule): when a polled status can next change.
     pub status_poll: Duration,
 }
