@@ -490,11 +490,38 @@ impl Default for ConsumerSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct AuthSettings {
     /// HS256 secret; `None` falls back to [`DEVELOPMENT_JWT_SECRET`].
     pub jwt_secret: Option<SecretString>,
+    /// An identity provider's RSA or P-256 public key (PEM): its RS256/ES256 tokens are accepted.
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// An identity provider's JWKS: keys by `kid`, fetched again for an unknown one at most
+    /// every 10 s.
+    pub jwks_url: Option<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` (and `nbf`), in seconds.
+    pub leeway_secs: u64,
+    /// The claim that holds the user id (a positive 64-bit integer, as a number or a string).
+    pub user_claim: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            public_key_file: None,
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            user_claim: "sub".into(),
+        }
+    }
 }
 
 impl AuthSettings {

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, ApplyLimiter, ClientAddress, IdleCutoff, RequestGuard};
-use crate::auth::TokenKeys;
+use crate::auth::Verifier;
 use crate::configuration::Settings;
 use crate::consumer::IssueConsumer;
 use crate::gate::Gate;
@@ -274,7 +274,7 @@ impl Http {
         let state = AppState {
             gate: shared.gate,
             db: shared.db,
-            tokens: Arc::new(TokenKeys::new(secret)),
+            tokens: Arc::new(Verifier::new(&settings.auth, secret)?),
             broker: BrokerProbe::new(&settings.kafka)?,
             apply_permits: Arc::new(tokio::sync::Semaphore::new(
                 settings.http.apply_concurrency.max(1),

@@ -6,8 +6,9 @@ use super::problem::{ApiError, ErrorCode, Problem};
 use super::state::AppState;
 use crate::auth::Caller;
 
-/// `Authorization: Bearer <JWT>`: HS256, `sub` = user id, `exp` required, `role: "admin"` for admin
-/// calls. Mint one with `fcfs-coupon token --user 42 [--admin]`.
+/// `Authorization: Bearer <JWT>`: HS256 from this service (mint one with `fcfs-coupon token
+/// --user 42 [--admin]`) or RS256/ES256 from the configured identity provider; the user id claim
+/// (`sub` by default) a positive integer, `exp` required, `role: "admin"` for admin calls.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "verify")]
 pub struct BearerAuth(pub Caller);
@@ -25,6 +26,7 @@ async fn verify(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
     state
         .tokens
         .verify(&bearer.token)
+        .await
         .map_err(|e| refuse(e.to_string()))
 }
 

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
 use super::rate_limit::ApplyLimiter;
-use crate::auth::TokenKeys;
+use crate::auth::Verifier;
 use crate::gate::Gate;
 use crate::kafka::BrokerProbe;
 use crate::metrics::Metrics;
@@ -16,7 +16,7 @@ pub struct AppState {
     pub gate: Gate,
     /// Read and admin endpoints only: the apply path never touches PostgreSQL.
     pub db: PgPool,
-    pub tokens: Arc<TokenKeys>,
+    pub tokens: Arc<Verifier>,
     pub broker: BrokerProbe,
     /// The apply bulkhead: permits for applications in progress (`http.apply_concurrency`).
     pub apply_permits: Arc<Semaphore>,

@@ -1,5 +1,8 @@
-//! Who is calling: HS256 JWTs whose `sub` is the user id. The user id never comes from a body.
+//! Who is calling: JWTs whose `sub` (or `APP_AUTH__USER_CLAIM`) is the user id, HS256 from this
+//! service or RS256/ES256 from an identity provider. The user id never comes from a body.
 
 mod token;
+mod verifier;
 
 pub use token::{Caller, TokenError, TokenKeys};
+pub use verifier::{Verifier, JWKS_REFRESH_AT_MOST_EVERY};

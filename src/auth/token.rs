@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::UserId;
 
-const ADMIN_ROLE: &str = "admin";
+pub(super) const ADMIN_ROLE: &str = "admin";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -30,9 +30,9 @@ pub struct Caller {
 pub enum TokenError {
     #[error("the token is expired")]
     Expired,
-    #[error("the token is not a valid HS256 JWT signed by this service")]
+    #[error("the token is not a valid JWT signed by a key this service trusts")]
     Invalid,
-    #[error("the token's sub must be a positive integer user id")]
+    #[error("the token's user id claim must be a positive integer")]
     BadSubject,
 }
 

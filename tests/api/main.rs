@@ -10,6 +10,7 @@ mod dashboard;
 mod faults;
 mod fuzz;
 mod helpers;
+mod identity;
 mod issuance;
 mod observability;
 mod production;

@@ -1,0 +1,222 @@
+//! Verifying bearer tokens: the service's own HS256 tokens (`fcfs-coupon token`), and, when
+//! configured, an identity provider's RS256 or ES256 tokens, with a PEM public key
+//! (`APP_AUTH__PUBLIC_KEY_FILE`) or the provider's published keys (`APP_AUTH__JWKS_URL`).
+//!
+//! The algorithm is pinned by the key: HS256 only with the secret, RS256/ES256 only with a key of
+//! that type, `none` never. Issuer and audience are checked when configured; the user id comes
+//! from `APP_AUTH__USER_CLAIM` (default `sub`) and must be a positive 64-bit integer. Those
+//! checks are the provider's; the service's own HS256 tokens carry `sub` and need only its secret.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use tokio::sync::{Mutex, RwLock};
+use tokio::time::Instant;
+
+use super::token::{TokenError, ADMIN_ROLE};
+use super::Caller;
+use crate::configuration::AuthSettings;
+use crate::domain::UserId;
+
+/// An identity provider's key set is fetched again for an unknown `kid` at most this often, so
+/// tokens with made-up key ids cannot make the service hammer the provider.
+pub const JWKS_REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Verifier {
+    secret: DecodingKey,
+    /// A provider's key from a PEM file, with the algorithm its type allows.
+    pem: Option<(DecodingKey, Algorithm)>,
+    jwks: Option<Jwks>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+    user_claim: String,
+}
+
+impl Verifier {
+    /// Reads the PEM key (a startup error when it cannot be used). The JWKS is fetched on first
+    /// use.
+    pub fn new(settings: &AuthSettings, secret: &SecretString) -> anyhow::Result<Self> {
+        let pem = match &settings.public_key_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("APP_AUTH__PUBLIC_KEY_FILE: reading {path:?}"))?;
+                let key = DecodingKey::from_rsa_pem(&pem)
+                    .map(|k| (k, Algorithm::RS256))
+                    .or_else(|_| DecodingKey::from_ec_pem(&pem).map(|k| (k, Algorithm::ES256)))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "APP_AUTH__PUBLIC_KEY_FILE: {path:?} is not an RSA or P-256 public key in PEM"
+                        )
+                    })?;
+                Some(key)
+            }
+            None => None,
+        };
+        Ok(Self {
+            secret: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            pem,
+            jwks: settings.jwks_url.clone().map(Jwks::new).transpose()?,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            leeway: settings.leeway_secs,
+            user_claim: settings.user_claim.clone(),
+        })
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let (key, algorithm) = match header.alg {
+            Algorithm::HS256 => (self.secret.clone(), Algorithm::HS256),
+            Algorithm::RS256 | Algorithm::ES256 => self.provider_key(&header).await?,
+            _ => return Err(TokenError::Invalid),
+        };
+        let claims = decode::<Map<String, Value>>(token, &key, &self.validation(algorithm))
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })?
+            .claims;
+        // The service's own tokens always carry `sub`; the user claim is the provider's.
+        let user_claim = match algorithm {
+            Algorithm::HS256 => "sub",
+            _ => &self.user_claim,
+        };
+        let user = match claims.get(user_claim) {
+            Some(Value::String(s)) => s.parse::<UserId>().ok(),
+            Some(Value::Number(n)) => n.as_i64().and_then(|n| UserId::new(n).ok()),
+            _ => None,
+        }
+        .ok_or(TokenError::BadSubject)?;
+        Ok(Caller {
+            user,
+            admin: claims.get("role").and_then(Value::as_str) == Some(ADMIN_ROLE),
+        })
+    }
+
+    /// The provider key for a token's header: the PEM key when its type matches, else the
+    /// JWKS key named by `kid` with the same algorithm.
+    async fn provider_key(
+        &self,
+        header: &jsonwebtoken::Header,
+    ) -> Result<(DecodingKey, Algorithm), TokenError> {
+        if let Some((key, algorithm)) = &self.pem {
+            if *algorithm == header.alg {
+                return Ok((key.clone(), *algorithm));
+            }
+        }
+        let (jwks, kid) = match (&self.jwks, &header.kid) {
+            (Some(jwks), Some(kid)) => (jwks, kid),
+            _ => return Err(TokenError::Invalid),
+        };
+        match jwks.key(kid).await {
+            Some((key, algorithm)) if algorithm == header.alg => Ok((key, algorithm)),
+            _ => Err(TokenError::Invalid),
+        }
+    }
+
+    /// The provider's tokens must name its issuer and this audience (when configured); the
+    /// service's own HS256 tokens carry neither: only its secret can have signed them.
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        let mut required = vec!["exp"];
+        validation.leeway = self.leeway;
+        let provider = algorithm != Algorithm::HS256;
+        match self.issuer.as_ref().filter(|_| provider) {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match self.audience.as_ref().filter(|_| provider) {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        validation
+    }
+}
+
+/// An identity provider's published keys, by `kid`.
+struct Jwks {
+    url: String,
+    client: reqwest::Client,
+    keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
+    /// When the set was last fetched; held while fetching, so one fetch runs at a time.
+    fetched: Mutex<Option<Instant>>,
+}
+
+impl Jwks {
+    fn new(url: String) -> anyhow::Result<Self> {
+        Ok(Self {
+            url,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("building the JWKS client")?,
+            keys: RwLock::default(),
+            fetched: Mutex::default(),
+        })
+    }
+
+    async fn key(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Some(key.clone());
+        }
+        let mut fetched = self.fetched.lock().await;
+        // Another request may have fetched it while this one waited.
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Some(key.clone());
+        }
+        if fetched.is_some_and(|at| at.elapsed() < JWKS_REFRESH_AT_MOST_EVERY) {
+            return None;
+        }
+        *fetched = Some(Instant::now());
+        match self.fetch().await {
+            Ok(keys) => {
+                let found = keys.get(kid).cloned();
+                *self.keys.write().await = keys;
+                found
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, url = %self.url, "fetching the JWKS failed");
+                None
+            }
+        }
+    }
+
+    async fn fetch(&self) -> anyhow::Result<HashMap<String, (DecodingKey, Algorithm)>> {
+        let set: JwkSet = self
+            .client
+            .get(&self.url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let algorithm = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                _ => continue,
+            };
+            if let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk)) {
+                keys.insert(kid.clone(), (key, algorithm));
+            }
+        }
+        tracing::info!(url = %self.url, keys = keys.len(), "fetched the identity provider's keys");
+        Ok(keys)
+    }
+}

@@ -1,0 +1,236 @@
+//! Tokens from an identity provider: RS256 with a PEM public key, ES256 from a JWKS endpoint the
+//! test runs, with issuer, audience and user-claim checks, unknown `kid`s and key rotation.
+//! Keys are generated per test with the machine's `openssl`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use p256::pkcs8::DecodePrivateKey;
+use poem::listener::TcpAcceptor;
+use poem::web::{Data, Json};
+use poem::{get, handler, EndpointExt, Route, Server};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{eventually, spawn_app_with, TestApp};
+
+const ISSUER: &str = "https://idp.example.test/";
+const AUDIENCE: &str = "fcfs-coupon";
+
+/// A directory of keys, removed with the test.
+struct KeyDir(PathBuf);
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl KeyDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("idp-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl is installed");
+        assert!(status.success(), "openssl {args:?}");
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.0.join(name)).unwrap()
+    }
+
+    /// An RSA key pair: the private key's PEM, and the path of the public key's PEM.
+    fn rsa(&self, name: &str) -> (Vec<u8>, PathBuf) {
+        let (private, public) = (format!("{name}.pem"), format!("{name}.pub.pem"));
+        self.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            &private,
+        ]);
+        self.openssl(&["pkey", "-in", &private, "-pubout", "-out", &public]);
+        (self.read(&private), self.0.join(public))
+    }
+
+    /// A P-256 key: the private key's PEM, and its public JWK with `kid`.
+    fn ec(&self, kid: &str) -> (Vec<u8>, Value) {
+        let private = format!("{kid}.pem");
+        self.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &private,
+        ]);
+        let pem = self.read(&private);
+        let secret = p256::SecretKey::from_pkcs8_pem(std::str::from_utf8(&pem).unwrap()).unwrap();
+        let mut jwk: Value = serde_json::from_str(&secret.public_key().to_jwk_string()).unwrap();
+        jwk["kid"] = kid.into();
+        jwk["alg"] = "ES256".into();
+        jwk["use"] = "sig".into();
+        (pem, jwk)
+    }
+}
+
+fn sign(algorithm: Algorithm, kid: Option<&str>, private_pem: &[u8], claims: &Value) -> String {
+    let key = match algorithm {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(private_pem).unwrap(),
+        _ => EncodingKey::from_ec_pem(private_pem).unwrap(),
+    };
+    let mut header = Header::new(algorithm);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, claims, &key).unwrap()
+}
+
+fn claims(user_claim: &str, user: i64) -> Value {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    json!({user_claim: user, "exp": exp, "iss": ISSUER, "aud": AUDIENCE})
+}
+
+async fn apply(app: &TestApp, coupon: i64, token: &str) -> StatusCode {
+    app.apply_with(&coupon.to_string(), Some(token))
+        .await
+        .status()
+}
+
+#[tokio::test]
+async fn provider_tokens_signed_with_a_pem_key_are_checked_for_issuer_audience_and_user() {
+    // Arrange: the provider's RSA public key, its issuer and audience, user ids in `uid`.
+    let keys = KeyDir::new();
+    let (provider, public) = keys.rsa("provider");
+    let (stranger, _) = keys.rsa("stranger");
+    let app = spawn_app_with(|s| {
+        s.auth.public_key_file = Some(public.clone());
+        s.auth.issuer = Some(ISSUER.into());
+        s.auth.audience = Some(AUDIENCE.into());
+        s.auth.user_claim = "uid".into();
+        s.rate_limit.per_user_per_sec = 0;
+    })
+    .await;
+    // The service's own admin token (HS256) still works beside the provider's.
+    let coupon = app.create_stock(10).await;
+    let token = |claims: &Value| sign(Algorithm::RS256, None, &provider, claims);
+
+    // Act + Assert
+    assert_eq!(
+        apply(&app, coupon, &token(&claims("uid", 42))).await,
+        StatusCode::ACCEPTED
+    );
+    let mut wrong_issuer = claims("uid", 43);
+    wrong_issuer["iss"] = "https://evil.example.test/".into();
+    let mut wrong_audience = claims("uid", 44);
+    wrong_audience["aud"] = "another-service".into();
+    let mut no_audience = claims("uid", 45);
+    no_audience.as_object_mut().unwrap().remove("aud");
+    let refused = [
+        token(&wrong_issuer),
+        token(&wrong_audience),
+        token(&no_audience),
+        token(&claims("sub", 46)),
+        token(&claims("uid", -1)),
+        sign(Algorithm::RS256, None, &stranger, &claims("uid", 47)),
+    ];
+    for bad in &refused {
+        assert_eq!(apply(&app, coupon, bad).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.admitted(coupon).await, [42]);
+}
+
+/// A JWKS endpoint the test controls: the set it serves, and how often it was fetched.
+#[derive(Default)]
+struct Provider {
+    keys: Mutex<Vec<Value>>,
+    fetches: AtomicU32,
+}
+
+#[handler]
+fn jwks(provider: Data<&Arc<Provider>>) -> Json<Value> {
+    provider.fetches.fetch_add(1, Ordering::SeqCst);
+    Json(json!({ "keys": *provider.keys.lock().unwrap() }))
+}
+
+async fn serve(provider: Arc<Provider>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let acceptor = TcpAcceptor::from_tokio(listener).unwrap();
+    tokio::spawn(
+        Server::new_with_acceptor(acceptor).run(Route::new().at("/jwks", get(jwks)).data(provider)),
+    );
+    url
+}
+
+#[tokio::test]
+async fn jwks_keys_are_found_by_kid_refreshed_at_most_every_ten_seconds_and_rotated() {
+    // Arrange: a provider publishing one P-256 key, `k1`.
+    let keys = KeyDir::new();
+    let (k1, k1_public) = keys.ec("k1");
+    let (k2, k2_public) = keys.ec("k2");
+    let provider = Arc::new(Provider::default());
+    *provider.keys.lock().unwrap() = vec![k1_public];
+    let url = serve(provider.clone()).await;
+    let app = spawn_app_with(|s| {
+        s.auth.jwks_url = Some(url);
+        s.auth.issuer = Some(ISSUER.into());
+        s.auth.audience = Some(AUDIENCE.into());
+        s.rate_limit.per_user_per_sec = 0;
+    })
+    .await;
+    let coupon = app.create_stock(10).await;
+    let fetches = || provider.fetches.load(Ordering::SeqCst);
+
+    // A token with the published kid is accepted; the set was fetched once.
+    let token = |kid: &str, key: &[u8], user: i64| {
+        sign(Algorithm::ES256, Some(kid), key, &claims("sub", user))
+    };
+    assert_eq!(
+        apply(&app, coupon, &token("k1", &k1, 1)).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(fetches(), 1);
+
+    // Unknown kids are refused without hammering the provider: no fetch within ten seconds.
+    for user in 2..=6 {
+        assert_eq!(
+            apply(&app, coupon, &token("k9", &k1, user)).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(fetches(), 1, "an unknown kid refetched the set within 10 s");
+
+    // Rotation: the provider replaces k1 with k2. The new kid is accepted once the set may be
+    // fetched again, after exactly one more fetch however often it was tried meanwhile.
+    *provider.keys.lock().unwrap() = vec![k2_public];
+    let rotated = token("k2", &k2, 7);
+    let within = fcfs_coupon::auth::JWKS_REFRESH_AT_MOST_EVERY + Duration::from_secs(10);
+    eventually("the rotated key accepted", within, || async {
+        (apply(&app, coupon, &rotated).await == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
+    assert_eq!(fetches(), 2);
+    assert_eq!(
+        apply(&app, coupon, &token("k1", &k1, 8)).await,
+        StatusCode::UNAUTHORIZED,
+        "a retired key"
+    );
+    assert_eq!(app.admitted(coupon).await, [1, 7]);
+}
