@@ -194,6 +194,9 @@ pub struct RedisSettings {
     pub ack_replicas: u32,
     /// How long an application waits for those replicas before it is answered 503.
     pub ack_timeout_ms: u64,
+    /// How long a finished, fully persisted event's keys stay in Redis; its reads then come
+    /// from PostgreSQL. 0 keeps them forever.
+    pub retention_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -220,6 +223,7 @@ impl Default for RedisSettings {
             sentinel_master: "fcfs".into(),
             ack_replicas: 0,
             ack_timeout_ms: 1_000,
+            retention_secs: 86_400,
         }
     }
 }

@@ -8,6 +8,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
+use super::archive;
 use super::problem::{declared, ApiError, ErrorCode};
 use super::rate_limit::LimitedBy;
 use super::security::BearerAuth;
@@ -59,7 +60,13 @@ impl ApplyApi {
             .filter_map(|v| v.to_str().ok());
         let address = state.client_address.of(peer, forwarded);
         check_limits(&state, user, address)?;
-        let admission = admit(&state, coupon, user).await?;
+        let admission = match admit(&state, coupon, user).await {
+            // A finished event whose Redis copy was retired: PostgreSQL answers, as Redis did.
+            Err(GateError::Retired) => archive::archived(&state, coupon, Some(user))
+                .await?
+                .map_or(Admission::UnknownCoupon, |a| archive::admission_of(&a)),
+            other => other?,
+        };
         answer(coupon, user, admission)
     }
 }

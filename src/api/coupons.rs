@@ -8,6 +8,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::archive;
 use super::problem::{declared, ApiError};
 use super::security::BearerAuth;
 use super::views::{CouponView, SummaryView};
@@ -136,9 +137,7 @@ impl CouponsApi {
         coupon: Path<i64>,
     ) -> Result<CouponResponse, ReadError> {
         let id = coupon_id(coupon.0)?;
-        let snapshot = state
-            .gate
-            .snapshot(id, None)
+        let snapshot = archive::snapshot(&state, id, None)
             .await?
             .ok_or_else(|| ReadError::no_coupon(id))?;
         Ok(CouponResponse::Event(Json(CouponView::from(&snapshot))))

@@ -8,9 +8,11 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::archive;
 use super::problem::{declared, ApiError};
 use super::views::StateView;
 use super::{coupon_id, ApiTags, AppState};
+use crate::gate::{Backlog, GateError};
 
 type StatsError = ApiError<{ declared::READ_COUPON }>;
 
@@ -66,7 +68,23 @@ impl DashboardApi {
     ) -> Result<StatsResponse, StatsError> {
         let id = coupon_id(coupon.0)?;
         let (snapshot, backlog) =
-            tokio::try_join!(state.gate.snapshot(id, None), state.gate.backlog(id))?;
+            match tokio::try_join!(state.gate.snapshot(id, None), state.gate.backlog(id)) {
+                // Retired: nothing in the pipeline, every winner issued; the application count
+                // was kept in PostgreSQL.
+                Err(GateError::Retired) => {
+                    let a = archive::archived(&state, id, None)
+                        .await?
+                        .ok_or_else(|| StatsError::no_coupon(id))?;
+                    let backlog = Backlog {
+                        applications: a.applications,
+                        admitted: u64::from(a.issued),
+                        pending: 0,
+                        inflight: 0,
+                    };
+                    (Some(archive::snapshot_of(&a)), backlog)
+                }
+                other => other?,
+            };
         let s = snapshot.ok_or_else(|| StatsError::no_coupon(id))?;
         Ok(StatsResponse::Stats(Json(CouponStats {
             coupon_id: id.get(),

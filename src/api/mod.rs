@@ -1,6 +1,7 @@
 //! The HTTP API: poem-openapi services, Swagger UI at `/docs`, the spec at `/openapi.json`.
 
 mod apply;
+mod archive;
 mod audit;
 mod catch;
 mod client_address;

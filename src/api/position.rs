@@ -5,6 +5,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
+use super::archive;
 use super::problem::{declared, ApiError};
 use super::security::BearerAuth;
 use super::views::{ApplicationStatus, PositionView};
@@ -42,9 +43,7 @@ impl PositionApi {
     ) -> Result<PositionResponse, PositionError> {
         let id = coupon_id(coupon.0)?;
         let user = auth.0.user;
-        let snapshot = state
-            .gate
-            .snapshot(id, Some(user))
+        let snapshot = archive::snapshot(&state, id, Some(user))
             .await?
             .ok_or_else(|| PositionError::no_coupon(id))?;
         let status = status_of(&snapshot);

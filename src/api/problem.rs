@@ -266,6 +266,10 @@ mod from_stages {
         fn from(e: GateError) -> Self {
             match e {
                 GateError::Unavailable(cause) => Self::unavailable(&cause),
+                // Handlers read a retired coupon from PostgreSQL; one that does not is ours.
+                GateError::Retired => Self::internal(anyhow::anyhow!(
+                    "a retired coupon reached a handler without a PostgreSQL fallback"
+                )),
                 GateError::Held => Self::new(
                     ErrorCode::Unavailable,
                     "This coupon event is being restored after a Redis failure; nothing was \

@@ -10,6 +10,8 @@ pub struct GateState {
     /// None when Redis holds no definition for the coupon (lost, or held for restoring).
     pub stock: Option<u32>,
     pub recovering: bool,
+    /// Its Redis copy was retired after it finished (set by the audit, from PostgreSQL).
+    pub retired: bool,
     /// The `issued` counter the consumer's acknowledgements keep.
     pub issued_counter: u64,
     /// Queue members in arrival order (rank + 1 = position).
@@ -56,6 +58,7 @@ impl Gate {
         Ok(GateState {
             stock: meta.0,
             recovering: meta.1.is_some(),
+            retired: false,
             issued_counter: meta.2.unwrap_or_default(),
             admitted_at_us: queue.iter().map(|(_, score)| *score as i64).collect(),
             queue: queue.into_iter().map(|(user, _)| user).collect(),

@@ -38,6 +38,9 @@ pub enum GateError {
     /// The coupon is held until it is restored from PostgreSQL (see `crate::ops::reconcile`).
     #[error("the coupon is being restored")]
     Held,
+    /// The coupon's Redis copy was retired after it finished: read it from PostgreSQL.
+    #[error("the coupon's Redis copy was retired")]
+    Retired,
     /// Written on the master, not confirmed by `APP_REDIS__ACK_REPLICAS` replicas in time.
     #[error("the write is not confirmed by the replicas")]
     NotReplicated,
@@ -131,6 +134,9 @@ pub struct Gate {
     /// Coupons PostgreSQL has, as last seen (the watcher refreshes it every second): Redis
     /// not knowing one of them means its state was lost, so the answer is 503, never 404.
     known: Arc<std::sync::RwLock<HashSet<CouponId>>>,
+    /// Coupons whose Redis copy was retired: Redis not knowing one is expected, and its reads
+    /// come from PostgreSQL.
+    retired: Arc<std::sync::RwLock<HashSet<CouponId>>>,
 }
 
 impl Gate {
@@ -148,6 +154,7 @@ impl Gate {
             metrics: None,
             ack: None,
             known: Arc::default(),
+            retired: Arc::default(),
         }
     }
 
@@ -172,8 +179,25 @@ impl Gate {
         }
     }
 
-    /// What a coupon Redis does not have means: lost state (503) for one PostgreSQL has.
+    /// Remembers coupons whose Redis copy was retired.
+    pub fn note_retired(&self, coupons: impl IntoIterator<Item = CouponId>) {
+        self.retired
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(coupons);
+    }
+
+    /// What a coupon Redis does not have means: retired (read PostgreSQL), lost state (503)
+    /// for one PostgreSQL has, or unknown.
     fn unknown(&self, coupon: CouponId) -> Result<(), GateError> {
+        let retired = self
+            .retired
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&coupon);
+        if retired {
+            return Err(GateError::Retired);
+        }
         let known = self
             .known
             .read()

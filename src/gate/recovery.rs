@@ -12,6 +12,7 @@ use crate::domain::{Coupon, CouponId, PersistedWinner};
 
 static HOLD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("hold.lua")));
 static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("restore.lua")));
+static EXPIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("expire.lua")));
 
 /// Queue members standing for positions whose winner was lost (see restore.lua).
 pub const LOST_PREFIX: &str = "~lost:";
@@ -25,6 +26,9 @@ pub struct Standing {
     pub held: bool,
     /// Members of the queue (winners and lost placeholders): the highest position handed out.
     pub admitted: u64,
+    /// Winners not yet published, and claimed but not acknowledged.
+    pub pending: u64,
+    pub inflight: u64,
 }
 
 /// What one look at Redis found.
@@ -73,14 +77,18 @@ impl Gate {
     pub async fn survey(&self, coupons: &[CouponId]) -> Result<Survey, GateError> {
         let keys: Vec<CouponKeys> = coupons.iter().map(|c| self.keys(*c)).collect();
         let keys = &keys;
-        let (info, standings): (String, Vec<(bool, bool, u64)>) = self
+        // present, held, admitted, pending, inflight
+        type Raw = (bool, bool, u64, u64, u64);
+        let (info, standings): (String, Vec<Raw>) = self
             .run(|mut conn| async move {
                 let mut pipe = redis::pipe();
                 pipe.cmd("INFO").arg("server").arg("replication");
                 for k in keys {
                     pipe.hexists(&k.meta, "stock")
                         .hexists(&k.meta, "recovering")
-                        .zcard(&k.queue);
+                        .zcard(&k.queue)
+                        .llen(&k.pending)
+                        .zcard(&k.inflight);
                 }
                 let mut reply: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
                 let info: String = redis::from_redis_value(reply.remove(0))?;
@@ -93,7 +101,7 @@ impl Gate {
                     )));
                 }
                 let standings = reply
-                    .chunks(3)
+                    .chunks(5)
                     .map(|c| redis::from_redis_value(redis::Value::Array(c.to_vec())))
                     .collect::<Result<_, _>>()?;
                 Ok((info, standings))
@@ -108,10 +116,12 @@ impl Gate {
             server,
             coupons: standings
                 .into_iter()
-                .map(|(present, held, admitted)| Standing {
+                .map(|(present, held, admitted, pending, inflight)| Standing {
                     present,
                     held,
                     admitted,
+                    pending,
+                    inflight,
                 })
                 .collect(),
         })
@@ -182,6 +192,39 @@ impl Gate {
             requeued: count(1).unwrap_or_default(),
             dropped: count(2).unwrap_or_default(),
         }))
+    }
+}
+
+impl Gate {
+    /// Sets every key of a finished coupon to expire after `retention` and takes it off the
+    /// issuer's registry; its application count, or `None` when work is still in the pipeline.
+    pub async fn expire(
+        &self,
+        coupon: CouponId,
+        retention: std::time::Duration,
+    ) -> Result<Option<u64>, GateError> {
+        let keys = self.keys(coupon);
+        let keys = &keys;
+        let applications: i64 = self
+            .run(|mut conn| async move {
+                EXPIRE
+                    .key(&keys.meta)
+                    .key(&keys.seq)
+                    .key(&keys.queue)
+                    .key(&keys.pending)
+                    .key(&keys.inflight)
+                    .key(&keys.status)
+                    .arg(retention.as_secs().max(1))
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let Ok(applications) = u64::try_from(applications) else {
+            return Ok(None);
+        };
+        self.retire(coupon).await?;
+        self.note_retired([coupon]);
+        Ok(Some(applications))
     }
 }
 

@@ -105,7 +105,12 @@ pub async fn audit(
     let Some(definition) = store::find_coupon(db, coupon).await? else {
         return Ok(None);
     };
-    let redis = gate.inspect(coupon).await?;
+    let mut redis = gate.inspect(coupon).await?;
+    // A retired event's keys expire by design; PostgreSQL alone is its record then.
+    let retired = store::archived(db, coupon, None).await?.is_some();
+    if retired && redis.stock.is_none() {
+        redis.retired = true;
+    }
     let (rows, issued_count) = store::persisted_winners(db, coupon).await?;
     let rows: Vec<(i64, u32)> = rows
         .iter()
@@ -179,7 +184,7 @@ fn check_presence_and_counts(
     issued_count: u64,
 ) {
     use DiscrepancyKind::*;
-    if redis.stock.is_none() && !redis.recovering {
+    if redis.stock.is_none() && !redis.recovering && !redis.retired {
         found.add(
             RedisStateMissing,
             None,

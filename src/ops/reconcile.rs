@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::Utc;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
@@ -37,10 +38,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::configuration::{KafkaSettings, Settings};
 use crate::domain::{Coupon, CouponId};
-use crate::gate::{Gate, HoldReason};
+use crate::gate::{Gate, HoldReason, Standing};
 use crate::kafka::{self, GroupOffsets};
 use crate::metrics::{HoldCause, HoldLabel, Metrics};
-use crate::store;
+use crate::store::{self, Watched};
 
 /// How often every instance looks at Redis: detection takes at most this plus one look.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -59,6 +60,8 @@ pub struct Reconciler {
     send_timeout: Duration,
     /// Hold every coupon when the Redis server changes (see the module documentation).
     hold_on_server_change: bool,
+    /// `APP_REDIS__RETENTION_SECS`; `None` keeps finished events in Redis.
+    retention: Option<Duration>,
     /// Counts holds and restores, when this runs inside the service.
     metrics: Option<Arc<Metrics>>,
 }
@@ -84,6 +87,8 @@ impl Reconciler {
             kafka: settings.kafka.clone(),
             send_timeout: settings.issuer.send_timeout(),
             hold_on_server_change: settings.redis.ack_replicas == 0,
+            retention: (settings.redis.retention_secs > 0)
+                .then(|| Duration::from_secs(settings.redis.retention_secs)),
             metrics: None,
         }
     }
@@ -97,8 +102,12 @@ impl Reconciler {
     /// `server_changed`); returns the coupons held now, by this look or an earlier one.
     async fn hold_lost(&self, last_server: &mut Option<String>) -> anyhow::Result<Vec<Coupon>> {
         // PostgreSQL first: Redis' count can only grow after it, so a regression seen is real.
-        let coupons = store::coupons_with_last_position(&self.db).await?;
-        let ids: Vec<CouponId> = coupons.iter().map(|(c, _)| c.id).collect();
+        let (retired, coupons): (Vec<Watched>, Vec<Watched>) = store::watched_coupons(&self.db)
+            .await?
+            .into_iter()
+            .partition(|w| w.retired);
+        self.gate.note_retired(retired.iter().map(|w| w.coupon.id));
+        let ids: Vec<CouponId> = coupons.iter().map(|w| w.coupon.id).collect();
         self.gate.remember(ids.iter().copied());
         let survey = self.gate.survey(&ids).await?;
         let server_changed = last_server
@@ -108,7 +117,8 @@ impl Reconciler {
             tracing::warn!(server = %survey.server, "the Redis server changed (restart or failover)");
         }
         let mut held = Vec::new();
-        for ((coupon, last_position), standing) in coupons.into_iter().zip(survey.coupons) {
+        for (watched, standing) in coupons.into_iter().zip(survey.coupons) {
+            let last_position = watched.last_position;
             let reason = if !standing.present {
                 Some(HoldReason::Missing)
             } else if standing.admitted < u64::from(last_position) {
@@ -118,8 +128,11 @@ impl Reconciler {
             } else {
                 None
             };
+            let coupon = watched.coupon.clone();
             if standing.held {
                 held.push(coupon);
+            } else if reason.is_none() {
+                self.retire_if_done(&watched, &standing).await?;
             } else if let Some(reason) = reason {
                 if self.gate.hold(coupon.id, reason).await? {
                     if let Some(metrics) = &self.metrics {
@@ -139,6 +152,27 @@ impl Reconciler {
             }
         }
         Ok(held)
+    }
+
+    /// Retires the Redis copy of an event that is finished (sold out or closed) with every
+    /// winner persisted and nothing in the pipeline: its keys expire after the retention, and
+    /// PostgreSQL answers its reads from then on (see `store::archived`).
+    async fn retire_if_done(&self, watched: &Watched, standing: &Standing) -> anyhow::Result<()> {
+        let Some(retention) = self.retention else {
+            return Ok(());
+        };
+        let coupon = &watched.coupon;
+        let finished = standing.admitted >= u64::from(coupon.stock.get())
+            || coupon.window.closes_at().is_some_and(|c| c <= Utc::now());
+        let persisted = u64::from(watched.issued_count) == standing.admitted;
+        if !(finished && persisted && standing.pending == 0 && standing.inflight == 0) {
+            return Ok(());
+        }
+        if let Some(applications) = self.gate.expire(coupon.id, retention).await? {
+            store::mark_retired(&self.db, coupon.id, applications).await?;
+            tracing::info!(coupon_id = %coupon.id, retention_secs = retention.as_secs(), "finished and persisted: its Redis keys expire, reads come from PostgreSQL");
+        }
+        Ok(())
     }
 
     /// Holds what needs it before the service serves, so no application meets an empty queue.

@@ -1,15 +1,17 @@
 //! PostgreSQL: the durable record of coupon events and issued coupons.
 
+mod archive;
 mod coupons;
 mod issues;
 mod recovery;
 
+pub use archive::{archived, mark_retired, Archived};
 pub use coupons::{delete_coupon, insert_coupon, list_coupons, CouponSummary, NewCoupon};
 pub use issues::{
     coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,
     IssueRecord, IssuedCoupon,
 };
-pub use recovery::{all_coupons, coupons_with_last_position, find_coupon, persisted_winners};
+pub use recovery::{all_coupons, find_coupon, persisted_winners, watched_coupons, Watched};
 
 use anyhow::Context;
 use sqlx::PgPool;

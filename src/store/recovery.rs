@@ -47,23 +47,43 @@ pub async fn all_coupons(db: &PgPool) -> Result<Vec<Coupon>, StoreError> {
         .collect::<Result<_, _>>()?)
 }
 
-/// Every coupon with the highest position PostgreSQL persisted for it (0 for none): what the
-/// Redis watcher compares Redis' admissions with. One index probe per coupon.
-pub async fn coupons_with_last_position(db: &PgPool) -> Result<Vec<(Coupon, u32)>, StoreError> {
+/// A coupon as the Redis watcher needs it (see `crate::ops::reconcile`).
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub coupon: Coupon,
+    /// The highest persisted position (0 for none): Redis admitted fewer means it regressed.
+    pub last_position: u32,
+    pub issued_count: u32,
+    /// Its Redis copy was retired (set to expire): reads come from PostgreSQL.
+    pub retired: bool,
+}
+
+/// Every coupon, with what the watcher compares Redis with. One index probe per coupon.
+pub async fn watched_coupons(db: &PgPool) -> Result<Vec<Watched>, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
         coupon: CouponRow,
         last_position: i32,
+        issued_count: i32,
+        retired: bool,
     }
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COUPON_COLUMNS}, COALESCE((SELECT max(position) FROM coupon_issue i \
-         WHERE i.coupon_id = coupon.id), 0) AS last_position FROM coupon ORDER BY id"
+        "SELECT {COUPON_COLUMNS}, issued_count, retired_at IS NOT NULL AS retired, \
+         COALESCE((SELECT max(position) FROM coupon_issue i WHERE i.coupon_id = coupon.id), 0) \
+         AS last_position FROM coupon ORDER BY id"
     ))
     .fetch_all(db)
     .await?;
     rows.into_iter()
-        .map(|row| Ok((row.coupon.into_coupon()?, non_negative(row.last_position)?)))
+        .map(|row| {
+            Ok(Watched {
+                coupon: row.coupon.into_coupon()?,
+                last_position: non_negative(row.last_position)?,
+                issued_count: non_negative(row.issued_count)?,
+                retired: row.retired,
+            })
+        })
         .collect::<Result<_, InvalidValue>>()
         .map_err(Into::into)
 }

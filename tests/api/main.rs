@@ -17,6 +17,7 @@ mod production;
 mod recovery;
 mod redis_loss;
 mod resilience;
+mod retention;
 mod sentinel;
 mod swagger;
 mod window;
