@@ -386,6 +386,13 @@ pub struct KafkaSettings {
     /// Used when the service creates the topic at start.
     pub partitions: i32,
     pub replication_factor: i32,
+    /// `min.insync.replicas` of the topics the service creates (with `acks=all`, how many
+    /// replicas must have a message before it is acknowledged); unset: the broker's default.
+    pub min_insync_replicas: Option<i32>,
+    /// librdkafka properties for every client, passed through as given
+    /// (`APP_KAFKA__PROPERTIES__SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`: `_` in
+    /// the variable's name is `.` in the property's).
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KafkaSettings {
@@ -396,6 +403,8 @@ impl Default for KafkaSettings {
             group_id: "coupon-issuer".into(),
             partitions: 6,
             replication_factor: 1,
+            min_insync_replicas: None,
+            properties: Default::default(),
         }
     }
 }

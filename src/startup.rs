@@ -66,6 +66,7 @@ impl Application {
     /// the topics), and binds the listener, so `port()` is known before serving.
     pub async fn build(settings: &Settings, roles: &[Role]) -> anyhow::Result<Self> {
         let secret = settings.auth.checked_secret(settings.env)?;
+        settings.kafka.check_properties()?;
         warn_about_development_secret(settings);
         let shared = connect(settings).await?;
         // Pools of their own: a flood of reads on the API cannot take the watcher's connections.

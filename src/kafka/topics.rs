@@ -15,10 +15,14 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
         .context("creating the Kafka admin client")?;
     let dlq = settings.dead_letter_topic();
     let replication = || TopicReplication::Fixed(settings.replication_factor);
-    let topics = [
+    let min_insync = settings.min_insync_replicas.map(|n| n.to_string());
+    let mut topics = [
         NewTopic::new(&settings.topic, settings.partitions, replication()),
         NewTopic::new(&dlq, 1, replication()),
     ];
+    if let Some(n) = &min_insync {
+        topics = topics.map(|topic| topic.set("min.insync.replicas", n));
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(&topics, &options)

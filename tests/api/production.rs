@@ -101,3 +101,37 @@ async fn serve_runs_with_a_login_that_may_only_read_and_write_rows() {
         "the service's login can change the schema"
     );
 }
+
+#[tokio::test]
+async fn librdkafka_properties_pass_through_and_a_bad_one_stops_the_start_by_name() {
+    let secret = "s".repeat(32);
+    let serve_with = |name: &'static str, value: &'static str| {
+        let secret = secret.clone();
+        async move {
+            let output = Command::new(env!("CARGO_BIN_EXE_fcfs-coupon"))
+                .arg("serve")
+                .env("APP_AUTH__JWT_SECRET", secret)
+                .env("APP_HTTP__ADDR", "127.0.0.1:0")
+                .env("APP_OPS__ADDR", "127.0.0.1:0")
+                .env(name, value)
+                .output()
+                .await
+                .unwrap();
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+    let (ok, stderr) = serve_with("APP_KAFKA__PROPERTIES__NOT_A_PROPERTY", "1").await;
+    assert!(!ok);
+    assert!(stderr.contains("not.a.property"), "{stderr}");
+    let (ok, stderr) = serve_with("APP_KAFKA__PROPERTIES__ACKS", "1").await;
+    assert!(!ok);
+    assert!(stderr.contains("acks is set by the service"), "{stderr}");
+    // A known property reaches librdkafka, which refuses a value it cannot take, by name.
+    let (ok, stderr) =
+        serve_with("APP_KAFKA__PROPERTIES__SECURITY_PROTOCOL", "carrier_pigeon").await;
+    assert!(!ok);
+    assert!(stderr.contains("security.protocol"), "{stderr}");
+}
