@@ -15,41 +15,18 @@ use poem::{get, handler, EndpointExt, Route, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, spawn_app_with, TestApp};
+use crate::helpers::{eventually, spawn_app_with, KeyDir, TestApp};
 
 const ISSUER: &str = "https://idp.example.test/";
 const AUDIENCE: &str = "fcfs-coupon";
 
-/// A directory of keys, removed with the test.
-struct KeyDir(PathBuf);
-
-impl Drop for KeyDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The identity provider's keys.
+trait ProviderKeys {
+    fn rsa(&self, name: &str) -> (Vec<u8>, PathBuf);
+    fn ec(&self, kid: &str) -> (Vec<u8>, Value);
 }
 
-impl KeyDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("idp-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let status = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(&self.0)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("openssl is installed");
-        assert!(status.success(), "openssl {args:?}");
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.0.join(name)).unwrap()
-    }
-
+impl ProviderKeys for KeyDir {
     /// An RSA key pair: the private key's PEM, and the path of the public key's PEM.
     fn rsa(&self, name: &str) -> (Vec<u8>, PathBuf) {
         let (private, public) = (format!("{name}.pem"), format!("{name}.pub.pem"));
@@ -63,7 +40,7 @@ impl KeyDir {
             &private,
         ]);
         self.openssl(&["pkey", "-in", &private, "-pubout", "-out", &public]);
-        (self.read(&private), self.0.join(public))
+        (self.read(&private), self.path().join(public))
     }
 
     /// A P-256 key: the private key's PEM, and its public JWK with `kid`.

@@ -20,4 +20,5 @@ mod resilience;
 mod retention;
 mod sentinel;
 mod swagger;
+mod tls;
 mod window;
