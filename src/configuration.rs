@@ -194,6 +194,9 @@ pub struct RedisSettings {
     pub ack_replicas: u32,
     /// How long an application waits for those replicas before it is answered 503.
     pub ack_timeout_ms: u64,
+    /// The CA that signed the Redis server's certificate (PEM), for `rediss://`; unset: the
+    /// system's trust store.
+    pub ca_file: Option<std::path::PathBuf>,
     /// How long a finished, fully persisted event's keys stay in Redis; its reads then come
     /// from PostgreSQL. 0 keeps them forever.
     pub retention_secs: u64,
@@ -224,6 +227,7 @@ impl Default for RedisSettings {
             ack_replicas: 0,
             ack_timeout_ms: 1_000,
             retention_secs: 86_400,
+            ca_file: None,
         }
     }
 }

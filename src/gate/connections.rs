@@ -20,6 +20,8 @@ use tokio::sync::Mutex;
 /// Where new connections come from.
 pub enum Connector {
     Server(Pool),
+    /// One server over TLS (`rediss://`), trusting the configured CA.
+    Tls(redis::Client),
     Sentinel(Box<Mutex<SentinelClient>>),
 }
 
@@ -29,6 +31,10 @@ impl Connector {
             Connector::Server(pool) => Ok(Connection::take(
                 pool.get().await.context("no Redis connection")?,
             )),
+            Connector::Tls(client) => client
+                .get_multiplexed_async_connection()
+                .await
+                .context("no Redis connection over TLS"),
             Connector::Sentinel(client) => client
                 .lock()
                 .await

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
@@ -83,6 +83,21 @@ impl crate::configuration::RedisSettings {
     pub fn gate(&self) -> anyhow::Result<Gate> {
         use crate::configuration::RedisMode;
         let connector = match self.mode {
+            RedisMode::Standalone if self.url.expose_secret().starts_with("rediss://") => {
+                let root_cert = match &self.ca_file {
+                    Some(path) => Some(std::fs::read(path).with_context(|| {
+                        format!("APP_REDIS__CA_FILE: reading {}", path.display())
+                    })?),
+                    None => None,
+                };
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert,
+                };
+                let client = redis::Client::build_with_tls(self.url.expose_secret(), certificates)
+                    .map_err(|e| anyhow!(e).context("APP_REDIS__URL over TLS"))?;
+                connections::Connector::Tls(client)
+            }
             RedisMode::Standalone => connections::Connector::Server(self.pool()?),
             RedisMode::Sentinel => {
                 let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())

@@ -1,10 +1,12 @@
-//! TLS to PostgreSQL with a certificate authority the test makes: `sslmode=verify-full` with
-//! the right CA carries the whole pipeline; with another CA the start is refused, clearly.
+//! TLS to PostgreSQL and Redis with a certificate authority the test makes: with the right CA
+//! the pipeline runs over it; with another CA the connection is refused, with a clear error.
 
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 
-use crate::helpers::{isolated_settings, start, KeyDir, PrivatePostgres};
+use crate::helpers::{
+    assert_problem, isolated_settings, spawn_app_with, start, KeyDir, PrivatePostgres, PrivateRedis,
+};
 
 #[tokio::test]
 async fn postgres_over_verified_tls_carries_the_pipeline_and_a_wrong_ca_is_refused() {
@@ -58,4 +60,44 @@ async fn postgres_over_verified_tls_carries_the_pipeline_and_a_wrong_ca_is_refus
     .await
     .unwrap();
     assert_eq!(plain, 0, "no connection without TLS");
+}
+
+#[tokio::test]
+async fn redis_over_tls_serves_the_gate_and_a_wrong_ca_is_refused() {
+    let keys = KeyDir::new();
+    let ca = keys.ca("ca");
+    let stranger = keys.ca("stranger");
+    let (cert, key) = keys.server("ca", "server");
+    let redis = PrivateRedis::with_tls(&cert, &key, &ca).await;
+    let url = format!("rediss://localhost:{}", redis.port);
+
+    // The right CA: events are created and applied for through the TLS connection.
+    let app = spawn_app_with(|s| {
+        s.redis.url = url.clone().into();
+        s.redis.ca_file = Some(ca.clone());
+    })
+    .await;
+    let coupon = app.create_stock(2).await;
+    assert_eq!(app.apply(coupon, 1).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.position_status(coupon, 1).await, "ADMITTED");
+
+    // Another CA: the gate cannot connect; the cause names the certificate, clients get 503.
+    let wrong = spawn_app_with(|s| {
+        s.redis.url = url.clone().into();
+        s.redis.ca_file = Some(stranger.clone());
+        s.redis.timeout_ms = 1_000;
+    })
+    .await;
+    let refused = format!("{:?}", wrong.gate.ping().await.unwrap_err());
+    assert!(
+        refused.contains("UnknownIssuer") || refused.to_lowercase().contains("certificate"),
+        "{refused}"
+    );
+    eprintln!("a wrong CA: {refused}");
+    assert_problem(
+        wrong.apply(coupon, 2).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+    )
+    .await;
 }

@@ -51,6 +51,54 @@ impl PrivateRedis {
         }
     }
 
+    /// A server that speaks only TLS on `port`, with `cert`/`key` signed by `ca`; clients need
+    /// no certificate of their own.
+    pub async fn with_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Self {
+        let port = free_port();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .args(["--tls-cert-file", &path(cert), "--tls-key-file", &path(key)])
+            .args(["--tls-ca-cert-file", &path(ca)])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed");
+        eventually(
+            "the TLS redis-server to listen",
+            Duration::from_secs(10),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        Self {
+            child: Some(child),
+            port,
+        }
+    }
+
     /// SIGKILL: the server dies with whatever it had not replicated.
     pub async fn kill(&mut self) {
         let mut child = self.child.take().expect("the server is running");
