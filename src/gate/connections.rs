@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 pub enum Connector {
     Server(Pool),
     /// One server over TLS (`rediss://`), trusting the configured CA.
-    Tls(redis::Client),
+    Tls(Box<redis::Client>),
     Sentinel(Box<Mutex<SentinelClient>>),
 }
 

@@ -96,7 +96,7 @@ impl crate::configuration::RedisSettings {
                 };
                 let client = redis::Client::build_with_tls(self.url.expose_secret(), certificates)
                     .map_err(|e| anyhow!(e).context("APP_REDIS__URL over TLS"))?;
-                connections::Connector::Tls(client)
+                connections::Connector::Tls(Box::new(client))
             }
             RedisMode::Standalone => connections::Connector::Server(self.pool()?),
             RedisMode::Sentinel => {
