@@ -20,7 +20,8 @@ apt_install() {
     APT_UPDATED=1
   fi
   say "installing OS packages: $*"
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+  # No recommends: docker-compose would pull in the whole Docker engine.
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 # What building the crate needs beyond Rust: rdkafka compiles its bundled librdkafka with cmake.
@@ -34,6 +35,8 @@ ensure_build_tools() {
   command -v c++ >/dev/null || missing+=(g++)
   command -v make >/dev/null || missing+=(make)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
+  # librdkafka is built with OpenSSL, for Kafka over TLS (APP_KAFKA__PROPERTIES__SECURITY_PROTOCOL).
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
   command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
 }

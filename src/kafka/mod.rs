@@ -108,4 +108,19 @@ mod tests {
         settings.properties.insert("acks".into(), "1".into());
         assert!(settings.check_properties().is_err());
     }
+
+    #[test]
+    fn librdkafka_is_built_with_tls() {
+        let mut settings = KafkaSettings::default();
+        settings
+            .properties
+            .insert("security_protocol".into(), "SASL_SSL".into());
+        settings
+            .properties
+            .insert("sasl_mechanism".into(), "SCRAM-SHA-512".into());
+        for (name, value) in [("sasl_username", "shop"), ("sasl_password", "secret")] {
+            settings.properties.insert(name.into(), value.into());
+        }
+        settings.check_properties().unwrap();
+    }
 }
