@@ -387,33 +387,39 @@ async fn a_flood_of_public_list_reads_does_not_slow_issuance() {
         s.database.url = url.into();
     })
     .await;
-    let quiet = timed_drain(&app, 3000).await;
-
-    // Act: 64 clients poll `GET /coupons` as fast as they can while the same spike drains.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let flood: Vec<_> = (0..64)
-        .map(|_| {
-            let (client, url, stop) = (app.client.clone(), app.url("/coupons"), stop.clone());
-            tokio::spawn(async move {
-                let mut served = 0u32;
-                while !stop.is_cancelled() {
-                    let resp = client.get(&url).send().await.unwrap();
-                    assert_eq!(resp.status(), StatusCode::OK);
-                    served += 1;
-                }
-                served
+    // Act: the same spike drains twice without and twice under 64 clients polling
+    // `GET /coupons` as fast as they can, alternately; the best of each pair is compared, so a
+    // moment of load from the tests running beside this one does not decide the outcome.
+    let (mut quiet, mut flooded, mut served) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..2 {
+        quiet.push(timed_drain(&app, 3000).await);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let flood: Vec<_> = (0..64)
+            .map(|_| {
+                let (client, url, stop) = (app.client.clone(), app.url("/coupons"), stop.clone());
+                tokio::spawn(async move {
+                    let mut served = 0u32;
+                    while !stop.is_cancelled() {
+                        let resp = client.get(&url).send().await.unwrap();
+                        assert_eq!(resp.status(), StatusCode::OK);
+                        served += 1;
+                    }
+                    served
+                })
             })
-        })
-        .collect();
-    let flooded = timed_drain(&app, 3000).await;
-    stop.cancel();
-    let mut served = 0;
-    for client in flood {
-        served += client.await.unwrap();
+            .collect();
+        flooded.push(timed_drain(&app, 3000).await);
+        stop.cancel();
+        for client in flood {
+            served += client.await.unwrap();
+        }
     }
 
     // Assert: the flood ran, and the drain took at most twice as long as without it.
-    eprintln!("FIGURE flood: drain {quiet:.2?} quiet, {flooded:.2?} under {served} list reads");
+    let (quiet, flooded) = (*quiet.iter().min().unwrap(), *flooded.iter().min().unwrap());
+    eprintln!(
+        "FIGURE flood: best drain {quiet:.2?} quiet, {flooded:.2?} under {served} list reads"
+    );
     assert!(served > 100, "the flood barely ran: {served} reads");
     assert!(
         flooded <= quiet * 2,
