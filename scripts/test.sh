@@ -40,3 +40,5 @@ APP_AUTH__JWT_SECRET=only-for-validation docker-compose -f docker-compose.yml co
 
 cargo fmt --all -- --check
 cargo test --locked --workspace --all-targets --no-fail-fast
+# Timed tests, alone: the parallel suite's load would decide them, not what they measure.
+cargo test --locked --test api -- --ignored --test-threads=1

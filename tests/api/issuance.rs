@@ -371,7 +371,10 @@ async fn timed_drain(app: &TestApp, winners: u32) -> Duration {
     started.elapsed()
 }
 
+/// Timed, so it runs alone (`scripts/test.sh` runs the ignored tests after the rest): beside
+/// 60 parallel tests on two cores, the flood's own HTTP work measured 2.3 × in CI.
 #[tokio::test]
+#[ignore = "timed: scripts/test.sh runs it alone, after the parallel suite"]
 async fn a_flood_of_public_list_reads_does_not_slow_issuance() {
     // Arrange: PostgreSQL 5 ms away each way, as a managed database is; the API's pool is
     // small (5 in tests); the list is public and reads PostgreSQL.
