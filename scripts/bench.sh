@@ -18,7 +18,7 @@ fi
 bin=target/release/fcfs-coupon
 run="bench$(date +%s)"
 export APP_HTTP__ADDR=127.0.0.1:18080 APP_REDIS__KEY_PREFIX="test-$run" \
-  APP_DATABASE__URL="postgres://postgres@127.0.0.1:5432/fcfs_test_$run" \
+  APP_DATABASE__URL="${APP_DATABASE__URL%/*}/fcfs_test_$run" \
   APP_KAFKA__TOPIC="test-$run" APP_KAFKA__GROUP_ID="test-$run" \
   APP_LOG__LEVEL=warn APP_AUTH__JWT_SECRET="bench-secret-$run-$(head -c 24 /dev/urandom | base64)" \
   APP_OPS__ADDR=127.0.0.1:19100 \

@@ -58,8 +58,15 @@ wait_for() {
 }
 
 # Build tools, the local services, and a release build: what running the service needs.
+# Starts the services and reads where they are (APP_REDIS__URL, APP_DATABASE__URL).
+services_up() {
+  scripts/services.sh up
+  # shellcheck disable=SC1091
+  source "${FCFS_SERVICES_DIR:-$HOME/.local/state/fcfs-coupon}/env"
+}
+
 prepare_release() {
   ensure_build_tools
-  scripts/services.sh up
+  services_up
   cargo build --release --locked
 }

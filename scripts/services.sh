@@ -2,6 +2,11 @@
 # Makes Redis (6379), PostgreSQL (5432) and the Tansu Kafka-protocol broker (9092) listen on
 # 127.0.0.1 for development and tests. Idempotent: a service that already answers is left alone,
 # a missing one is installed (OS packages; Tansu from crates.io, built once into ~/.cargo/bin).
+# A Redis or PostgreSQL already there that this project cannot use as it is (Redis without AOF
+# or with a password, PostgreSQL without passwordless access for `postgres`, as a stock Debian
+# install runs them) is left alone too, and a private one is started beside it (Redis 6380,
+# PostgreSQL 5433). Where each one is goes to $STATE_DIR/env, which dev.sh, test.sh and
+# bench.sh read (an APP_… variable already set wins).
 #
 #   scripts/services.sh up       start whatever is not running
 #   scripts/services.sh down     stop only what this script started
@@ -19,27 +24,53 @@ TANSU_VERSION=0.6.0
 export PATH="$HOME/.cargo/bin:$PATH"
 mkdir -p "$LOG_DIR" "$RUN_DIR"
 
+REDIS_PORT=6379
+PG_PORT=5432
+ENV_FILE="$STATE_DIR/env"
+
 started_by_us() { [ -f "$RUN_DIR/$1.started" ]; }
+
+# A Redis this project can use: answers without a password, and keeps an append-only file.
+redis_usable() {
+  [ "$(redis-cli -h 127.0.0.1 -p "$1" config get appendonly 2>/dev/null | sed -n 2p)" = yes ]
+}
+
+# A PostgreSQL this project can use: `postgres` logs in without a password.
+pg_usable() {
+  PGCONNECT_TIMEOUT=3 psql -w -h 127.0.0.1 -p "$1" -U postgres -d postgres -Atqc 'SELECT 1' \
+    >/dev/null 2>&1
+}
 mark_started() { echo "$2" >"$RUN_DIR/$1.started"; }
 
 redis_up() {
-  if listening 6379; then say "redis: already listening on 6379"; return; fi
   command -v redis-server >/dev/null || apt_install redis-server
+  if listening 6379; then
+    if redis_usable 6379; then say "redis: already listening on 6379"; return; fi
+    say "redis: the one on 6379 runs without AOF or wants a password; using a private one on 6380"
+    REDIS_PORT=6380
+    if listening 6380; then say "redis: already listening on 6380"; return; fi
+  fi
   mkdir -p "$STATE_DIR/redis"
   # AOF on: a restart keeps admitted winners (see README, "Guarantees").
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --appendonly yes \
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --appendonly yes \
     --dir "$STATE_DIR/redis" --logfile "$LOG_DIR/redis.log" --pidfile "$RUN_DIR/redis.pid"
   mark_started redis "pid $RUN_DIR/redis.pid"
-  wait_for redis 6379 30 "$LOG_DIR/redis.log"
-  say "redis: started (log $LOG_DIR/redis.log)"
+  wait_for redis "$REDIS_PORT" 30 "$LOG_DIR/redis.log"
+  say "redis: started on $REDIS_PORT (log $LOG_DIR/redis.log)"
 }
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 postgres_up() {
-  if listening 5432; then say "postgres: already listening on 5432"; return; fi
+  command -v psql >/dev/null || apt_install postgresql-client
+  if listening 5432; then
+    if pg_usable 5432; then say "postgres: already listening on 5432"; return; fi
+    say "postgres: the one on 5432 wants a password; using a private one on 5433"
+    PG_PORT=5433
+    if listening 5433; then say "postgres: already listening on 5433"; return; fi
+  fi
   # A cluster the OS already has (Debian's pg_ctlcluster) keeps its data and settings.
-  if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | awk '$3 == 5432' | grep -q .; then
+  if [ "$PG_PORT" = 5432 ] && command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | awk '$3 == 5432' | grep -q .; then
     local cluster
     cluster=$(pg_lsclusters -h | awk '$3 == 5432 {print $1" "$2; exit}')
     # shellcheck disable=SC2086
@@ -59,11 +90,11 @@ postgres_up() {
     fi
     touch "$LOG_DIR/postgres.log" && as_root chown "$owner" "$LOG_DIR/postgres.log" 2>/dev/null || true
     as_root runuser -u "$owner" -- "$bin/pg_ctl" -D "$data" -l "$LOG_DIR/postgres.log" -w \
-      -o "-p 5432 -c listen_addresses=127.0.0.1 -k /tmp" start >/dev/null
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k /tmp" start >/dev/null
     mark_started postgres "data $data owner $owner"
   fi
-  wait_for postgres 5432 60 "$LOG_DIR/postgres.log"
-  say "postgres: started"
+  wait_for postgres "$PG_PORT" 60 "$LOG_DIR/postgres.log"
+  say "postgres: started on $PG_PORT"
 }
 
 tansu_installed() {
@@ -127,10 +158,19 @@ status() {
       "$(started_by_us "$file" && echo "started by this script" || echo "not started by this script")"
   done
   echo "logs: $LOG_DIR"
+  if [ -f "$ENV_FILE" ]; then echo "the scripts' settings ($ENV_FILE):"; cat "$ENV_FILE"; fi
+}
+
+# Where the services are, for the other scripts; what the caller set already wins.
+write_env() {
+  cat >"$ENV_FILE" <<ENV
+export APP_REDIS__URL="\${APP_REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}"
+export APP_DATABASE__URL="\${APP_DATABASE__URL:-postgres://postgres@127.0.0.1:$PG_PORT/fcfs}"
+ENV
 }
 
 case "${1:-}" in
-  up) redis_up; postgres_up; tansu_up ;;
+  up) redis_up; postgres_up; tansu_up; write_env ;;
   down) down ;;
   status) status ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;

@@ -20,17 +20,17 @@ if ! "$venv/bin/pip" freeze 2>/dev/null | grep -qixF -f tests/fuzz/requirements.
   python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/fuzz/requirements.txt
 fi
-scripts/services.sh up
+services_up
 
 # Each test makes its own database (fcfs_test_*) and Redis prefix (test-*); drop earlier runs'.
-psql_cmd() { psql -h 127.0.0.1 -U postgres -d postgres -Atqc "$1"; }
+psql_cmd() { psql "${APP_DATABASE__URL%/*}/postgres" -Atqc "$1"; }
 for db in $(psql_cmd "SELECT datname FROM pg_database WHERE datname LIKE 'fcfs\_test\_%'"); do
   psql_cmd "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
 done
 for role in $(psql_cmd "SELECT rolname FROM pg_roles WHERE rolname LIKE 'fcfs\_test\_%'"); do
   psql_cmd "DROP ROLE IF EXISTS \"$role\"" >/dev/null
 done
-redis-cli -h 127.0.0.1 --scan --pattern 'test-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null
+redis-cli -u "$APP_REDIS__URL" --scan --pattern 'test-*' | xargs -r -n 500 redis-cli -u "$APP_REDIS__URL" DEL >/dev/null
 
 say "docker-compose.yml: validating with docker-compose config (no Docker engine needed)"
 if APP_AUTH__JWT_SECRET= docker-compose -f docker-compose.yml config -q 2>/dev/null; then

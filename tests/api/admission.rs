@@ -6,7 +6,7 @@ use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app_with, TcpProxy, MANUAL};
+use crate::helpers::{assert_problem, redis_address, spawn_app_with, TcpProxy, MANUAL};
 
 const WORKERS: usize = 64;
 
@@ -192,7 +192,7 @@ async fn position_shows_each_applicant_where_they_stand() {
 #[tokio::test]
 async fn the_bulkhead_lets_only_its_share_into_a_slow_gate_and_answers_every_one_exactly() {
     // Arrange: Redis 20 ms away each way, two applications in the gate at a time.
-    let redis = TcpProxy::start("127.0.0.1:6379").await;
+    let redis = TcpProxy::start(redis_address()).await;
     let app = spawn_app_with(|s| {
         s.redis.url = format!("redis://{}", redis.address()).into();
         s.http.apply_concurrency = 2;

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use futures::{stream, StreamExt};
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
 
 use crate::helpers::{
     assert_settled, assert_settled_as_told, committed_total, eventually, isolated_settings,
-    observe, spawn_app_with, start, DurableBroker, ServiceProcess, TcpProxy, TestApp,
+    observe, postgres_address, spawn_app_with, start, through_proxy, DurableBroker, ServiceProcess,
+    TcpProxy, TestApp,
 };
 
 /// One client's answer: the status (`None` when the connection was refused or died) and the
@@ -376,14 +376,9 @@ async fn a_lone_consumer_killed_mid_batch_resumes_after_a_restart() {
 #[tokio::test]
 async fn the_database_down_for_ten_seconds_delays_issuance_and_loses_nothing() {
     // Arrange: the service reaches PostgreSQL through a proxy the test can cut.
-    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let proxy = TcpProxy::start(postgres_address()).await;
     let app = spawn_app_with(|s| {
-        let url = s
-            .database
-            .url
-            .expose_secret()
-            .replace(":5432/", &format!(":{}/", proxy.port));
-        s.database.url = url.into();
+        through_proxy(s, proxy.port);
     })
     .await;
     let coupon = app.create_stock(100).await;

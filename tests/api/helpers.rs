@@ -68,6 +68,34 @@ impl Drop for TestApp {
     }
 }
 
+/// `host:port` of the shared Redis, as the scripts configured it (`APP_REDIS__URL`).
+pub fn redis_address() -> String {
+    let url = Settings::load(None).unwrap().redis.url;
+    let url = url.expose_secret();
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split('/').next().unwrap().to_owned()
+}
+
+/// `host:port` of the shared PostgreSQL, as the scripts configured it (`APP_DATABASE__URL`).
+pub fn postgres_address() -> String {
+    let url = Settings::load(None).unwrap().database.url;
+    let url = url.expose_secret();
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split('/').next().unwrap().to_owned()
+}
+
+/// `settings`' database URL, reached through the proxy at `port` instead.
+pub fn through_proxy(settings: &mut Settings, port: u16) {
+    let url = settings.database.url.expose_secret().replacen(
+        &postgres_address(),
+        &format!("127.0.0.1:{port}"),
+        1,
+    );
+    settings.database.url = url.into();
+}
+
 /// Settings isolated for one test: its own database, Redis prefix and secret; port 0.
 pub fn isolated_settings() -> Settings {
     static TRACING: Once = Once::new();

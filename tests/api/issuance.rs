@@ -7,12 +7,11 @@ use fcfs_coupon::domain::Status;
 use fcfs_coupon::domain::{CouponId, UserId};
 use futures::{stream, StreamExt};
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    committed_total, eventually, isolated_settings, produce_raw, spawn_app, spawn_app_with, start,
-    topic_messages, TcpProxy, TestApp, MANUAL,
+    committed_total, eventually, isolated_settings, postgres_address, produce_raw, spawn_app,
+    spawn_app_with, start, through_proxy, topic_messages, TcpProxy, TestApp, MANUAL,
 };
 
 /// Every user applies once, `workers` at a time; returns user → position told at apply time.
@@ -158,11 +157,9 @@ async fn redelivered_messages_add_nothing() {
 
 #[tokio::test]
 async fn the_consumer_waits_out_a_database_outage_and_commits_nothing_meanwhile() {
-    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let proxy = TcpProxy::start(postgres_address()).await;
     let app = spawn_app_with(|s| {
-        let url = secrecy::ExposeSecret::expose_secret(&s.database.url)
-            .replace(":5432/", &format!(":{}/", proxy.port));
-        s.database.url = url.into();
+        through_proxy(s, proxy.port);
     })
     .await;
     let coupon = app.create_stock(60).await;
@@ -378,16 +375,11 @@ async fn timed_drain(app: &TestApp, winners: u32) -> Duration {
 async fn a_flood_of_public_list_reads_does_not_slow_issuance() {
     // Arrange: PostgreSQL 5 ms away each way, as a managed database is; the API's pool is
     // small (5 in tests); the list is public and reads PostgreSQL.
-    let db = TcpProxy::start("127.0.0.1:5432").await;
+    let db = TcpProxy::start(postgres_address()).await;
     db.slow(Duration::from_millis(5));
     let app = spawn_app_with(|s| {
         s.issuer.schedule = MANUAL.into();
-        let url = s.database.url.expose_secret().replacen(
-            "127.0.0.1:5432",
-            &format!("127.0.0.1:{}", db.port),
-            1,
-        );
-        s.database.url = url.into();
+        through_proxy(s, db.port);
     })
     .await;
     // Act: the same spike drains twice without and twice under 64 clients polling
