@@ -21,6 +21,19 @@ pub struct CouponKeys {
 }
 
 impl CouponKeys {
+    /// Every key, in the order the scripts that rebuild or retire a coupon take them
+    /// (restore.lua, expire.lua): meta, seq, queue, pending, inflight, status.
+    pub fn all(&self) -> [&String; 6] {
+        [
+            &self.meta,
+            &self.seq,
+            &self.queue,
+            &self.pending,
+            &self.inflight,
+            &self.status,
+        ]
+    }
+
     pub fn new(prefix: &str, coupon: CouponId) -> Self {
         let base = format!("{prefix}:{{c{coupon}}}");
         Self {

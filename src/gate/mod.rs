@@ -288,12 +288,7 @@ impl Gate {
                 .query_async::<()>(&mut conn)
                 .await?;
             redis::cmd("DEL")
-                .arg(&keys.meta)
-                .arg(&keys.seq)
-                .arg(&keys.queue)
-                .arg(&keys.pending)
-                .arg(&keys.inflight)
-                .arg(&keys.status)
+                .arg(&keys.all()[..])
                 .query_async::<()>(&mut conn)
                 .await
         })

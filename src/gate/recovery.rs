@@ -63,16 +63,6 @@ pub struct Restoration {
 }
 
 impl Gate {
-    /// The coupons among `coupons` whose state Redis does not hold (held ones included).
-    pub async fn missing(&self, coupons: &[CouponId]) -> Result<Vec<CouponId>, GateError> {
-        let survey = self.survey(coupons).await?;
-        Ok(coupons
-            .iter()
-            .zip(survey.coupons)
-            .filter_map(|(c, s)| (!s.present || s.held).then_some(*c))
-            .collect())
-    }
-
     /// One round trip: the server's identity and each coupon's standing, in `coupons`' order.
     pub async fn survey(&self, coupons: &[CouponId]) -> Result<Survey, GateError> {
         let keys: Vec<CouponKeys> = coupons.iter().map(|c| self.keys(*c)).collect();
@@ -162,14 +152,7 @@ impl Gate {
         let outcome: Vec<i64> = self
             .run(|mut conn| async move {
                 let mut invocation = RESTORE.prepare_invoke();
-                invocation
-                    .key(&keys.meta)
-                    .key(&keys.seq)
-                    .key(&keys.queue)
-                    .key(&keys.pending)
-                    .key(&keys.inflight)
-                    .key(&keys.status)
-                    .arg(fields.len());
+                invocation.key(&keys.all()[..]).arg(fields.len());
                 for (name, value) in fields {
                     invocation.arg(*name).arg(value);
                 }
@@ -208,12 +191,7 @@ impl Gate {
         let applications: i64 = self
             .run(|mut conn| async move {
                 EXPIRE
-                    .key(&keys.meta)
-                    .key(&keys.seq)
-                    .key(&keys.queue)
-                    .key(&keys.pending)
-                    .key(&keys.inflight)
-                    .key(&keys.status)
+                    .key(&keys.all()[..])
                     .arg(retention.as_secs().max(1))
                     .invoke_async(&mut conn)
                     .await

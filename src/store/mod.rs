@@ -11,7 +11,7 @@ pub use issues::{
     coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,
     IssueRecord, IssuedCoupon,
 };
-pub use recovery::{all_coupons, find_coupon, persisted_winners, watched_coupons, Watched};
+pub use recovery::{find_coupon, persisted_winners, watched_coupons, Watched};
 
 use anyhow::Context;
 use sqlx::PgPool;

@@ -35,18 +35,6 @@ impl CouponRow {
 
 const COUPON_COLUMNS: &str = "id, name, stock, opens_at, closes_at, created_at";
 
-/// Every coupon event, oldest first.
-pub async fn all_coupons(db: &PgPool) -> Result<Vec<Coupon>, StoreError> {
-    let rows: Vec<CouponRow> =
-        sqlx::query_as(&format!("SELECT {COUPON_COLUMNS} FROM coupon ORDER BY id"))
-            .fetch_all(db)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(CouponRow::into_coupon)
-        .collect::<Result<_, _>>()?)
-}
-
 /// A coupon as the Redis watcher needs it (see `crate::ops::reconcile`).
 #[derive(Debug, Clone)]
 pub struct Watched {

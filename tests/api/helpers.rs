@@ -284,6 +284,46 @@ pub struct Outcome {
     pub answered: Instant,
 }
 
+/// The users admitted (202 or 200) with the position they were told.
+pub fn told(outcomes: &[Outcome]) -> BTreeMap<i64, i32> {
+    outcomes
+        .iter()
+        .filter(|o| matches!(o.status, StatusCode::ACCEPTED | StatusCode::OK))
+        .map(|o| {
+            (
+                o.user,
+                o.position.expect("an admission carries its position"),
+            )
+        })
+        .collect()
+}
+
+/// Every answer is final and one a client expects of a running event: 200, 202 or 410 (never
+/// 404 for an event that exists, never a 5xx).
+pub fn assert_final(outcomes: &[Outcome]) {
+    for o in outcomes {
+        assert!(
+            matches!(
+                o.status,
+                StatusCode::OK | StatusCode::ACCEPTED | StatusCode::GONE
+            ),
+            "user {} answered {}",
+            o.user,
+            o.status
+        );
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub async fn until_listening(what: &str, port: u16, within: Duration) {
+    eventually(what, within, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, failing the test after `within`; prints
 /// how long it took.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T

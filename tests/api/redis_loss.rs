@@ -2,7 +2,6 @@
 //! that the event was held (503 with `Retry-After`, never 404), restored from PostgreSQL, and
 //! ends settled with exactly the positions clients were told.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fcfs_coupon::configuration::Settings;
@@ -12,8 +11,8 @@ use reqwest::StatusCode;
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    assert_settled_as_told, eventually, spawn_app_with, start, DurableBroker, Outcome, TestApp,
-    MANUAL,
+    assert_final, assert_settled_as_told, eventually, spawn_app_with, start, told, DurableBroker,
+    Outcome, TestApp, MANUAL,
 };
 
 /// The issuer ticks when the test says (or its ticker runs); a short lease keeps the wait for
@@ -47,20 +46,6 @@ async fn crowd(
         .buffer_unordered(concurrency)
         .collect()
         .await
-}
-
-/// The users admitted (202 or 200) with the position they were told.
-fn told(outcomes: &[Outcome]) -> BTreeMap<i64, i32> {
-    outcomes
-        .iter()
-        .filter(|o| matches!(o.status, StatusCode::ACCEPTED | StatusCode::OK))
-        .map(|o| {
-            (
-                o.user,
-                o.position.expect("an admission carries its position"),
-            )
-        })
-        .collect()
 }
 
 fn count(outcomes: &[Outcome], status: StatusCode) -> usize {
@@ -98,17 +83,7 @@ async fn keys_wiped_mid_spike_hold_the_event_and_restore_it_without_a_restart() 
         all.iter().any(|o| o.unavailable > 0),
         "nobody met the hold: the wipe was not noticed"
     );
-    for o in &all {
-        assert!(
-            matches!(
-                o.status,
-                StatusCode::OK | StatusCode::ACCEPTED | StatusCode::GONE
-            ),
-            "user {} answered {}",
-            o.user,
-            o.status
-        );
-    }
+    assert_final(&all);
     let recovered = all.iter().map(|o| o.answered).min().unwrap() - wiped;
     eprintln!("FIGURE wipe: first answer {recovered:.1?} after the keys were deleted");
     let held = "fcfs_coupons_held_total{reason=\"missing\"}";

@@ -60,14 +60,7 @@ async fn a_finished_event_leaves_redis_and_answers_the_same_from_postgres() {
     })
     .await;
     let keys = app.keys(coupon);
-    let all = [
-        &keys.meta,
-        &keys.seq,
-        &keys.queue,
-        &keys.pending,
-        &keys.inflight,
-        &keys.status,
-    ];
+    let all = keys.all();
     let existing = || async {
         let n: u64 = redis::cmd("EXISTS")
             .arg(&all[..])

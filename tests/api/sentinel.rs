@@ -8,7 +8,7 @@ use fcfs_coupon::configuration::RedisMode;
 use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 
-use crate::helpers::{eventually, spawn_app_with, Outcome, SentinelSet};
+use crate::helpers::{assert_final, eventually, spawn_app_with, told, Outcome, SentinelSet};
 
 #[tokio::test]
 async fn a_master_killed_mid_spike_loses_no_acknowledged_winner() {
@@ -79,17 +79,7 @@ async fn a_master_killed_mid_spike_loses_no_acknowledged_winner() {
         old_master,
         "the sentinels promoted a replica"
     );
-    for o in &outcomes {
-        assert!(
-            matches!(
-                o.status,
-                StatusCode::OK | StatusCode::ACCEPTED | StatusCode::GONE
-            ),
-            "user {} answered {}",
-            o.user,
-            o.status
-        );
-    }
+    assert_final(&outcomes);
     let unavailable: u32 = outcomes.iter().map(|o| o.unavailable).sum();
     assert!(unavailable > 0, "nobody met the failover");
     let first_after = outcomes
@@ -103,11 +93,7 @@ async fn a_master_killed_mid_spike_loses_no_acknowledged_winner() {
     );
 
     // Every user told a place has exactly that row; the stock is exactly spent.
-    let told: BTreeMap<i64, i32> = outcomes
-        .iter()
-        .filter(|o| matches!(o.status, StatusCode::ACCEPTED | StatusCode::OK))
-        .map(|o| (o.user, o.position.unwrap()))
-        .collect();
+    let told = told(&outcomes);
     assert_eq!(
         told.len(),
         300,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::{eventually, free_port, TcpProxy};
+use super::{free_port, until_listening, TcpProxy};
 
 pub struct DurableBroker {
     child: Option<Child>,
@@ -90,11 +90,7 @@ impl DurableBroker {
             .spawn()
             .expect("tansu is installed (scripts/services.sh up installs it)");
         self.child = Some(child);
-        let address = format!("127.0.0.1:{}", self.port);
-        eventually("the broker to listen", Duration::from_secs(30), || async {
-            tokio::net::TcpStream::connect(&address).await.ok()
-        })
-        .await;
+        until_listening("the broker", self.port, Duration::from_secs(30)).await;
     }
 }
 

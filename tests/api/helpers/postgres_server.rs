@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::{eventually, free_port};
+use super::{free_port, until_listening};
 
 pub struct PrivatePostgres {
     _child: Child,
@@ -117,16 +117,7 @@ impl PrivatePostgres {
             .kill_on_drop(true);
         as_owner(&mut server, owner);
         let child = server.spawn().expect("postgres starts");
-        eventually(
-            "the private PostgreSQL to listen",
-            Duration::from_secs(30),
-            || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-            },
-        )
-        .await;
+        until_listening("the private PostgreSQL", port, Duration::from_secs(30)).await;
         Self {
             _child: child,
             dir,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::{eventually, free_port};
+use super::{eventually, free_port, until_listening};
 
 pub struct PrivateRedis {
     child: Option<Child>,
@@ -83,16 +83,7 @@ impl PrivateRedis {
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server is installed");
-        eventually(
-            "the TLS redis-server to listen",
-            Duration::from_secs(10),
-            || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-            },
-        )
-        .await;
+        until_listening("the TLS redis-server", port, Duration::from_secs(10)).await;
         Self {
             child: Some(child),
             port,
