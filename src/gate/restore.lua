@@ -17,7 +17,7 @@
 -- Scores are made strictly increasing along the line, so ranks follow it.
 --
 -- Returns {persisted, requeued, dropped}: winners written back as ISSUED, Redis-only winners
--- kept (pending again, or FAILED as they were), and Redis-only winners who no longer fit the
+-- kept (pending again with their status, or FAILED as they were), and Redis-only winners who no longer fit the
 -- stock (only after a regression with unreplicated admissions). {-1} when the coupon was not
 -- held (another instance restored it already).
 
@@ -97,7 +97,10 @@ for position, w in ipairs(line) do
       if old_status[user] == 'FAILED' then
         redis.call('HSET', KEYS[6], user, 'FAILED')
       else
-        redis.call('HSET', KEYS[6], user, 'ADMITTED')
+        -- Published, yet no row after the drain: published again. Its status stays PUBLISHED
+        -- (statuses never go back); the issuer claims from pending whatever the status.
+        local status = old_status[user] == 'PUBLISHED' and 'PUBLISHED' or 'ADMITTED'
+        redis.call('HSET', KEYS[6], user, status)
         redis.call('RPUSH', KEYS[4], user)
       end
       requeued = requeued + 1
