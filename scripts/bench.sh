@@ -13,9 +13,9 @@ source scripts/lib.sh
 prepare_release
 cargo build --release --locked -p fcfs-bench
 if [ "${1:-}" = issuance ] || [ "${1:-}" = durability ]; then
-  exec target/release/fcfs-bench "$@"
+  exec "${CARGO_TARGET_DIR:-target}/release/fcfs-bench" "$@"
 fi
-bin=target/release/fcfs-coupon
+bin="${CARGO_TARGET_DIR:-target}/release/fcfs-coupon"
 run="bench$(date +%s)"
 export APP_HTTP__ADDR=127.0.0.1:18080 APP_REDIS__KEY_PREFIX="test-$run" \
   APP_DATABASE__URL="${APP_DATABASE__URL%/*}/fcfs_test_$run" \
@@ -28,4 +28,4 @@ export APP_HTTP__ADDR=127.0.0.1:18080 APP_REDIS__KEY_PREFIX="test-$run" \
 service=$!
 trap 'kill "$service" 2>/dev/null; wait "$service" 2>/dev/null || true' EXIT
 wait_for service 18080 60 bench-service.log
-target/release/fcfs-bench spike --url http://127.0.0.1:18080 --service-pid "$service" "$@"
+"${CARGO_TARGET_DIR:-target}/release/fcfs-bench" spike --url http://127.0.0.1:18080 --service-pid "$service" "$@"

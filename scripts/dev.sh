@@ -9,7 +9,7 @@ source scripts/lib.sh
 export APP_ENV=development
 
 prepare_release
-bin=target/release/fcfs-coupon
+bin="${CARGO_TARGET_DIR:-target}/release/fcfs-coupon"
 admin=$("$bin" token --user 1 --admin)
 user=$("$bin" token --user 42)
 port=${APP_HTTP__ADDR:-0.0.0.0:8080}
