@@ -11,6 +11,9 @@
 #   scripts/services.sh up       start whatever is not running
 #   scripts/services.sh down     stop only what this script started
 #   scripts/services.sh status   what listens, what this script started, where the logs are
+#   scripts/services.sh cluster up|down|status
+#                                a local Redis Cluster: 3 masters and 3 replicas on 7000-7005
+#                                (for APP_REDIS__MODE=cluster; see README)
 #
 # State and logs: $FCFS_SERVICES_DIR (default ~/.local/state/fcfs-coupon), logs in its logs/.
 set -euo pipefail
@@ -169,9 +172,67 @@ export APP_DATABASE__URL="\${APP_DATABASE__URL:-postgres://postgres@127.0.0.1:$P
 ENV
 }
 
-case "${1:-}" in
-  up) redis_up; postgres_up; tansu_up; write_env ;;
-  down) down ;;
-  status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+CLUSTER_PORTS=(7000 7001 7002 7003 7004 7005)
+
+# Ok, and every master has its replica (create assigns them just after the slots).
+cluster_ok() {
+  redis-cli -p 7000 cluster info 2>/dev/null | grep -q '^cluster_state:ok' &&
+    [ "$(redis-cli -p 7000 cluster nodes | grep -c slave)" = 3 ]
+}
+
+cluster_up() {
+  command -v redis-server >/dev/null || apt_install redis-server
+  local port dir
+  for port in "${CLUSTER_PORTS[@]}"; do
+    listening "$port" && continue
+    dir="$STATE_DIR/cluster/$port"
+    mkdir -p "$dir"
+    # A short node timeout: a killed master's replica takes over within a few seconds here.
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --appendonly yes \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --dir "$dir" --logfile "$LOG_DIR/cluster-$port.log" --pidfile "$RUN_DIR/cluster-$port.pid"
+    mark_started "cluster-$port" "pid $RUN_DIR/cluster-$port.pid"
+    wait_for "cluster node" "$port" 30 "$LOG_DIR/cluster-$port.log"
+  done
+  if ! cluster_ok && [ "$(redis-cli -p 7000 cluster info | sed -n 's/^cluster_known_nodes:\([0-9]*\).*/\1/p')" = 1 ]; then
+    say "redis cluster: creating 3 masters with a replica each"
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") \
+      --cluster-replicas 1 --cluster-yes >"$LOG_DIR/cluster-create.log"
+  fi
+  local deadline=$((SECONDS + 60))
+  until cluster_ok; do
+    [ $SECONDS -lt "$deadline" ] || die "the Redis cluster is not ok after 60s (redis-cli -p 7000 cluster info)"
+    sleep 0.2
+  done
+  say "redis cluster: ok on 7000-7005 (APP_REDIS__MODE=cluster APP_REDIS__NODES=$(cluster_nodes))"
+}
+
+cluster_nodes() { printf '127.0.0.1:%s,' "${CLUSTER_PORTS[@]}" | sed 's/,$//'; }
+
+cluster_down() {
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do
+    if started_by_us "cluster-$port"; then
+      stop_pidfile "$RUN_DIR/cluster-$port.pid"
+      rm -f "$RUN_DIR/cluster-$port.started"
+    fi
+  done
+  say "redis cluster: stopped (its data stays in $STATE_DIR/cluster)"
+}
+
+cluster_status() {
+  if ! listening 7000; then echo "redis cluster: down"; return; fi
+  redis-cli -p 7000 cluster info | grep -E '^cluster_(state|known_nodes|size):'
+  redis-cli -p 7000 cluster nodes | awk '{print $2, $3, $9}'
+  echo "APP_REDIS__MODE=cluster APP_REDIS__NODES=$(cluster_nodes)"
+}
+
+case "${1:-} ${2:-}" in
+  "up "*) redis_up; postgres_up; tansu_up; write_env ;;
+  "down "*) down ;;
+  "status "*) status ;;
+  "cluster up") cluster_up ;;
+  "cluster down") cluster_down ;;
+  "cluster status") cluster_status ;;
+  *) echo "usage: $0 up|down|status | cluster up|down|status" >&2; exit 2 ;;
 esac

@@ -159,6 +159,20 @@ pub struct RateLimitSettings {
     /// accounts). Behind a proxy every client shares the proxy's address: raise or disable it.
     pub per_address_per_sec: u32,
     pub per_address_burst: u32,
+    /// Whose buckets these are: each instance's own (in memory), or one set in Redis that
+    /// every instance shares.
+    pub scope: RateLimitScope,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitScope {
+    /// In this instance's memory: N instances let through N times the rate, and a limited
+    /// request costs no Redis call.
+    #[default]
+    Instance,
+    /// In Redis, one atomic script per application: the rate holds across instances.
+    Shared,
 }
 
 impl Default for RateLimitSettings {
@@ -168,6 +182,7 @@ impl Default for RateLimitSettings {
             per_user_burst: 5,
             per_address_per_sec: 200,
             per_address_burst: 400,
+            scope: RateLimitScope::Instance,
         }
     }
 }
@@ -184,8 +199,9 @@ pub struct RedisSettings {
     /// Bounds every Redis call: a hung server turns into 503 UNAVAILABLE, not a hung request.
     pub timeout_ms: u64,
     pub mode: RedisMode,
-    /// `host:port,…`: the sentinels (sentinel mode). The URL's password and database still
-    /// apply to the master they name.
+    /// `host:port,…`: the sentinels (sentinel mode; the URL's password and database still
+    /// apply to the master they name), or a cluster's seed nodes (cluster mode; the URL's user
+    /// and password apply to every node).
     pub nodes: String,
     /// The master's name at the sentinels.
     pub sentinel_master: String,
@@ -210,7 +226,8 @@ pub enum RedisMode {
     Standalone,
     /// The master the sentinels in `nodes` name `sentinel_master`, followed across failovers.
     Sentinel,
-    /// Redis Cluster (not supported yet: refused at start).
+    /// Redis Cluster, reached through the seed nodes in `nodes`; each coupon's keys live on
+    /// the shard of its `{c<id>}` hash tag.
     Cluster,
 }
 
@@ -263,11 +280,13 @@ impl RedisSettings {
                 "APP_REDIS__MODE=sentinel needs APP_REDIS__NODES (the sentinels, host:port,…)"
             ),
             RedisMode::Sentinel => {}
-            RedisMode::Cluster => {
-                anyhow::bail!(
-                    "APP_REDIS__MODE=cluster is not supported yet; use standalone or sentinel"
-                )
+            RedisMode::Cluster if self.node_urls().is_empty() => anyhow::bail!(
+                "APP_REDIS__MODE=cluster needs APP_REDIS__NODES (seed nodes, host:port,…)"
+            ),
+            RedisMode::Cluster if self.url.expose_secret().starts_with("rediss://") => {
+                anyhow::bail!("APP_REDIS__MODE=cluster does not support rediss:// yet")
             }
+            RedisMode::Cluster => {}
         }
         if self.ack_replicas > 0
             && (self.ack_timeout_ms == 0 || self.ack_timeout_ms >= self.timeout_ms)
@@ -680,7 +699,10 @@ mod tests {
         s.redis.ack_timeout_ms = 500;
         assert!(s.check().is_ok());
         s.redis.mode = RedisMode::Cluster;
-        assert!(s.check().is_err());
+        s.redis.nodes = String::new();
+        assert!(s.check().is_err(), "cluster mode without seed nodes");
+        s.redis.nodes = "127.0.0.1:7000".into();
+        assert!(s.check().is_ok());
     }
 
     #[test]

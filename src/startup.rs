@@ -272,6 +272,7 @@ impl Http {
         shared: Shared,
         secret: &SecretString,
     ) -> anyhow::Result<Self> {
+        let limiter = ApplyLimiter::new(&settings.rate_limit, &shared.gate);
         let state = AppState {
             gate: shared.gate,
             db: shared.db,
@@ -280,7 +281,7 @@ impl Http {
             apply_permits: Arc::new(tokio::sync::Semaphore::new(
                 settings.http.apply_concurrency.max(1),
             )),
-            limiter: Arc::new(ApplyLimiter::new(&settings.rate_limit)),
+            limiter: Arc::new(limiter),
             client_address: Arc::new(ClientAddress::new(&settings.http.trusted_proxies)?),
             list_cache: Arc::default(),
             metrics: shared.metrics,

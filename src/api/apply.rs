@@ -59,7 +59,7 @@ impl ApplyApi {
             .iter()
             .filter_map(|v| v.to_str().ok());
         let address = state.client_address.of(peer, forwarded);
-        check_limits(&state, user, address)?;
+        check_limits(&state, user, address).await?;
         let admission = match admit(&state, coupon, user).await {
             // A finished event whose Redis copy was retired: PostgreSQL answers, as Redis did.
             Err(GateError::Retired) => archive::archived(&state, coupon, Some(user))
@@ -72,8 +72,12 @@ impl ApplyApi {
 }
 
 /// Over a bucket: 429 before the gate, so the request never counts and never takes stock.
-fn check_limits(state: &AppState, user: UserId, address: Option<IpAddr>) -> Result<(), ApplyError> {
-    let Err(limited) = state.limiter.check(user, address) else {
+async fn check_limits(
+    state: &AppState,
+    user: UserId,
+    address: Option<IpAddr>,
+) -> Result<(), ApplyError> {
+    let Err(limited) = state.limiter.check(user, address).await? else {
         return Ok(());
     };
     state.metrics.apply(ApplyResult::rate_limited);

@@ -71,7 +71,7 @@ impl Gate {
                 reply.first().map(String::as_str),
                 Some("ADMITTED" | "ALREADY")
             ) {
-                ack.confirm().await?;
+                ack.confirm(coupon).await?;
             }
         }
         let admission = parse_reply(&reply)?;

@@ -121,7 +121,7 @@ impl Gate {
         // Publish only what a promoted replica would hold: confirmed after the claim, the
         // replicas hold every admission it took.
         if let (Some(ack), false) = (&self.ack, claim.winners.is_empty()) {
-            if let Err(e) = ack.confirm().await {
+            if let Err(e) = ack.confirm(coupon).await {
                 let users: Vec<UserId> = claim.winners.iter().map(|w| w.user).collect();
                 self.release(coupon, &users).await?;
                 return Err(e);

@@ -18,6 +18,9 @@ pub struct CouponKeys {
     pub inflight: String,
     /// hash: user -> ADMITTED | PUBLISHED | ISSUED | FAILED
     pub status: String,
+    /// string: what the replica confirmer writes in this coupon's slot on a cluster, so its
+    /// `WAIT` reaches the coupon's master (see gate::confirm); it expires by itself
+    pub acks: String,
 }
 
 impl CouponKeys {
@@ -43,6 +46,7 @@ impl CouponKeys {
             pending: format!("{base}:pending"),
             inflight: format!("{base}:inflight"),
             status: format!("{base}:status"),
+            acks: format!("{base}:acks"),
         }
     }
 }

@@ -7,6 +7,7 @@ mod connections;
 mod inspect;
 mod issuing;
 mod keys;
+mod limits;
 mod recovery;
 mod snapshot;
 
@@ -17,14 +18,15 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
-use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use secrecy::ExposeSecret;
 
 pub use admission::{Admission, Ticket};
+pub use connections::RedisConnection;
 pub use inspect::GateState;
 pub use issuing::{Backlog, Claim};
 pub use keys::CouponKeys;
+pub use limits::Bucket;
 pub use recovery::{HoldReason, Restoration, Standing, Survey, LOST_PREFIX};
 pub use snapshot::Snapshot;
 
@@ -81,8 +83,32 @@ impl From<RedisError> for GateError {
 impl crate::configuration::RedisSettings {
     /// The gate over these settings' Redis and key prefix.
     pub fn gate(&self) -> anyhow::Result<Gate> {
+        let connector = Arc::new(self.connector()?);
+        let mut gate = Gate::new(
+            connector.clone(),
+            self.pool_size,
+            &self.key_prefix,
+            self.timeout(),
+        );
+        if self.ack_replicas > 0 {
+            let own = Gate::new(connector, 1, &self.key_prefix, self.timeout());
+            gate.ack = Some(Arc::new(confirm::Confirmer::new(
+                own,
+                self.ack_replicas,
+                self.ack_timeout(),
+            )));
+        }
+        Ok(gate)
+    }
+
+    /// One connection to these settings' Redis, whatever its mode (for tools and tests).
+    pub async fn connect(&self) -> anyhow::Result<RedisConnection> {
+        self.connector()?.open().await
+    }
+
+    fn connector(&self) -> anyhow::Result<connections::Connector> {
         use crate::configuration::RedisMode;
-        let connector = match self.mode {
+        Ok(match self.mode {
             RedisMode::Standalone if self.url.expose_secret().starts_with("rediss://") => {
                 let root_cert = match &self.ca_file {
                     Some(path) => Some(std::fs::read(path).with_context(|| {
@@ -113,24 +139,27 @@ impl crate::configuration::RedisSettings {
                 .map_err(|e| anyhow!(e).context("APP_REDIS__NODES"))?;
                 connections::Connector::Sentinel(Box::new(tokio::sync::Mutex::new(client)))
             }
-            RedisMode::Cluster => anyhow::bail!("APP_REDIS__MODE=cluster is not supported yet"),
-        };
-        let connector = Arc::new(connector);
-        let mut gate = Gate::new(
-            connector.clone(),
-            self.pool_size,
-            &self.key_prefix,
-            self.timeout(),
-        );
-        if self.ack_replicas > 0 {
-            let own = Gate::new(connector, 1, &self.key_prefix, self.timeout());
-            gate.ack = Some(Arc::new(confirm::Confirmer::new(
-                own,
-                self.ack_replicas,
-                self.ack_timeout(),
-            )));
+            RedisMode::Cluster => connections::Connector::Cluster(Box::new(self.cluster_client()?)),
+        })
+    }
+
+    /// A client of the cluster whose seed nodes `APP_REDIS__NODES` names; the URL's user and
+    /// password apply to every node.
+    fn cluster_client(&self) -> anyhow::Result<redis::cluster::ClusterClient> {
+        let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
+            .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))?;
+        let mut builder = redis::cluster::ClusterClientBuilder::new(self.node_urls())
+            .connection_timeout(self.timeout())
+            .response_timeout(self.timeout());
+        if let Some(user) = url.redis_settings().username() {
+            builder = builder.username(user);
         }
-        Ok(gate)
+        if let Some(password) = url.redis_settings().password() {
+            builder = builder.password(password);
+        }
+        builder
+            .build()
+            .map_err(|e| anyhow!(e).context("APP_REDIS__NODES"))
     }
 }
 
@@ -149,6 +178,8 @@ pub struct Gate {
     /// Coupons PostgreSQL has, as last seen (the watcher refreshes it every second): Redis
     /// not knowing one of them means its state was lost, so the answer is 503, never 404.
     known: Arc<std::sync::RwLock<HashSet<CouponId>>>,
+    /// Redis Cluster: a call's keys must share a slot, and servers are per shard.
+    cluster: bool,
     /// Coupons whose Redis copy was retired: Redis not knowing one is expected, and its reads
     /// come from PostgreSQL.
     retired: Arc<std::sync::RwLock<HashSet<CouponId>>>,
@@ -163,6 +194,7 @@ impl Gate {
         timeout: Duration,
     ) -> Self {
         Self {
+            cluster: connector.is_cluster(),
             connections: Arc::new(connections::Connections::new(connector, connections)),
             prefix: prefix.into(),
             timeout,
@@ -306,7 +338,7 @@ impl Gate {
     /// the same ticket; a repeated claim only waits for its lease).
     async fn run<T, F, Fut>(&self, work: F) -> Result<T, GateError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(connections::RedisConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let attempts = async {

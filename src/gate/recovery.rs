@@ -62,23 +62,46 @@ pub struct Restoration {
     pub dropped: u64,
 }
 
+/// present, held, admitted, pending, inflight
+type RawStanding = (bool, bool, u64, u64, u64);
+
+impl From<RawStanding> for Standing {
+    fn from((present, held, admitted, pending, inflight): RawStanding) -> Self {
+        Standing {
+            present,
+            held,
+            admitted,
+            pending,
+            inflight,
+        }
+    }
+}
+
+/// Adds the five reads of one coupon's standing (see [`RawStanding`]).
+fn standing_pipe<'p>(pipe: &'p mut redis::Pipeline, k: &CouponKeys) -> &'p mut redis::Pipeline {
+    pipe.hexists(&k.meta, "stock")
+        .hexists(&k.meta, "recovering")
+        .zcard(&k.queue)
+        .llen(&k.pending)
+        .zcard(&k.inflight)
+}
+
 impl Gate {
-    /// One round trip: the server's identity and each coupon's standing, in `coupons`' order.
+    /// The server's identity and each coupon's standing, in `coupons`' order: one round trip
+    /// on one server; on a cluster, one per coupon (a pipeline's keys must share a slot) and
+    /// one to every master.
     pub async fn survey(&self, coupons: &[CouponId]) -> Result<Survey, GateError> {
+        if self.cluster {
+            return self.survey_cluster(coupons).await;
+        }
         let keys: Vec<CouponKeys> = coupons.iter().map(|c| self.keys(*c)).collect();
         let keys = &keys;
-        // present, held, admitted, pending, inflight
-        type Raw = (bool, bool, u64, u64, u64);
-        let (info, standings): (String, Vec<Raw>) = self
+        let (info, standings): (String, Vec<RawStanding>) = self
             .run(|mut conn| async move {
                 let mut pipe = redis::pipe();
                 pipe.cmd("INFO").arg("server").arg("replication");
                 for k in keys {
-                    pipe.hexists(&k.meta, "stock")
-                        .hexists(&k.meta, "recovering")
-                        .zcard(&k.queue)
-                        .llen(&k.pending)
-                        .zcard(&k.inflight);
+                    standing_pipe(&mut pipe, k);
                 }
                 let mut reply: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
                 let info: String = redis::from_redis_value(reply.remove(0))?;
@@ -104,16 +127,51 @@ impl Gate {
             .ok_or_else(|| GateError::Unexpected(anyhow::anyhow!("INFO server has no run_id")))?;
         Ok(Survey {
             server,
-            coupons: standings
-                .into_iter()
-                .map(|(present, held, admitted, pending, inflight)| Standing {
-                    present,
-                    held,
-                    admitted,
-                    pending,
-                    inflight,
-                })
-                .collect(),
+            coupons: standings.into_iter().map(Standing::from).collect(),
+        })
+    }
+
+    /// The cluster's identity is every master's `run_id` by address: a master restarting or a
+    /// replica taking over changes it, as a restart or failover changes one server's.
+    async fn survey_cluster(&self, coupons: &[CouponId]) -> Result<Survey, GateError> {
+        let masters: std::collections::BTreeMap<String, String> = self
+            .run(|mut conn| async move {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let server = masters
+            .iter()
+            .map(|(address, info)| {
+                let id = info
+                    .lines()
+                    .find_map(|line| line.strip_prefix("run_id:"))
+                    .map(str::trim)
+                    .unwrap_or_default();
+                format!("{address}={id}")
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let standings = futures::future::try_join_all(coupons.iter().map(|coupon| {
+            let keys = self.keys(*coupon);
+            async move {
+                let keys = &keys;
+                let raw: RawStanding = self
+                    .run(|mut conn| async move {
+                        standing_pipe(&mut redis::pipe(), keys)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                Ok::<_, GateError>(Standing::from(raw))
+            }
+        }))
+        .await?;
+        Ok(Survey {
+            server,
+            coupons: standings,
         })
     }
 

@@ -3,9 +3,9 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use fcfs_coupon::auth::TokenKeys;
-use fcfs_coupon::configuration::{LogSettings, Settings};
+use fcfs_coupon::configuration::{LogSettings, RedisMode, Settings};
 use fcfs_coupon::domain::{CouponId, UserId};
-use fcfs_coupon::gate::{CouponKeys, Gate};
+use fcfs_coupon::gate::{CouponKeys, Gate, RedisConnection};
 use fcfs_coupon::issuer::Issuer;
 use fcfs_coupon::startup::{Application, Role};
 use fcfs_coupon::telemetry;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 mod broker;
 mod browser;
 mod certs;
+mod cluster;
 mod isolation;
 mod kafka;
 mod postgres_server;
@@ -29,6 +30,7 @@ mod strict_json;
 pub use broker::DurableBroker;
 pub use browser::{artifact, browser_script};
 pub use certs::KeyDir;
+pub use cluster::PrivateCluster;
 pub use isolation::Isolation;
 pub use kafka::{committed_total, produce_raw, topic_messages};
 pub use postgres_server::PrivatePostgres;
@@ -53,7 +55,7 @@ pub struct TestApp {
     pub tokens: TokenKeys,
     pub db: PgPool,
     /// Straight to the real Redis (not through any proxy the app may be using).
-    pub redis: redis::aio::MultiplexedConnection,
+    pub redis: RedisConnection,
     /// The gate, as the service sees it (same prefix), for driving the pipeline by hand.
     pub gate: Gate,
     issuer: Option<Issuer>,
@@ -137,7 +139,12 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts one instance of the service, with every role, on `settings`. Instances started on
 /// the same settings share Redis, the database, the topic and the consumer group.
 pub async fn start(settings: Settings) -> TestApp {
-    let app = Application::build(&settings, &ALL_ROLES)
+    start_roles(settings, &ALL_ROLES).await
+}
+
+/// One instance with only `roles` (it must include the API).
+pub async fn start_roles(settings: Settings, roles: &[Role]) -> TestApp {
+    let app = Application::build(&settings, roles)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port().unwrap());
@@ -169,12 +176,12 @@ impl TestApp {
             .expect("test database");
         let db = settings.database.pool().await.expect("test database");
         // Assertions go to the real Redis, even when the service is given a proxy.
-        let redis_url = Settings::load(None).unwrap().redis.url;
-        let redis = redis::Client::open(redis_url.expose_secret())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("Redis for assertions");
+        // A cluster is reached directly (its nodes name each other, so no proxy stands in).
+        let real = match settings.redis.mode {
+            RedisMode::Cluster => settings.redis.clone(),
+            _ => Settings::load(None).unwrap().redis,
+        };
+        let redis = real.connect().await.expect("Redis for assertions");
         let gate = settings.redis.gate().unwrap();
         TestApp {
             address,

@@ -15,7 +15,7 @@ use crate::helpers::{
 };
 
 /// Every user applies once, `workers` at a time; returns user → position told at apply time.
-async fn crowd(
+pub async fn crowd(
     apps: &[&TestApp],
     coupon: i64,
     users: impl Iterator<Item = i64>,
@@ -40,7 +40,12 @@ async fn crowd(
 }
 
 /// Exactly `stock` rows, distinct users, positions 1..=stock, each the one its user was told.
-async fn assert_issued_exactly(app: &TestApp, coupon: i64, told: &BTreeMap<i64, i64>, stock: i32) {
+pub async fn assert_issued_exactly(
+    app: &TestApp,
+    coupon: i64,
+    told: &BTreeMap<i64, i64>,
+    stock: i32,
+) {
     let rows = app.issued_rows(coupon).await;
     assert_eq!(rows.len(), stock as usize);
     assert_eq!(

@@ -1,10 +1,14 @@
 //! Integration tests: the real application against real Redis and PostgreSQL.
 //! Each test gets its own database, Redis key prefix and JWT secret, so they run in parallel.
 
+// The apply handler's future, awaited inside a test's, nests deeper than the default allows.
+#![recursion_limit = "256"]
+
 mod abuse;
 mod admission;
 mod bad_input;
 mod bench;
+mod cluster;
 mod contract;
 mod dashboard;
 mod faults;
@@ -18,6 +22,7 @@ mod recovery;
 mod redis_loss;
 mod resilience;
 mod retention;
+mod scale_out;
 mod sentinel;
 mod swagger;
 mod tls;

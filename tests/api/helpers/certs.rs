@@ -1,5 +1,5 @@
 //! Keys and certificates a test makes for itself with the machine's `openssl`, in a directory
-//! removed with it.
+//! removed with it (also where a private cluster keeps its nodes' state).
 
 use std::path::{Path, PathBuf};
 

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use fcfs_coupon::configuration::Settings;
-use secrecy::ExposeSecret;
 use sqlx::{Connection, PgConnection};
 
 /// Live isolations by key prefix, so instances of one test share one.
@@ -89,10 +88,7 @@ async fn drop_database(settings: &Settings) {
 }
 
 async fn delete_keys(settings: &Settings) {
-    let Ok(client) = redis::Client::open(settings.redis.url.expose_secret()) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+    let Ok(mut conn) = settings.redis.connect().await else {
         return;
     };
     let pattern = format!("{}:*", settings.redis.key_prefix);

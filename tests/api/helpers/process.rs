@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use fcfs_coupon::configuration::Settings;
+use fcfs_coupon::configuration::{RateLimitScope, RedisMode, Settings};
 use secrecy::ExposeSecret;
 use tokio::process::{Child, Command};
 
@@ -34,6 +34,32 @@ fn service_env(settings: &Settings) -> Vec<(&'static str, String)> {
             settings.redis.url.expose_secret().to_owned(),
         ),
         ("APP_REDIS__KEY_PREFIX", settings.redis.key_prefix.clone()),
+        ("APP_REDIS__MODE", redis_mode(settings).into()),
+        ("APP_REDIS__NODES", settings.redis.nodes.clone()),
+        (
+            "APP_REDIS__ACK_REPLICAS",
+            settings.redis.ack_replicas.to_string(),
+        ),
+        (
+            "APP_RATE_LIMIT__SCOPE",
+            match settings.rate_limit.scope {
+                RateLimitScope::Instance => "instance",
+                RateLimitScope::Shared => "shared",
+            }
+            .into(),
+        ),
+        (
+            "APP_RATE_LIMIT__PER_USER_PER_SEC",
+            settings.rate_limit.per_user_per_sec.to_string(),
+        ),
+        (
+            "APP_RATE_LIMIT__PER_USER_BURST",
+            settings.rate_limit.per_user_burst.to_string(),
+        ),
+        (
+            "APP_RATE_LIMIT__PER_ADDRESS_BURST",
+            settings.rate_limit.per_address_burst.to_string(),
+        ),
         (
             "APP_DATABASE__URL",
             settings.database.url.expose_secret().to_owned(),
@@ -75,6 +101,14 @@ fn service_env(settings: &Settings) -> Vec<(&'static str, String)> {
         env.push(("APP_CONSUMER__MAX_ROWS_PER_SEC", rate.to_string()));
     }
     env
+}
+
+fn redis_mode(settings: &Settings) -> &'static str {
+    match settings.redis.mode {
+        RedisMode::Standalone => "standalone",
+        RedisMode::Sentinel => "sentinel",
+        RedisMode::Cluster => "cluster",
+    }
 }
 
 /// Runs a one-shot command of the binary (`audit`, `reconcile`, …) on `settings`; returns
