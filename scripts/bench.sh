@@ -4,13 +4,35 @@
 #   scripts/bench.sh [spike options]      e.g. --users 100000 --stock 10000 --concurrency 256
 #   scripts/bench.sh issuance [--winners 10000]   the pipeline's drain alone (no HTTP)
 #   scripts/bench.sh durability [--calls 20000]    admissions/s with and without a replica's WAIT
+#   --redis-mode standalone|cluster   (spike) the service on the scripts' Redis (default) or on
+#                                     the local cluster (scripts/services.sh cluster up)
+#   --events K                        (spike) the crowd spread over K events, each of --stock
 # Report and chart land in bench-results/ (report.json, chart.svg).
 set -euo pipefail
 SCRIPT_NAME=bench
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
+args=()
+redis_mode=standalone
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --redis-mode) redis_mode=${2:?--redis-mode needs standalone or cluster}; shift 2 ;;
+    --redis-mode=*) redis_mode=${1#*=}; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+set -- "${args[@]}"
+
 prepare_release
+case "$redis_mode" in
+  standalone) ;;
+  cluster)
+    scripts/services.sh cluster up
+    export APP_REDIS__MODE=cluster APP_REDIS__NODES=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
+    ;;
+  *) die "--redis-mode: standalone or cluster, not $redis_mode" ;;
+esac
 cargo build --release --locked -p fcfs-bench
 if [ "${1:-}" = issuance ] || [ "${1:-}" = durability ]; then
   exec "${CARGO_TARGET_DIR:-target}/release/fcfs-bench" "$@"

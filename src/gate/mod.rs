@@ -57,12 +57,21 @@ impl From<RedisError> for GateError {
         {
             return GateError::Held;
         }
+        // A transaction (MULTI/EXEC) that a cluster refused is aborted with the reason inside.
+        let kind = match e.kind() {
+            ErrorKind::Server(ServerErrorKind::ExecAbort) => e
+                .clone()
+                .into_server_errors()
+                .and_then(|errors| errors.first().and_then(|(_, error)| error.kind()))
+                .map_or(e.kind(), ErrorKind::Server),
+            kind => kind,
+        };
         let down = e.is_io_error()
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || matches!(
-                e.kind(),
+                kind,
                 ErrorKind::AuthenticationFailed
                     | ErrorKind::Server(
                         ServerErrorKind::BusyLoading
@@ -91,7 +100,16 @@ impl crate::configuration::RedisSettings {
             self.timeout(),
         );
         if self.ack_replicas > 0 {
-            let own = Gate::new(connector, 1, &self.key_prefix, self.timeout());
+            // A confirmation is only true of the server that ran the writes: its `WAIT` is
+            // never retried, by the gate or by a cluster client, since a retry could reach the
+            // server that replaced it and confirm writes that died with the old one.
+            let mut own = Gate::new(
+                Arc::new(self.connector_without_retries()?),
+                1,
+                &self.key_prefix,
+                self.timeout(),
+            );
+            own.retry = false;
             gate.ack = Some(Arc::new(confirm::Confirmer::new(
                 own,
                 self.ack_replicas,
@@ -104,6 +122,15 @@ impl crate::configuration::RedisSettings {
     /// One connection to these settings' Redis, whatever its mode (for tools and tests).
     pub async fn connect(&self) -> anyhow::Result<RedisConnection> {
         self.connector()?.open().await
+    }
+
+    fn connector_without_retries(&self) -> anyhow::Result<connections::Connector> {
+        Ok(match self.mode {
+            crate::configuration::RedisMode::Cluster => {
+                connections::Connector::Cluster(Box::new(self.cluster_client(0)?))
+            }
+            _ => self.connector()?,
+        })
     }
 
     fn connector(&self) -> anyhow::Result<connections::Connector> {
@@ -139,18 +166,22 @@ impl crate::configuration::RedisSettings {
                 .map_err(|e| anyhow!(e).context("APP_REDIS__NODES"))?;
                 connections::Connector::Sentinel(Box::new(tokio::sync::Mutex::new(client)))
             }
-            RedisMode::Cluster => connections::Connector::Cluster(Box::new(self.cluster_client()?)),
+            RedisMode::Cluster => {
+                connections::Connector::Cluster(Box::new(self.cluster_client(CLUSTER_RETRIES)?))
+            }
         })
     }
 
     /// A client of the cluster whose seed nodes `APP_REDIS__NODES` names; the URL's user and
-    /// password apply to every node.
-    fn cluster_client(&self) -> anyhow::Result<redis::cluster::ClusterClient> {
+    /// password apply to every node. It retries a call `retries` times through redirections
+    /// and topology changes (within the gate's timeout).
+    fn cluster_client(&self, retries: u32) -> anyhow::Result<redis::cluster::ClusterClient> {
         let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
             .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))?;
         let mut builder = redis::cluster::ClusterClientBuilder::new(self.node_urls())
             .connection_timeout(self.timeout())
-            .response_timeout(self.timeout());
+            .response_timeout(self.timeout())
+            .retries(retries);
         if let Some(user) = url.redis_settings().username() {
             builder = builder.username(user);
         }
@@ -162,6 +193,9 @@ impl crate::configuration::RedisSettings {
             .map_err(|e| anyhow!(e).context("APP_REDIS__NODES"))
     }
 }
+
+/// The cluster client's own default: enough to follow a failover, bounded by the gate's timeout.
+const CLUSTER_RETRIES: u32 = 16;
 
 /// A cheap handle (clone it freely) on the Redis side of the pipeline.
 #[derive(Clone)]
@@ -180,6 +214,8 @@ pub struct Gate {
     known: Arc<std::sync::RwLock<HashSet<CouponId>>>,
     /// Redis Cluster: a call's keys must share a slot, and servers are per shard.
     cluster: bool,
+    /// Whether a call that met a dropped connection is tried once more (see `run`).
+    retry: bool,
     /// Coupons whose Redis copy was retired: Redis not knowing one is expected, and its reads
     /// come from PostgreSQL.
     retired: Arc<std::sync::RwLock<HashSet<CouponId>>>,
@@ -195,6 +231,7 @@ impl Gate {
     ) -> Self {
         Self {
             cluster: connector.is_cluster(),
+            retry: true,
             connections: Arc::new(connections::Connections::new(connector, connections)),
             prefix: prefix.into(),
             timeout,
@@ -359,7 +396,7 @@ impl Gate {
                         if dropped || demoted {
                             self.connections.discard(slot).await;
                         }
-                        if !(dropped || demoted) || retried.is_some() {
+                        if !(dropped || demoted) || retried.is_some() || !self.retry {
                             return Err(GateError::from(e));
                         }
                         retried = Some(slot);

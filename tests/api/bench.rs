@@ -12,7 +12,8 @@ async fn a_small_bench_run_verifies_and_writes_its_report() {
     let options = BenchOptions {
         url: app.address.clone(),
         users: 300,
-        stock: 30,
+        stock: 10,
+        events: 3,
         concurrency: 16,
         probe_rate: 20,
         idle_secs: 0.3,
@@ -35,7 +36,10 @@ async fn a_small_bench_run_verifies_and_writes_its_report() {
     assert_eq!(report.targets.len(), 6);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(json["stock"], 30);
+    assert_eq!(
+        (json["stock"].clone(), json["events"].clone()),
+        (10.into(), 3.into())
+    );
     let svg = std::fs::read_to_string(out.join("chart.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("Winners through the pipeline"));
     std::fs::remove_dir_all(out).ok();

@@ -18,10 +18,11 @@ pub struct Sample {
     pub position: Option<u32>,
 }
 
-/// Sends every token's application once, `concurrency` at a time, and returns what came back.
+/// Sends every token's application once (token i to `apply_urls[i mod K]`), `concurrency` at
+/// a time, and returns what came back.
 pub async fn run(
     client: &reqwest::Client,
-    apply_url: &str,
+    apply_urls: Arc<Vec<String>>,
     tokens: Arc<Vec<String>>,
     concurrency: usize,
     started: Instant,
@@ -29,14 +30,15 @@ pub async fn run(
     let next = Arc::new(AtomicUsize::new(0));
     let workers = (0..concurrency).map(|_| {
         let (client, next, tokens) = (client.clone(), next.clone(), tokens.clone());
-        let url = apply_url.to_owned();
+        let urls = apply_urls.clone();
         async move {
             let mut samples = Vec::with_capacity(tokens.len() / concurrency + 1);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(token) = tokens.get(i) else { break };
+                let url = &urls[i % urls.len()];
                 let sent = Instant::now();
-                let (status, position) = match client.post(&url).bearer_auth(token).send().await {
+                let (status, position) = match client.post(url).bearer_auth(token).send().await {
                     Ok(resp) => {
                         let status = resp.status();
                         let position = if status == StatusCode::ACCEPTED {

@@ -32,9 +32,13 @@ pub struct BenchOptions {
     /// Distinct applicants, each with its own token.
     #[arg(long, default_value_t = 100_000)]
     pub users: u32,
-    /// The event's stock.
+    /// Each event's stock.
     #[arg(long, default_value_t = 10_000)]
     pub stock: u32,
+    /// Events running at once; applicant i applies to event i mod K (on a cluster, the
+    /// events spread over the masters). Needs users >= stock x events.
+    #[arg(long, default_value_t = 1)]
+    pub events: u32,
     /// Keep-alive connections applying at once (and Redis connections for the ceiling).
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -71,8 +75,9 @@ struct Setup {
     client: reqwest::Client,
     db: sqlx::PgPool,
     gate: Gate,
-    coupon: CouponId,
+    coupons: Vec<CouponId>,
     ceiling: f64,
+    redis_mode: String,
 }
 
 /// What the spike left behind, before it is summarised.
@@ -99,10 +104,20 @@ impl Setup {
             .build()?;
         let db = settings.database.pool().await?;
         let gate = settings.redis.gate()?;
-        let coupon = create_coupon(&client, opts, &admin).await?;
+        if u64::from(opts.users) < u64::from(opts.stock) * u64::from(opts.events.max(1)) {
+            bail!("--users must be at least --stock x --events");
+        }
+        let mut coupons = Vec::new();
+        for _ in 0..opts.events.max(1) {
+            coupons.push(create_coupon(&client, opts, &admin).await?);
+        }
         eprintln!(
-            "bench: coupon {coupon}, stock {}, {} users, {} connections",
-            opts.stock, opts.users, opts.concurrency
+            "bench: {} event(s) of stock {}, {} users, {} connections, Redis {:?}",
+            coupons.len(),
+            opts.stock,
+            opts.users,
+            opts.concurrency,
+            settings.redis.mode
         );
         let ceiling =
             ceiling::measure(&settings.redis, opts.users, opts.stock, opts.concurrency).await?;
@@ -112,8 +127,9 @@ impl Setup {
             client,
             db,
             gate,
-            coupon,
+            coupons,
             ceiling,
+            redis_mode: format!("{:?}", settings.redis.mode).to_lowercase(),
         })
     }
 
@@ -154,17 +170,21 @@ impl Setup {
         let sampling = tokio::spawn(sampler::run(
             self.gate.clone(),
             self.db.clone(),
-            self.coupon,
+            self.coupons.clone(),
             opts.service_pid,
             started,
             stop_sampling.clone(),
         ));
         let stop_probes = CancellationToken::new();
         let (page, live) = self.probes(opts, &stop_probes);
-        let apply_url = format!("{}/coupons/{}/issue", opts.url, self.coupon);
+        let apply_urls = self
+            .coupons
+            .iter()
+            .map(|c| format!("{}/coupons/{c}/issue", opts.url))
+            .collect();
         let samples = crowd::run(
             &self.client,
-            &apply_url,
+            Arc::new(apply_urls),
             self.tokens.clone(),
             opts.concurrency,
             started,
@@ -176,7 +196,7 @@ impl Setup {
         eprintln!(
             "bench: crowd done in {apply_seconds:.2} s; waiting for every winner to be persisted"
         );
-        let last_persisted = wait_for_rows(&self.db, self.coupon, opts.stock).await?;
+        let last_persisted = wait_for_rows(&self.db, &self.coupons, opts.stock).await?;
         stop_sampling.cancel();
         Ok(Spike {
             samples,
@@ -207,16 +227,23 @@ async fn summarise(
     let admissions: Vec<_> = samples.iter().filter(|s| s.status == 202).collect();
     let at = |us: u64| spike.wall_started + chrono::Duration::microseconds(us as i64);
     let last_admission = admissions.iter().map(|s| s.done_us).max().map(at);
-    let sold_out_at = admissions
+    // When the last event sold out (its last unit was admitted).
+    let sold_out: Vec<u64> = admissions
         .iter()
-        .find(|s| s.position == Some(opts.stock))
-        .map(|s| s.done_us as f64 / 1000.0);
+        .filter(|s| s.position == Some(opts.stock))
+        .map(|s| s.done_us)
+        .collect();
+    let sold_out_at = (sold_out.len() == setup.coupons.len())
+        .then(|| sold_out.iter().max().map(|us| *us as f64 / 1000.0))
+        .flatten();
     let [page_idle, page_spike, live_idle, live_spike] =
         [&page_idle, &spike.page, &live_idle, &spike.live].map(report::Percentiles::from);
     let apply_throughput = samples.len() as f64 / spike.apply_seconds;
     Ok(Report {
         users: opts.users,
         stock: opts.stock,
+        events: setup.coupons.len() as u32,
+        redis_mode: setup.redis_mode.clone(),
         concurrency: opts.concurrency,
         apply_seconds: spike.apply_seconds,
         apply_throughput,
@@ -241,7 +268,7 @@ async fn summarise(
             .iter()
             .filter_map(|p| p.rss_mib)
             .reduce(f64::max),
-        verification: verify(&setup.db, setup.coupon, opts.stock).await?,
+        verification: verify(&setup.db, &setup.coupons, opts.stock).await?,
         targets: Vec::new(),
         timeline: report::buckets(samples, Duration::from_millis(250)),
         progress: spike.progress,
@@ -284,21 +311,26 @@ async fn create_coupon(
     Ok(CouponId::new(id)?)
 }
 
-/// Waits until `stock` rows exist; the newest row's `issued_at`.
+fn ids(coupons: &[CouponId]) -> Vec<i64> {
+    coupons.iter().map(|c| c.get()).collect()
+}
+
+/// Waits until every event has `stock` rows; the newest row's `issued_at`.
 async fn wait_for_rows(
     db: &sqlx::PgPool,
-    coupon: CouponId,
+    coupons: &[CouponId],
     stock: u32,
 ) -> anyhow::Result<Option<DateTime<Utc>>> {
     let deadline = Instant::now() + DRAIN_DEADLINE;
+    let stock = i64::from(stock) * coupons.len() as i64;
     loop {
         let (rows, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT count(*), max(issued_at) FROM coupon_issue WHERE coupon_id = $1",
+            "SELECT count(*), max(issued_at) FROM coupon_issue WHERE coupon_id = ANY($1)",
         )
-        .bind(coupon.get())
+        .bind(ids(coupons))
         .fetch_one(db)
         .await?;
-        if rows >= i64::from(stock) {
+        if rows >= stock {
             return Ok(last);
         }
         if Instant::now() > deadline {
@@ -309,25 +341,30 @@ async fn wait_for_rows(
     }
 }
 
+/// Per event: exactly `stock` rows, distinct users, positions exactly 1..=stock.
 async fn verify(
     db: &sqlx::PgPool,
-    coupon: CouponId,
+    coupons: &[CouponId],
     stock: u32,
 ) -> anyhow::Result<report::Verification> {
-    let (rows, distinct_users, min, max): (i64, i64, Option<i32>, Option<i32>) = sqlx::query_as(
+    let per_event: Vec<(i64, i64, Option<i32>, Option<i32>)> = sqlx::query_as(
         "SELECT count(*), count(DISTINCT user_id), min(position), max(position) \
-         FROM coupon_issue WHERE coupon_id = $1",
+         FROM coupon_issue WHERE coupon_id = ANY($1) GROUP BY coupon_id",
     )
-    .bind(coupon.get())
-    .fetch_one(db)
+    .bind(ids(coupons))
+    .fetch_all(db)
     .await?;
     let stock = i64::from(stock);
     // Unique positions (a constraint) within 1..=stock, as many as the stock: exactly 1..=stock.
-    let positions_dense = rows == stock && min == Some(1) && max.map(i64::from) == Some(stock);
+    let dense = |(rows, _, min, max): &(i64, i64, Option<i32>, Option<i32>)| {
+        *rows == stock && *min == Some(1) && max.map(i64::from) == Some(stock)
+    };
+    let positions_dense = per_event.len() == coupons.len() && per_event.iter().all(dense);
+    let distinct_once = per_event.iter().all(|(_, users, _, _)| *users == stock);
     Ok(report::Verification {
-        rows,
-        distinct_users,
+        rows: per_event.iter().map(|e| e.0).sum(),
+        distinct_users: per_event.iter().map(|e| e.1).sum(),
         positions_dense,
-        ok: positions_dense && distinct_users == stock,
+        ok: positions_dense && distinct_once,
     })
 }

@@ -91,7 +91,11 @@ pub struct Verification {
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub users: u32,
+    /// Each event's stock.
     pub stock: u32,
+    pub events: u32,
+    /// `APP_REDIS__MODE` of the run: standalone, sentinel or cluster.
+    pub redis_mode: String,
     pub concurrency: usize,
     pub apply_seconds: f64,
     pub apply_throughput: f64,
@@ -155,7 +159,7 @@ impl Report {
             add(
                 "last admission to last row",
                 "<= 2000 ms",
-                format!("{ms:.0} ms for {} winners", self.stock),
+                format!("{ms:.0} ms for {} winners", self.stock * self.events),
                 ms <= 2000.0,
             );
         }
@@ -178,8 +182,8 @@ impl Report {
 
     pub fn print_summary(&self) {
         println!(
-            "\n== fcfs-coupon bench: {} users, stock {}, {} connections ==",
-            self.users, self.stock, self.concurrency
+            "\n== fcfs-coupon bench: {} users, {} event(s) of stock {}, {} connections, Redis {} ==",
+            self.users, self.events, self.stock, self.concurrency, self.redis_mode
         );
         println!(
             "apply            {:>9.0} req/s over {:.2} s  (admitted {}, sold out {}, other {})",

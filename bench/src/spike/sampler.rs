@@ -25,7 +25,7 @@ pub struct Progress {
 pub async fn run(
     gate: Gate,
     db: PgPool,
-    coupon: CouponId,
+    coupons: Vec<CouponId>,
     service_pid: Option<u32>,
     started: Instant,
     stop: CancellationToken,
@@ -34,10 +34,16 @@ pub async fn run(
     let mut tick = tokio::time::interval(EVERY);
     while !stop.is_cancelled() {
         tick.tick().await;
-        let backlog = gate.backlog(coupon).await.unwrap_or_default();
+        let (mut admitted, mut published) = (0, 0);
+        for coupon in &coupons {
+            let backlog = gate.backlog(*coupon).await.unwrap_or_default();
+            admitted += backlog.admitted;
+            published += backlog.published();
+        }
+        let ids: Vec<i64> = coupons.iter().map(|c| c.get()).collect();
         let persisted: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM coupon_issue WHERE coupon_id = $1")
-                .bind(coupon.get())
+            sqlx::query_scalar("SELECT count(*) FROM coupon_issue WHERE coupon_id = ANY($1)")
+                .bind(ids)
                 .fetch_one(&db)
                 .await
                 .unwrap_or_default();
@@ -45,15 +51,15 @@ pub async fn run(
             eprintln!(
                 "bench: t={:>5.1}s admitted={:<7} published={:<7} persisted={}",
                 started.elapsed().as_secs_f64(),
-                backlog.admitted,
-                backlog.published(),
+                admitted,
+                published,
                 persisted
             );
         }
         samples.push(Progress {
             t: started.elapsed().as_secs_f64(),
-            admitted: backlog.admitted,
-            published: backlog.published(),
+            admitted,
+            published,
             persisted: persisted as u64,
             rss_mib: service_pid.and_then(rss_mib),
         });

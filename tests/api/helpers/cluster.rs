@@ -1,5 +1,5 @@
-//! A Redis Cluster of the test's own (3 masters, a replica each) on loopback, for tests that
-//! kill or stall its nodes, which the shared cluster's other tests would suffer from.
+//! A Redis Cluster of the test's own (3 masters with their replicas) on loopback, for tests
+//! that kill or stall its nodes, which the shared cluster's other tests would suffer from.
 
 use std::time::Duration;
 
@@ -23,10 +23,11 @@ pub struct Node {
 }
 
 impl PrivateCluster {
-    pub async fn start() -> Self {
+    /// Three masters with `replicas` replicas each.
+    pub async fn start(replicas: usize) -> Self {
         let dir = KeyDir::new();
         let mut nodes = Vec::new();
-        for i in 0..6 {
+        for i in 0..3 * (1 + replicas) {
             let config = dir.path().join(format!("nodes-{i}.conf"));
             let bus = free_port().to_string();
             nodes.push(
@@ -51,7 +52,7 @@ impl PrivateCluster {
         let created = tokio::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .await
             .expect("redis-cli is installed");
@@ -61,7 +62,7 @@ impl PrivateCluster {
             String::from_utf8_lossy(&created.stdout)
         );
         let cluster = Self { nodes, _dir: dir };
-        cluster.until_settled(3).await;
+        cluster.until_settled(3, replicas).await;
         cluster
     }
 
@@ -96,8 +97,8 @@ impl PrivateCluster {
         panic!("no node of the cluster answers");
     }
 
-    /// Waits until every slot is served and `masters` masters have a replica each.
-    pub async fn until_settled(&self, masters: usize) {
+    /// Waits until every slot is served by `masters` masters with `replicas` replicas each.
+    pub async fn until_settled(&self, masters: usize, replicas: usize) {
         eventually("the cluster to settle", Duration::from_secs(30), || async {
             let nodes = self.topology().await;
             let served: u32 = nodes
@@ -106,16 +107,40 @@ impl PrivateCluster {
                 .flat_map(|n| &n.slots)
                 .map(|(from, to)| u32::from(to - from) + 1)
                 .sum();
-            let (with_slots, replicas) = (
+            let (with_slots, replicating) = (
                 nodes
                     .iter()
                     .filter(|n| n.master && !n.slots.is_empty())
                     .count(),
                 nodes.iter().filter(|n| !n.master).count(),
             );
-            (served == 16384 && with_slots == masters && replicas >= masters).then_some(())
+            let settled =
+                served == 16384 && with_slots == masters && replicating >= masters * replicas;
+            (settled && self.every_node_ok().await).then_some(())
         })
         .await;
+    }
+
+    /// Every live node says `cluster_state:ok` (the state spreads over the bus, node by node).
+    async fn every_node_ok(&self) -> bool {
+        for node in &self.nodes {
+            let Ok(mut conn) = redis::Client::open(node.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+            else {
+                continue;
+            };
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            if !info.contains("cluster_state:ok") {
+                return false;
+            }
+        }
+        true
     }
 
     /// The master serving `slot` now.
@@ -128,15 +153,71 @@ impl PrivateCluster {
             .port
     }
 
-    /// The port of a replica of the master on `master`.
-    pub async fn replica_of(&self, master: u16) -> u16 {
+    /// The ports of the replicas of the master on `master`.
+    pub async fn replicas_of(&self, master: u16) -> Vec<u16> {
         let nodes = self.topology().await;
         let id = &nodes.iter().find(|n| n.port == master).expect("a node").id;
         nodes
             .iter()
-            .find(|n| n.master_id.as_ref() == Some(id))
-            .expect("the master has a replica")
-            .port
+            .filter(|n| n.master_id.as_ref() == Some(id))
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// Moves `slot` with its keys to the master on `to`, the way `redis-cli --cluster reshard`
+    /// does for each slot: importing/migrating, `MIGRATE` of its keys, then the new owner.
+    pub async fn move_slot(&self, slot: u16, to: u16) {
+        let from = self.master_of(slot).await;
+        let nodes = self.topology().await;
+        let id = |port: u16| nodes.iter().find(|n| n.port == port).unwrap().id.clone();
+        let (from_id, to_id) = (id(from), id(to));
+        let conn = |port: u16| async move {
+            redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap()
+        };
+        let (mut source, mut target) = (conn(from).await, conn(to).await);
+        let setslot = |state: &str, node: &str| {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SETSLOT").arg(slot).arg(state).arg(node);
+            cmd
+        };
+        let _: () = setslot("IMPORTING", &from_id)
+            .query_async(&mut target)
+            .await
+            .unwrap();
+        let _: () = setslot("MIGRATING", &to_id)
+            .query_async(&mut source)
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(10_000)
+            .query_async(&mut source)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5_000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query_async(&mut source)
+                .await
+                .unwrap();
+        }
+        for node in nodes.iter().filter(|n| n.master) {
+            let _: () = setslot("NODE", &to_id)
+                .query_async(&mut conn(node.port).await)
+                .await
+                .unwrap();
+        }
     }
 
     pub fn node(&mut self, port: u16) -> &mut PrivateRedis {
