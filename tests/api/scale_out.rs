@@ -2,6 +2,7 @@
 //! limits shared by every instance. Runs against one Redis and, with `APP_REDIS__MODE=cluster`
 //! (scripts/test.sh), against the cluster, where the events spread over every master.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use fcfs_coupon::configuration::{RateLimitScope, RedisMode};
@@ -10,7 +11,7 @@ use fcfs_coupon::startup::Role;
 use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 
-use crate::helpers::{isolated_settings, start, start_roles, ServiceProcess, TestApp};
+use crate::helpers::{eventually, isolated_settings, start, start_roles, ServiceProcess, TestApp};
 use crate::issuance::{assert_issued_exactly, crowd};
 
 #[tokio::test]
@@ -24,6 +25,16 @@ async fn twenty_events_over_six_partitions_and_three_consumer_processes_each_lan
         ServiceProcess::spawn(&settings, &["consumer"]).await,
         ServiceProcess::spawn(&settings, &["consumer"]).await,
     ];
+    eventually(
+        "the group to share the six partitions",
+        Duration::from_secs(60),
+        || async {
+            let owned: Vec<Vec<u32>> = consumers.iter().map(assigned).collect();
+            let all: BTreeSet<u32> = owned.iter().flatten().copied().collect();
+            (owned.iter().all(|p| !p.is_empty()) && all.len() == 6).then_some(())
+        },
+    )
+    .await;
     let mut coupons = Vec::new();
     for _ in 0..20 {
         coupons.push(app.create_stock(30).await);
@@ -63,6 +74,23 @@ async fn assert_every_master_holds_events(app: &TestApp) {
     for (port, keys) in held {
         assert!(keys > 0, "the master on {port} holds no event's keys");
     }
+}
+
+/// The partitions a consumer process owns now: its log's last assignment, unless revoked since.
+fn assigned(process: &ServiceProcess) -> Vec<u32> {
+    let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"));
+    let Some(line) = last.filter(|l| l.contains("partitions assigned")) else {
+        return Vec::new();
+    };
+    let list = line.split("partitions=[").nth(1).unwrap_or("");
+    let list = list.split(']').next().unwrap_or("");
+    list.split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
 }
 
 /// One series of a process's `/metrics`.
