@@ -12,6 +12,8 @@ set -euo pipefail
 SCRIPT_NAME=bench
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+# Benchmarks run on throw-away databases and secrets (issuance and durability mint their own).
+export APP_ENV=development
 
 args=()
 redis_mode=standalone

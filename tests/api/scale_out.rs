@@ -45,7 +45,7 @@ async fn twenty_events_over_six_partitions_and_three_consumer_processes_each_lan
     let told: Vec<_> = stream::iter(&coupons)
         .map(|&coupon| async move {
             let users = (1..=60).map(move |u| coupon * 1_000 + u);
-            (coupon, crowd(&[&app], coupon, users).await)
+            (coupon, crowd(&[app], coupon, users).await)
         })
         .buffer_unordered(20)
         .collect()
@@ -55,7 +55,7 @@ async fn twenty_events_over_six_partitions_and_three_consumer_processes_each_lan
     for (coupon, told) in &told {
         assert_eq!(told.len(), 30, "event {coupon}: the stock was admitted");
         app.wait_for_rows(*coupon, 30).await;
-        assert_issued_exactly(&app, *coupon, told, 30).await;
+        assert_issued_exactly(app, *coupon, told, 30).await;
     }
     // Every consumer process persisted rows: the six partitions were shared out.
     for consumer in &consumers {
@@ -64,7 +64,7 @@ async fn twenty_events_over_six_partitions_and_three_consumer_processes_each_lan
     }
     assert_eq!(app.failed_events().await, 0);
     if app.settings.redis.mode == RedisMode::Cluster {
-        assert_every_master_holds_events(&app).await;
+        assert_every_master_holds_events(app).await;
     }
 }
 
