@@ -1,15 +1,14 @@
 //! Redis Cluster of the test's own: a master SIGKILLed mid-spike is followed to its promoted
 //! replica without a restart, and scripts a shard forgot are loaded again.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fcfs_coupon::configuration::RedisMode;
-use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    assert_final, eventually, spawn_app_with, told, Outcome, PrivateCluster, TestApp,
+    assert_every_ticket_kept, assert_final, assert_told_is_persisted, eventually, spawn_app_with,
+    until_admitted, PrivateCluster, TestApp,
 };
 
 /// The service on `cluster`, admissions confirmed by one replica.
@@ -55,36 +54,8 @@ async fn a_master_killed_mid_spike_is_followed_and_loses_no_acknowledged_winner(
     // sent waits in their sockets; nothing after reaches them). Once the master holds 20
     // admissions they have not, it is SIGKILLed and the replicas resumed: one takes over
     // without those 20.
-    let started = Instant::now();
-    let gap = Duration::from_secs(5) / 1000;
-    let crowd = stream::iter((1..=1000i64).zip(0u32..))
-        .map(|(user, i)| {
-            let app = &app;
-            async move {
-                tokio::time::sleep_until((started + gap * i).into()).await;
-                app.apply_through_outage(coupon, user, Duration::from_secs(60))
-                    .await
-            }
-        })
-        .buffer_unordered(256)
-        .collect::<Vec<Outcome>>();
-    let admitted = |at_least: u64| {
-        let (master, queue) = (master.clone(), queue.clone());
-        move || {
-            let (mut master, queue) = (master.clone(), queue.clone());
-            async move {
-                let admitted: u64 = redis::cmd("ZCARD")
-                    .arg(queue)
-                    .query_async(&mut master)
-                    .await
-                    .ok()?;
-                (admitted >= at_least).then_some(admitted)
-            }
-        }
-    };
     let fail_over = async {
-        let within = Duration::from_secs(30);
-        let before = eventually("100 admitted on the master", within, admitted(100)).await;
+        let before = until_admitted(&master, &queue, 100).await;
         for replica in &replicas {
             cluster.node(*replica).pause();
         }
@@ -95,55 +66,21 @@ async fn a_master_killed_mid_spike_is_followed_and_loses_no_acknowledged_winner(
             .query_async(&mut master.clone())
             .await
             .unwrap();
-        eventually(
-            "20 admissions no replica has",
-            within,
-            admitted(before + 20),
-        )
-        .await;
+        until_admitted(&master, &queue, before + 20).await;
         cluster.node(old_master).kill().await;
         for replica in &replicas {
             cluster.node(*replica).resume();
         }
         Instant::now()
     };
+    let crowd = app.patient_crowd(coupon, 1000, Duration::from_secs(5));
     let (outcomes, killed) = tokio::join!(crowd, fail_over);
 
-    // Assert: a replica took the slot, and the failover was met as 503s, never a 500.
+    // Assert: a replica took the slot, the failover was met as 503s, never a 500; every user
+    // told a place has exactly that row; the stock is exactly spent.
     let promoted = cluster.master_of(slot).await;
     assert!(replicas.contains(&promoted), "a replica was promoted");
-    assert_final(&outcomes);
-    let unavailable: u32 = outcomes.iter().map(|o| o.unavailable).sum();
-    assert!(unavailable > 0, "nobody met the failover");
-    let first_after = outcomes
-        .iter()
-        .filter(|o| o.status == StatusCode::ACCEPTED && o.asked > killed)
-        .map(|o| o.answered - killed)
-        .min()
-        .expect("admissions continue on the promoted replica");
-    eprintln!(
-        "FIGURE cluster: first 202 to an application sent after the SIGKILL: {first_after:.1?} after it ({unavailable} answers were 503)"
-    );
-
-    // Every user told a place has exactly that row; the stock is exactly spent.
-    let told = told(&outcomes);
-    assert_eq!(
-        told.len(),
-        300,
-        "every unit of stock went to someone told so"
-    );
-    let rows = eventually(
-        "every winner persisted",
-        Duration::from_secs(60),
-        || async {
-            let rows = app.issued_rows(coupon).await;
-            (rows.len() >= told.len()).then_some(rows)
-        },
-    )
-    .await;
-    let persisted: BTreeMap<i64, i32> = rows.into_iter().collect();
-    assert_eq!(persisted, told, "rows differ from what clients were told");
-    assert_eq!(app.failed_events().await, 0);
+    assert_every_ticket_kept(&app, coupon, &outcomes, killed, 300, "cluster").await;
 }
 
 #[tokio::test]
@@ -165,19 +102,7 @@ async fn an_event_moved_to_another_master_mid_spike_is_followed_without_a_restar
 
     // Act: 600 applicants over three seconds; once 50 are admitted, the event's slot moves to
     // another master (ASK while its keys move, MOVED after).
-    let started = Instant::now();
-    let gap = Duration::from_secs(3) / 600;
-    let crowd = stream::iter((1..=600i64).zip(0u32..))
-        .map(|(user, i)| {
-            let app = &app;
-            async move {
-                tokio::time::sleep_until((started + gap * i).into()).await;
-                app.apply_through_outage(coupon, user, Duration::from_secs(30))
-                    .await
-            }
-        })
-        .buffer_unordered(128)
-        .collect::<Vec<Outcome>>();
+    let crowd = app.patient_crowd(coupon, 600, Duration::from_secs(3));
     let reshard = async {
         eventually("50 admitted", Duration::from_secs(30), || async {
             (app.admitted(coupon).await.len() >= 50).then_some(())
@@ -190,11 +115,7 @@ async fn an_event_moved_to_another_master_mid_spike_is_followed_without_a_restar
     // Assert: the new master serves the event; every answer was final, the stock exactly spent.
     assert_eq!(cluster.master_of(slot).await, new_master);
     assert_final(&outcomes);
-    let told = told(&outcomes);
-    assert_eq!(told.len(), 200);
-    app.wait_for_rows(coupon, 200).await;
-    let persisted: BTreeMap<i64, i32> = app.issued_rows(coupon).await.into_iter().collect();
-    assert_eq!(persisted, told);
+    assert_told_is_persisted(&app, coupon, &outcomes, 200).await;
 }
 
 #[tokio::test]

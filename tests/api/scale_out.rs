@@ -130,25 +130,13 @@ async fn one_user_gets_the_configured_burst_across_three_instances_not_three_tim
     let (apps, coupon) = (&apps, apps[0].create_stock(10).await);
 
     // Act: one user, 30 applications at once, spread over the three instances.
-    let started = Instant::now();
-    let statuses: Vec<StatusCode> = stream::iter(0..30usize)
-        .map(|i| async move { apps[i % 3].apply(coupon, 7).await.status() })
-        .buffer_unordered(30)
-        .collect()
-        .await;
-    let took = started.elapsed();
+    let (statuses, refills) = all_at_once(apps, coupon, std::iter::repeat_n(7, 30)).await;
 
     // Assert: the burst, once, for all instances together (per instance it would be 15).
-    assert!(
-        took < Duration::from_secs(1),
-        "took {took:?}: the bucket refilled meanwhile"
-    );
-    let through = statuses.iter().filter(|s| s.is_success()).count();
-    let limited = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
-        .count();
-    assert_eq!((through, limited), (5, 25), "{statuses:?}");
+    let through = count(&statuses, |s| s.is_success());
+    let limited = count(&statuses, |s| s == StatusCode::TOO_MANY_REQUESTS);
+    assert!((5..=5 + refills).contains(&through), "{statuses:?}");
+    assert_eq!(through + limited, 30);
     assert_eq!(apps[0].admitted(coupon).await, [7]);
     assert_eq!(
         apps[0]
@@ -157,7 +145,7 @@ async fn one_user_gets_the_configured_burst_across_three_instances_not_three_tim
             .await
             .unwrap()
             .applications,
-        5,
+        through as u64,
         "a limited request is not counted"
     );
 }
@@ -173,26 +161,34 @@ async fn one_address_gets_the_configured_burst_across_three_instances() {
     let (apps, coupon) = (&apps, apps[0].create_stock(100).await);
 
     // Act: 60 users from one address (127.0.0.1), spread over the three instances.
+    let (statuses, refills) = all_at_once(apps, coupon, 1..=60).await;
+
+    // Assert: the burst, once, for all instances together (per instance it would be 36).
+    let admitted = count(&statuses, |s| s == StatusCode::ACCEPTED);
+    let limited = count(&statuses, |s| s == StatusCode::TOO_MANY_REQUESTS);
+    assert!((12..=12 + refills).contains(&admitted), "{statuses:?}");
+    assert_eq!(admitted + limited, 60);
+    assert_eq!(apps[0].admitted(coupon).await.len(), admitted);
+}
+
+/// Every user's application at once, application i to instance i mod 3; their statuses, and how
+/// many tokens a bucket of 1/s may have refilled meanwhile: none when all were answered within
+/// a second, as they are unless the machine is very busy.
+async fn all_at_once(
+    apps: &[TestApp; 3],
+    coupon: i64,
+    users: impl Iterator<Item = i64>,
+) -> (Vec<StatusCode>, usize) {
     let started = Instant::now();
-    let statuses: Vec<StatusCode> = stream::iter(1..=60i64)
-        .map(|user| async move { apps[user as usize % 3].apply(coupon, user).await.status() })
-        .buffer_unordered(60)
+    let statuses: Vec<StatusCode> = stream::iter(users.enumerate())
+        .map(|(i, user)| async move { apps[i % 3].apply(coupon, user).await.status() })
+        .buffer_unordered(64)
         .collect()
         .await;
     let took = started.elapsed();
+    (statuses, took.as_secs() as usize)
+}
 
-    assert!(
-        took < Duration::from_secs(1),
-        "took {took:?}: the bucket refilled meanwhile"
-    );
-    let admitted = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::ACCEPTED)
-        .count();
-    let limited = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
-        .count();
-    assert_eq!((admitted, limited), (12, 48));
-    assert_eq!(apps[0].admitted(coupon).await.len(), 12);
+fn count(statuses: &[StatusCode], which: impl Fn(StatusCode) -> bool) -> usize {
+    statuses.iter().filter(|s| which(**s)).count()
 }

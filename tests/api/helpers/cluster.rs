@@ -78,21 +78,9 @@ impl PrivateCluster {
     /// The topology as a live node sees it.
     pub async fn topology(&self) -> Vec<Node> {
         for node in &self.nodes {
-            let Ok(mut conn) = redis::Client::open(node.url())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-            else {
-                continue;
-            };
-            let Ok(text) = redis::cmd("CLUSTER")
-                .arg("NODES")
-                .query_async::<String>(&mut conn)
-                .await
-            else {
-                continue;
-            };
-            return parse_nodes(&text);
+            if let Some(text) = ask(node, "NODES").await {
+                return parse_nodes(&text);
+            }
         }
         panic!("no node of the cluster answers");
     }
@@ -124,20 +112,10 @@ impl PrivateCluster {
     /// Every live node says `cluster_state:ok` (the state spreads over the bus, node by node).
     async fn every_node_ok(&self) -> bool {
         for node in &self.nodes {
-            let Ok(mut conn) = redis::Client::open(node.url())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-            else {
-                continue;
-            };
-            let info: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            if !info.contains("cluster_state:ok") {
-                return false;
+            if let Some(info) = ask(node, "INFO").await {
+                if !info.contains("cluster_state:ok") {
+                    return false;
+                }
             }
         }
         true
@@ -226,6 +204,17 @@ impl PrivateCluster {
             .find(|n| n.port == port)
             .expect("a node of this cluster")
     }
+}
+
+/// `CLUSTER <what>` of one node; `None` when it does not answer (killed, paused).
+async fn ask(node: &PrivateRedis, what: &str) -> Option<String> {
+    let client = redis::Client::open(node.url()).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("CLUSTER")
+        .arg(what)
+        .query_async(&mut conn)
+        .await
+        .ok()
 }
 
 /// Parses `CLUSTER NODES`: `id host:port@bus flags master epoch… link slot…`.
