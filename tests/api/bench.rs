@@ -33,7 +33,14 @@ async fn a_small_bench_run_verifies_and_writes_its_report() {
     assert_eq!(report.verification.rows, 30);
     assert!(report.last_admission_to_last_persisted_ms.is_some());
     assert!(report.ceiling_throughput > 0.0 && report.max_rss_mib.is_some());
-    assert_eq!(report.targets.len(), 6);
+    assert_eq!(report.targets.len(), 8);
+    // The floor and the other routes, after the spike, on the same connections.
+    assert!(report.rates.floor > 0.0 && report.rates.position > 0.0);
+    assert!(report.rates.sold_out > 0.0);
+    assert_eq!(
+        report.rates.sold_out_other_answers, 0,
+        "every loser is SOLD_OUT"
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(

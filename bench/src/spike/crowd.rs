@@ -10,6 +10,8 @@ use reqwest::StatusCode;
 /// One application as the client saw it.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
+    /// Whose request it was (an index into the tokens).
+    pub user: u32,
     /// When the answer arrived, µs after the crowd started.
     pub done_us: u64,
     pub latency_us: u64,
@@ -18,11 +20,12 @@ pub struct Sample {
     pub position: Option<u32>,
 }
 
-/// Sends every token's application once (token i to `apply_urls[i mod K]`), `concurrency` at
-/// a time, and returns what came back.
+/// Sends one request per token (token i to `urls[i mod K]`), `concurrency` at a time, and
+/// returns what came back. `POST` applies; `GET` reads another route the same way.
 pub async fn run(
     client: &reqwest::Client,
-    apply_urls: Arc<Vec<String>>,
+    method: reqwest::Method,
+    urls: Arc<Vec<String>>,
     tokens: Arc<Vec<String>>,
     concurrency: usize,
     started: Instant,
@@ -30,7 +33,7 @@ pub async fn run(
     let next = Arc::new(AtomicUsize::new(0));
     let workers = (0..concurrency).map(|_| {
         let (client, next, tokens) = (client.clone(), next.clone(), tokens.clone());
-        let urls = apply_urls.clone();
+        let (urls, method) = (urls.clone(), method.clone());
         async move {
             let mut samples = Vec::with_capacity(tokens.len() / concurrency + 1);
             loop {
@@ -38,7 +41,12 @@ pub async fn run(
                 let Some(token) = tokens.get(i) else { break };
                 let url = &urls[i % urls.len()];
                 let sent = Instant::now();
-                let (status, position) = match client.post(url).bearer_auth(token).send().await {
+                let (status, position) = match client
+                    .request(method.clone(), url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                {
                     Ok(resp) => {
                         let status = resp.status();
                         let position = if status == StatusCode::ACCEPTED {
@@ -56,6 +64,7 @@ pub async fn run(
                 };
                 let done = Instant::now();
                 samples.push(Sample {
+                    user: i as u32,
                     done_us: (done - started).as_micros() as u64,
                     latency_us: (done - sent).as_micros() as u64,
                     status,

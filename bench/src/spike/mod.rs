@@ -4,6 +4,7 @@
 pub mod ceiling;
 mod chart;
 mod crowd;
+mod floor;
 mod probe;
 mod report;
 mod sampler;
@@ -89,6 +90,7 @@ struct Spike {
     live: Histogram<u64>,
     last_persisted: Option<DateTime<Utc>>,
     progress: Vec<sampler::Progress>,
+    rates: floor::Rates,
 }
 
 impl Setup {
@@ -184,6 +186,7 @@ impl Setup {
             .collect();
         let samples = crowd::run(
             &self.client,
+            reqwest::Method::POST,
             Arc::new(apply_urls),
             self.tokens.clone(),
             opts.concurrency,
@@ -198,6 +201,16 @@ impl Setup {
         );
         let last_persisted = wait_for_rows(&self.db, &self.coupons, opts.stock).await?;
         stop_sampling.cancel();
+        eprintln!("bench: the floor, the losers again and position polling, same connections");
+        let rates = floor::measure(
+            &self.client,
+            &opts.url,
+            &self.coupons,
+            &self.tokens,
+            &samples,
+            opts.concurrency,
+        )
+        .await;
         Ok(Spike {
             samples,
             apply_seconds,
@@ -206,6 +219,7 @@ impl Setup {
             live,
             last_persisted,
             progress: sampling.await?,
+            rates,
         })
     }
 }
@@ -253,6 +267,11 @@ async fn summarise(
         ceiling_throughput: setup.ceiling,
         throughput_ratio: apply_throughput / setup.ceiling,
         page_p99_ratio: page_spike.p99_ms / page_idle.p99_ms.max(0.001),
+        page_to_control_p99_ratio: page_spike.p99_ms / live_spike.p99_ms.max(0.001),
+        apply_floor_ratio: apply_throughput / spike.rates.floor.max(1e-9),
+        sold_out_floor_ratio: spike.rates.sold_out / spike.rates.floor.max(1e-9),
+        position_floor_ratio: spike.rates.position / spike.rates.floor.max(1e-9),
+        rates: spike.rates.clone(),
         live_p99_ratio: live_spike.p99_ms / live_idle.p99_ms.max(0.001),
         live_idle,
         live_spike,
