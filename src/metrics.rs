@@ -76,6 +76,8 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     /// Applications inside the gate right now: never more than `http.apply_concurrency`.
     pub apply_in_flight: Gauge,
+    /// Sold-out events this instance answers without Redis (see gate::latch).
+    pub sold_out_latched: Gauge,
     pub issuer_batch_size: Histogram,
     /// Seconds from sending a batch to its last delivery report.
     pub publish_seconds: Histogram,
@@ -112,6 +114,7 @@ impl Metrics {
             applies: Family::default(),
             apply_seconds: seconds(),
             apply_in_flight: Gauge::default(),
+            sold_out_latched: Gauge::default(),
             issuer_batch_size: sizes(),
             publish_seconds: seconds(),
             published: Counter::default(),
@@ -138,6 +141,11 @@ impl Metrics {
             "apply_in_flight",
             "Applications inside the gate right now (at most http.apply_concurrency)",
             m.apply_in_flight.clone(),
+        );
+        r.register(
+            "sold_out_latched",
+            "Sold-out events whose losers this instance answers without Redis",
+            m.sold_out_latched.clone(),
         );
         r.register(
             "issuer_batch_size",

@@ -127,6 +127,10 @@ impl Application {
                 http.state.limiter.clone(),
                 shutdown.clone(),
             ));
+            tokio::spawn(count_latched_answers(
+                http.state.gate.clone(),
+                shutdown.clone(),
+            ));
             Box::pin(async move {
                 let acceptor = TcpAcceptor::from_tokio(http.listener)?;
                 Server::new_with_acceptor(IdleCutoff::new(acceptor, http.idle_timeout))
@@ -307,6 +311,18 @@ async fn sweep_rate_limits(limiter: Arc<ApplyLimiter>, shutdown: CancellationTok
         tokio::select! {
             _ = every.tick() => limiter.sweep(),
             _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Adds the `SOLD_OUT` answers given without Redis to the events' application counts every
+/// second (what the dashboard shows), and once more when stopping.
+async fn count_latched_answers(gate: crate::gate::Gate, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => gate.flush_uncounted().await,
+            _ = shutdown.cancelled() => return gate.flush_uncounted().await,
         }
     }
 }

@@ -95,6 +95,13 @@ async fn check_limits(
 /// and counted.
 async fn admit(state: &AppState, coupon: CouponId, user: UserId) -> Result<Admission, GateError> {
     let started = std::time::Instant::now();
+    // A sold-out event's losers take no permit and no Redis call (see gate::latch).
+    if state.gate.answers_sold_out(coupon, user) {
+        let seconds = started.elapsed().as_secs_f64();
+        state.metrics.apply_seconds.observe(seconds);
+        state.metrics.apply(ApplyResult::sold_out);
+        return Ok(Admission::SoldOut);
+    }
     let _permit = state
         .apply_permits
         .acquire()

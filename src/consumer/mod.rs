@@ -3,6 +3,7 @@
 //! any point redelivers, and redelivery is harmless (inserts skip rows already present).
 
 mod batch;
+mod close;
 mod retry;
 
 use std::num::NonZeroU32;
@@ -67,7 +68,7 @@ impl ConsumerContext for LagContext {
 }
 
 pub struct IssueConsumer {
-    consumer: StreamConsumer<LagContext>,
+    consumer: close::Closing<StreamConsumer<LagContext>>,
     db: PgPool,
     gate: Gate,
     /// Sends undeliverable messages to the dead-letter topic.
@@ -120,7 +121,7 @@ impl IssueConsumer {
                 RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
             });
         Ok(Self {
-            consumer,
+            consumer: close::Closing::new(consumer),
             db,
             gate,
             publisher,

@@ -52,7 +52,7 @@ impl Gate {
     pub async fn apply(&self, coupon: CouponId, user: UserId) -> Result<Admission, GateError> {
         let keys = self.keys(coupon);
         let keys = &keys;
-        let reply: Vec<String> = self
+        let reply: Result<Vec<String>, GateError> = self
             .run(|mut conn| async move {
                 APPLY
                     .key(&keys.meta)
@@ -64,7 +64,15 @@ impl Gate {
                     .invoke_async(&mut conn)
                     .await
             })
-            .await?;
+            .await;
+        let reply = match reply {
+            // Held for a restore: whatever this instance latched may no longer hold.
+            Err(GateError::Held) => {
+                self.unlatch(coupon);
+                return Err(GateError::Held);
+            }
+            other => other?,
+        };
         // Only a ticket needs replicas: the other answers change nothing a client keeps.
         if let Some(ack) = &self.ack {
             if matches!(
@@ -75,6 +83,9 @@ impl Gate {
             }
         }
         let admission = parse_reply(&reply)?;
+        if admission == Admission::SoldOut {
+            self.latch_soon(coupon);
+        }
         if admission == Admission::UnknownCoupon {
             self.unknown(coupon)?;
         } else {

@@ -7,6 +7,7 @@ mod connections;
 mod inspect;
 mod issuing;
 mod keys;
+mod latch;
 mod limits;
 mod recovery;
 mod snapshot;
@@ -216,6 +217,8 @@ pub struct Gate {
     cluster: bool,
     /// Whether a call that met a dropped connection is tried once more (see `run`).
     retry: bool,
+    /// Sold-out events answered here without Redis (see `latch`).
+    latches: Arc<latch::Latches>,
     /// Coupons whose Redis copy was retired: Redis not knowing one is expected, and its reads
     /// come from PostgreSQL.
     retired: Arc<std::sync::RwLock<HashSet<CouponId>>>,
@@ -232,6 +235,7 @@ impl Gate {
         Self {
             cluster: connector.is_cluster(),
             retry: true,
+            latches: Arc::default(),
             connections: Arc::new(connections::Connections::new(connector, connections)),
             prefix: prefix.into(),
             timeout,
@@ -265,6 +269,11 @@ impl Gate {
 
     /// Remembers coupons whose Redis copy was retired.
     pub fn note_retired(&self, coupons: impl IntoIterator<Item = CouponId>) {
+        let coupons: Vec<CouponId> = coupons.into_iter().collect();
+        // PostgreSQL answers a retired event, and keeps its count: no latch any more.
+        for coupon in &coupons {
+            self.unlatch(*coupon);
+        }
         self.retired
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -129,6 +129,10 @@ impl Reconciler {
                 None
             };
             let coupon = watched.coupon.clone();
+            let full = standing.admitted >= u64::from(coupon.stock.get());
+            if standing.held || !standing.present || !full || reason.is_some() {
+                self.gate.unlatch(coupon.id);
+            }
             if standing.held {
                 held.push(coupon);
             } else if reason.is_none() {

@@ -576,6 +576,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The event's `applications` counter in Redis (every answer the gate gave).
+    pub async fn applications(&self, coupon: i64) -> u64 {
+        redis::cmd("HGET")
+            .arg(self.keys(coupon).meta)
+            .arg("applications")
+            .query_async::<Option<u64>>(&mut self.redis.clone())
+            .await
+            .unwrap()
+            .unwrap_or_default()
+    }
+
     /// The status hash: user → status.
     pub async fn statuses(&self, coupon: i64) -> BTreeMap<String, String> {
         redis::cmd("HGETALL")

@@ -24,6 +24,7 @@ mod resilience;
 mod retention;
 mod scale_out;
 mod sentinel;
+mod sold_out;
 mod swagger;
 mod tls;
 mod window;

@@ -1,0 +1,184 @@
+//! The sold-out latch: once an event is sold out, an instance answers its losers `SOLD_OUT`
+//! without asking Redis.
+//!
+//! Sold out is for good: the queue holds winners only, is never shortened, and stays full,
+//! except when a hold rebuilds the event from PostgreSQL after Redis lost state (see
+//! `ops::reconcile`). So when an instance is first answered `SOLD_OUT` for an event, it reads
+//! the event's winners once (at most `stock` user ids, in one atomic read that also checks the
+//! event is not held), and from then on answers everyone else `SOLD_OUT` itself. A winner who
+//! applies again still asks Redis (their answer carries their current status). The watcher
+//! drops the latch as soon as it sees the event held, missing or no longer full, which it does
+//! before any restore finishes (a hold lasts at least the producer's send timeout, the watcher
+//! looks every second). After the event's close time, the latch stands aside (Redis answers
+//! `EVENT_CLOSED`).
+//!
+//! Answers given here are not counted by the admission script, so they are counted here and
+//! added to the event's `applications` once a second (`flush`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+
+use chrono::Utc;
+use redis::Script;
+
+use super::{Gate, GateError};
+use crate::domain::{CouponId, UserId};
+
+/// Adds to `applications` only while the event's definition is there: a count arriving after
+/// the keys expired (retired) or were lost must not leave a meta hash without a stock behind.
+static COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('HEXISTS', KEYS[1], 'stock') == 1 then \
+           redis.call('HINCRBY', KEYS[1], 'applications', ARGV[1]) end",
+    )
+});
+
+#[derive(Default)]
+pub(super) struct Latches {
+    sold_out: RwLock<HashMap<CouponId, Arc<Latch>>>,
+    /// Events whose winners are being read, so one `SOLD_OUT` burst reads them once.
+    reading: Mutex<HashSet<CouponId>>,
+    /// `SOLD_OUT` answers given here, not yet added to each event's `applications`.
+    uncounted: Mutex<HashMap<CouponId, u64>>,
+}
+
+/// stock, recovering, closes_at_us
+type MetaFields = (Option<u64>, Option<String>, Option<i64>);
+
+struct Latch {
+    winners: HashSet<i64>,
+    closes_at_us: Option<i64>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Gate {
+    /// True when this instance may answer `user` `SOLD_OUT` for `coupon` without Redis (and
+    /// has counted the application).
+    pub fn answers_sold_out(&self, coupon: CouponId, user: UserId) -> bool {
+        let latch = self
+            .latches
+            .sold_out
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&coupon)
+            .cloned();
+        let Some(latch) = latch else {
+            return false;
+        };
+        let open = latch
+            .closes_at_us
+            .is_none_or(|closes| Utc::now().timestamp_micros() < closes);
+        if !open || latch.winners.contains(&user.get()) {
+            return false;
+        }
+        *lock(&self.latches.uncounted).entry(coupon).or_default() += 1;
+        true
+    }
+
+    /// Redis answered `SOLD_OUT` for `coupon`: reads its winners (once, in the background) and
+    /// latches it.
+    pub(super) fn latch_soon(&self, coupon: CouponId) {
+        let known = self
+            .latches
+            .sold_out
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(&coupon);
+        if known || !lock(&self.latches.reading).insert(coupon) {
+            return;
+        }
+        let gate = self.clone();
+        tokio::spawn(async move {
+            match gate.read_latch(coupon).await {
+                Ok(Some(latch)) => {
+                    let mut latched = gate
+                        .latches
+                        .sold_out
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    latched.insert(coupon, Arc::new(latch));
+                    gate.count_latches(latched.len());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(coupon_id = %coupon, error = ?e, "reading the winners failed; the latch waits for the next SOLD_OUT")
+                }
+            }
+            lock(&gate.latches.reading).remove(&coupon);
+        });
+    }
+
+    /// The event's winners, when it is sold out and not held.
+    async fn read_latch(&self, coupon: CouponId) -> Result<Option<Latch>, GateError> {
+        let keys = self.keys(coupon);
+        let keys = &keys;
+        let ((stock, recovering, closes), winners): (MetaFields, Vec<String>) = self
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("HMGET")
+                    .arg(&keys.meta)
+                    .arg(&["stock", "recovering", "closes_at_us"])
+                    .zrange(&keys.queue, 0, -1)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let full = stock.is_some_and(|stock| winners.len() as u64 >= stock);
+        if recovering.is_some() || !full {
+            return Ok(None);
+        }
+        Ok(Some(Latch {
+            // Lost-position placeholders are nobody's: they parse as no user.
+            winners: winners.iter().filter_map(|w| w.parse().ok()).collect(),
+            closes_at_us: closes,
+        }))
+    }
+
+    /// Forgets the latch of an event that may take applications again (held, missing, or no
+    /// longer full).
+    pub fn unlatch(&self, coupon: CouponId) {
+        let mut latched = self
+            .latches
+            .sold_out
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if latched.remove(&coupon).is_some() {
+            self.count_latches(latched.len());
+            tracing::info!(coupon_id = %coupon, "sold-out latch dropped: the event is asked in Redis again");
+        }
+    }
+
+    fn count_latches(&self, latched: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.sold_out_latched.set(latched as i64);
+        }
+    }
+
+    /// Adds the `SOLD_OUT` answers given here to each event's `applications` (one call per
+    /// event); what cannot be added now is kept for the next time.
+    pub async fn flush_uncounted(&self) {
+        let counts: Vec<(CouponId, u64)> = lock(&self.latches.uncounted).drain().collect();
+        for (coupon, count) in counts {
+            let meta = self.keys(coupon).meta;
+            let meta = &meta;
+            let added = self
+                .run(|mut conn| async move {
+                    COUNT
+                        .key(meta)
+                        .arg(count)
+                        .invoke_async::<()>(&mut conn)
+                        .await
+                })
+                .await;
+            if added.is_err() {
+                *lock(&self.latches.uncounted).entry(coupon).or_default() += count;
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The sold-out latch (gate::latch): a sold-out event's losers are answered without Redis and
+//! still counted; an event that a restore un-sells takes applications again on every instance.
+//! One Redis only: the first test reaches it through a proxy it cuts.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{
+    eventually, isolated_settings, redis_address, spawn_app_with, start, TcpProxy, TestApp, MANUAL,
+};
+
+/// Waits until `app` answers `latched` sold-out events without Redis.
+async fn until_latched(app: &TestApp, latched: f64) {
+    eventually("the sold-out latch", Duration::from_secs(10), || async {
+        (app.metric("fcfs_sold_out_latched").await == latched).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn losers_of_a_sold_out_event_are_answered_without_redis_and_still_counted() {
+    // Arrange: a sold-out event, Redis reached through a proxy the test can cut.
+    let proxy = TcpProxy::start(redis_address()).await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = format!("redis://127.0.0.1:{}", proxy.port).into();
+        s.redis.timeout_ms = 500;
+        s.issuer.schedule = MANUAL.into();
+    })
+    .await;
+    let coupon = app.create_stock(5).await;
+    let statuses = app.apply_all(coupon, 1..=10, 10).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::GONE).count(),
+        5
+    );
+    until_latched(&app, 1.0).await;
+
+    // Act: Redis is cut; 20 more losers apply, and a winner.
+    proxy.cut();
+    let losers = app.apply_all(coupon, 100..120, 20).await;
+    let winner = app.apply(coupon, 1).await.status();
+    proxy.restore();
+
+    // Assert: the losers were answered SOLD_OUT without Redis; the winner, whose answer
+    // carries their current status, needed it; every answer given is counted within a second.
+    assert!(losers.iter().all(|s| *s == StatusCode::GONE), "{losers:?}");
+    assert_eq!(winner, StatusCode::SERVICE_UNAVAILABLE);
+    eventually("every answer counted", Duration::from_secs(10), || async {
+        (app.applications(coupon).await == 30).then_some(())
+    })
+    .await;
+    assert_eq!(app.admitted(coupon).await.len(), 5);
+}
+
+#[tokio::test]
+async fn an_event_a_restore_un_sells_takes_applications_again_on_every_instance() {
+    // Arrange: two instances, both latched on a sold-out event whose winners were never
+    // published (the issuer runs only by hand).
+    let mut settings = isolated_settings();
+    settings.issuer.schedule = MANUAL.into();
+    settings.issuer.lease_ms = 3_000;
+    // Applicants ask again through the hold's 503s.
+    settings.rate_limit.per_user_per_sec = 0;
+    let a = start(settings.clone()).await;
+    let b = start(settings).await;
+    let coupon = a.create_stock(5).await;
+    a.apply_all(coupon, 1..=8, 8).await;
+    b.apply_all(coupon, 11..=18, 8).await;
+    until_latched(&a, 1.0).await;
+    until_latched(&b, 1.0).await;
+
+    // Act: Redis loses the event; PostgreSQL has no winner of it, so the restore leaves it
+    // with all its stock.
+    a.wipe_redis().await;
+
+    // Assert: both instances dropped their latch and admit again.
+    until_latched(&a, 0.0).await;
+    until_latched(&b, 0.0).await;
+    for (app, user) in [(&a, 50), (&b, 51)] {
+        let outcome = app
+            .apply_through_outage(coupon, user, Duration::from_secs(30))
+            .await;
+        assert_eq!(
+            outcome.status,
+            StatusCode::ACCEPTED,
+            "user {user} on an instance"
+        );
+    }
+}
