@@ -60,14 +60,7 @@ impl Gate {
     /// True when this instance may answer `user` `SOLD_OUT` for `coupon` without Redis (and
     /// has counted the application).
     pub fn answers_sold_out(&self, coupon: CouponId, user: UserId) -> bool {
-        let latch = self
-            .latches
-            .sold_out
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&coupon)
-            .cloned();
-        let Some(latch) = latch else {
+        let Some(latch) = self.latch_of(coupon) else {
             return false;
         };
         let open = latch
@@ -83,13 +76,7 @@ impl Gate {
     /// Redis answered `SOLD_OUT` for `coupon`: reads its winners (once, in the background) and
     /// latches it.
     pub(super) fn latch_soon(&self, coupon: CouponId) {
-        let known = self
-            .latches
-            .sold_out
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains_key(&coupon);
-        if known || !lock(&self.latches.reading).insert(coupon) {
+        if self.latch_of(coupon).is_some() || !lock(&self.latches.reading).insert(coupon) {
             return;
         }
         let gate = self.clone();
@@ -143,6 +130,11 @@ impl Gate {
     /// Forgets the latch of an event that may take applications again (held, missing, or no
     /// longer full).
     pub fn unlatch(&self, coupon: CouponId) {
+        // The watcher asks this for every event every second: only a latched one takes the
+        // write lock that the apply path's readers wait on.
+        if self.latch_of(coupon).is_none() {
+            return;
+        }
         let mut latched = self
             .latches
             .sold_out
@@ -152,6 +144,15 @@ impl Gate {
             self.count_latches(latched.len());
             tracing::info!(coupon_id = %coupon, "sold-out latch dropped: the event is asked in Redis again");
         }
+    }
+
+    fn latch_of(&self, coupon: CouponId) -> Option<Arc<Latch>> {
+        self.latches
+            .sold_out
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&coupon)
+            .cloned()
     }
 
     fn count_latches(&self, latched: usize) {
