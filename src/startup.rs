@@ -127,7 +127,7 @@ impl Application {
                 http.state.limiter.clone(),
                 shutdown.clone(),
             ));
-            tokio::spawn(count_latched_answers(
+            tokio::spawn(count_applications(
                 http.state.gate.clone(),
                 shutdown.clone(),
             ));
@@ -315,14 +315,14 @@ async fn sweep_rate_limits(limiter: Arc<ApplyLimiter>, shutdown: CancellationTok
     }
 }
 
-/// Adds the `SOLD_OUT` answers given without Redis to the events' application counts every
-/// second (what the dashboard shows), and once more when stopping.
-async fn count_latched_answers(gate: crate::gate::Gate, shutdown: CancellationToken) {
+/// Adds the applications this instance answered to the events' counts every second (what the
+/// dashboard shows), and once more when stopping.
+async fn count_applications(gate: crate::gate::Gate, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = every.tick() => gate.flush_uncounted().await,
-            _ = shutdown.cancelled() => return gate.flush_uncounted().await,
+            _ = every.tick() => gate.flush_counts().await,
+            _ = shutdown.cancelled() => return gate.flush_counts().await,
         }
     }
 }

@@ -73,6 +73,10 @@ impl Gate {
             }
             other => other?,
         };
+        // The script answered, so the application counts, whatever follows.
+        if reply.first().is_some_and(|outcome| outcome != "NOT_FOUND") {
+            self.count_application(coupon);
+        }
         // Only a ticket needs replicas: the other answers change nothing a client keeps.
         if let Some(ack) = &self.ack {
             if matches!(

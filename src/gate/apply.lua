@@ -2,8 +2,7 @@
 -- Redis runs a script to completion before anything else, so the read-check-write below
 -- cannot interleave with another application: that is what makes the cap hard.
 --
--- KEYS[1] meta     hash: stock, opens_at_us, closes_at_us (a missing bound is open),
---                  applications (every application counted, for the dashboard), closed (set
+-- KEYS[1] meta     hash: stock, opens_at_us, closes_at_us (a missing bound is open), closed (set
 --                  the first time an application arrives after closes_at_us), recovering
 --                  (held, see hold.lua)
 -- KEYS[2] seq      string: the last score handed out, microseconds
@@ -27,7 +26,6 @@ if not stock then
   return {'NOT_FOUND'}
 end
 local user = ARGV[1]
-redis.call('HINCRBY', KEYS[1], 'applications', 1)
 
 -- One per user: an admitted user gets the same answer forever, even after the window closed.
 local previous = redis.call('ZSCORE', KEYS[3], user)

@@ -12,34 +12,22 @@
 //! looks every second). After the event's close time, the latch stands aside (Redis answers
 //! `EVENT_CLOSED`).
 //!
-//! Answers given here are not counted by the admission script, so they are counted here and
-//! added to the event's `applications` once a second (`flush`).
+//! Answers given here are counted like every other (see `counting`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::Utc;
-use redis::Script;
 
+use super::losers::EventView;
 use super::{Gate, GateError};
 use crate::domain::{CouponId, UserId};
-
-/// Adds to `applications` only while the event's definition is there: a count arriving after
-/// the keys expired (retired) or were lost must not leave a meta hash without a stock behind.
-static COUNT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('HEXISTS', KEYS[1], 'stock') == 1 then \
-           redis.call('HINCRBY', KEYS[1], 'applications', ARGV[1]) end",
-    )
-});
 
 #[derive(Default)]
 pub(super) struct Latches {
     sold_out: RwLock<HashMap<CouponId, Arc<Latch>>>,
     /// Events whose winners are being read, so one `SOLD_OUT` burst reads them once.
     reading: Mutex<HashSet<CouponId>>,
-    /// `SOLD_OUT` answers given here, not yet added to each event's `applications`.
-    uncounted: Mutex<HashMap<CouponId, u64>>,
 }
 
 /// stock, recovering, closes_at_us
@@ -48,6 +36,8 @@ type MetaFields = (Option<u64>, Option<String>, Option<i64>);
 struct Latch {
     winners: HashSet<i64>,
     closes_at_us: Option<i64>,
+    /// What its losers are shown (see `losers`).
+    losers_view: Arc<EventView>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -69,8 +59,14 @@ impl Gate {
         if !open || latch.winners.contains(&user.get()) {
             return false;
         }
-        *lock(&self.latches.uncounted).entry(coupon).or_default() += 1;
+        self.count_application(coupon);
         true
+    }
+
+    /// What `user` is shown of `coupon`, when it is latched and they are not a winner.
+    pub(super) fn losers_view(&self, coupon: CouponId, user: UserId) -> Option<Arc<EventView>> {
+        let latch = self.latch_of(coupon)?;
+        (!latch.winners.contains(&user.get())).then(|| latch.losers_view.clone())
     }
 
     /// Redis answered `SOLD_OUT` for `coupon`: reads its winners (once, in the background) and
@@ -124,6 +120,7 @@ impl Gate {
             // Lost-position placeholders are nobody's: they parse as no user.
             winners: winners.iter().filter_map(|w| w.parse().ok()).collect(),
             closes_at_us: closes,
+            losers_view: Arc::default(),
         }))
     }
 
@@ -158,28 +155,6 @@ impl Gate {
     fn count_latches(&self, latched: usize) {
         if let Some(metrics) = &self.metrics {
             metrics.sold_out_latched.set(latched as i64);
-        }
-    }
-
-    /// Adds the `SOLD_OUT` answers given here to each event's `applications` (one call per
-    /// event); what cannot be added now is kept for the next time.
-    pub async fn flush_uncounted(&self) {
-        let counts: Vec<(CouponId, u64)> = lock(&self.latches.uncounted).drain().collect();
-        for (coupon, count) in counts {
-            let meta = self.keys(coupon).meta;
-            let meta = &meta;
-            let added = self
-                .run(|mut conn| async move {
-                    COUNT
-                        .key(meta)
-                        .arg(count)
-                        .invoke_async::<()>(&mut conn)
-                        .await
-                })
-                .await;
-            if added.is_err() {
-                *lock(&self.latches.uncounted).entry(coupon).or_default() += count;
-            }
         }
     }
 }

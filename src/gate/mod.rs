@@ -4,11 +4,13 @@
 mod admission;
 mod confirm;
 mod connections;
+mod counting;
 mod inspect;
 mod issuing;
 mod keys;
 mod latch;
 mod limits;
+mod losers;
 mod recovery;
 mod snapshot;
 
@@ -219,6 +221,8 @@ pub struct Gate {
     retry: bool,
     /// Sold-out events answered here without Redis (see `latch`).
     latches: Arc<latch::Latches>,
+    /// Applications answered here, added to Redis once a second (see `counting`).
+    counts: Arc<counting::Counts>,
     /// Coupons whose Redis copy was retired: Redis not knowing one is expected, and its reads
     /// come from PostgreSQL.
     retired: Arc<std::sync::RwLock<HashSet<CouponId>>>,
@@ -236,6 +240,7 @@ impl Gate {
             cluster: connector.is_cluster(),
             retry: true,
             latches: Arc::default(),
+            counts: Arc::default(),
             connections: Arc::new(connections::Connections::new(connector, connections)),
             prefix: prefix.into(),
             timeout,

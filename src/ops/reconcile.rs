@@ -172,6 +172,9 @@ impl Reconciler {
         if !(finished && persisted && standing.pending == 0 && standing.inflight == 0) {
             return Ok(());
         }
+        // This instance's last second of answers goes in before the count is kept; another
+        // instance's may still be on its way (at most a second of it is missed).
+        self.gate.flush_counts().await;
         if let Some(applications) = self.gate.expire(coupon.id, retention).await? {
             store::mark_retired(&self.db, coupon.id, applications).await?;
             tracing::info!(coupon_id = %coupon.id, retention_secs = retention.as_secs(), "finished and persisted: its Redis keys expire, reads come from PostgreSQL");

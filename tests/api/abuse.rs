@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+use crate::helpers::{assert_problem, spawn_app_with};
 
 fn retry_after(resp: &reqwest::Response) -> u64 {
     resp.headers()["retry-after"]
@@ -17,17 +17,6 @@ fn retry_after(resp: &reqwest::Response) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-async fn applications_counted(app: &TestApp, coupon: i64) -> u64 {
-    let meta = app.keys(coupon).meta;
-    redis::cmd("HGET")
-        .arg(meta)
-        .arg("applications")
-        .query_async::<Option<u64>>(&mut app.redis.clone())
-        .await
-        .unwrap()
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -47,11 +36,8 @@ async fn a_user_over_the_limit_gets_429_and_takes_no_stock() {
     let seconds = retry_after(&third);
     assert!((1..=2).contains(&seconds), "Retry-After: {seconds}");
     assert_problem(third, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
-    assert_eq!(
-        applications_counted(&app, coupon).await,
-        2,
-        "the limited one never reached Redis"
-    );
+    // The limited one never reached the gate.
+    app.until_applications(coupon, 2).await;
     assert_eq!(app.queue(coupon).await.len(), 1);
     // Others are not held back by one user's bucket.
     assert_eq!(app.apply(coupon, 8).await.status(), StatusCode::ACCEPTED);

@@ -587,6 +587,16 @@ impl TestApp {
             .unwrap_or_default()
     }
 
+    /// Waits (at most 5 s) until the event's `applications` counter is `expected`: each
+    /// instance adds what it answered once a second.
+    pub async fn until_applications(&self, coupon: i64, expected: u64) {
+        let what = format!("{expected} applications counted");
+        eventually(&what, Duration::from_secs(5), || async {
+            (self.applications(coupon).await == expected).then_some(())
+        })
+        .await;
+    }
+
     /// The status hash: user → status.
     pub async fn statuses(&self, coupon: i64) -> BTreeMap<String, String> {
         redis::cmd("HGETALL")
