@@ -43,7 +43,22 @@ impl Snapshot {
 }
 
 impl Gate {
+    /// The coupon, and `user`'s ticket when they have one.
     pub async fn snapshot(
+        &self,
+        coupon: CouponId,
+        user: Option<UserId>,
+    ) -> Result<Option<Snapshot>, GateError> {
+        if let Some(user) = user {
+            if let Some(answer) = self.losers_snapshot(coupon, user).await {
+                return answer;
+            }
+        }
+        self.read_snapshot(coupon, user).await
+    }
+
+    /// One read of Redis, at one instant of its clock.
+    pub(super) async fn read_snapshot(
         &self,
         coupon: CouponId,
         user: Option<UserId>,

@@ -1,10 +1,12 @@
-//! The sold-out latch (gate::latch): a sold-out event's losers are answered without Redis and
-//! still counted; an event that a restore un-sells takes applications again on every instance.
+//! The sold-out latch (gate::latch, gate::losers): a sold-out event's losers are answered, and
+//! their positions read, without Redis, and still counted; an event that a restore un-sells takes applications again on every instance.
 //! One Redis only: the first test reaches it through a proxy it cuts.
 
 use std::time::Duration;
 
+use futures::future::join_all;
 use reqwest::StatusCode;
+use serde_json::Value;
 
 use crate::helpers::{
     eventually, isolated_settings, redis_address, spawn_app_with, start, TcpProxy, TestApp, MANUAL,
@@ -35,17 +37,33 @@ async fn losers_of_a_sold_out_event_are_answered_without_redis_and_still_counted
         5
     );
     until_latched(&app, 1.0).await;
+    let winners = app.admitted(coupon).await;
+    let (winner, loser) = (winners[0], (1..=10).find(|u| !winners.contains(u)).unwrap());
+    // One loser's position read: the instance keeps the event's numbers for a second.
+    let seen: Value = app.position(coupon, loser).await.json().await.unwrap();
 
-    // Act: Redis is cut; 20 more losers apply, and a winner.
+    // Act: Redis is cut; 20 losers poll their position, 20 more apply, and a winner does both.
     proxy.cut();
+    let polls = join_all((100..120).map(|user| app.position(coupon, user))).await;
     let losers = app.apply_all(coupon, 100..120, 20).await;
-    let winner = app.apply(coupon, 1).await.status();
+    let winners_apply = app.apply(coupon, winner).await.status();
+    let winners_poll = app.position(coupon, winner).await.status();
     proxy.restore();
 
-    // Assert: the losers were answered SOLD_OUT without Redis; the winner, whose answer
-    // carries their current status, needed it; every answer given is counted within a second.
+    // Assert: the losers were answered SOLD_OUT without Redis, their polls with the numbers
+    // read before; the winner, whose answers carry their current status, needed Redis; every
+    // application answered is counted within a second.
+    for poll in polls {
+        assert_eq!(poll.status(), StatusCode::OK);
+        let body: Value = poll.json().await.unwrap();
+        assert_eq!(body["status"], "SOLD_OUT", "{body}");
+        for field in ["couponId", "stock", "admitted", "issued"] {
+            assert_eq!(body[field], seen[field], "{field}: {body}");
+        }
+    }
     assert!(losers.iter().all(|s| *s == StatusCode::GONE), "{losers:?}");
-    assert_eq!(winner, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(winners_apply, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(winners_poll, StatusCode::SERVICE_UNAVAILABLE);
     eventually("every answer counted", Duration::from_secs(10), || async {
         (app.applications(coupon).await == 30).then_some(())
     })
