@@ -33,7 +33,13 @@ async fn a_small_bench_run_verifies_and_writes_its_report() {
     assert_eq!(report.verification.rows, 30);
     assert!(report.last_admission_to_last_persisted_ms.is_some());
     assert!(report.ceiling_throughput > 0.0 && report.max_rss_mib.is_some());
-    assert_eq!(report.targets.len(), 8);
+    assert_eq!(report.targets.len(), 9);
+    // Every winner's queue entry and status are kept: some bytes each, not kilobytes.
+    assert!(
+        (10.0..1000.0).contains(&report.redis_bytes_per_winner),
+        "{}",
+        report.redis_bytes_per_winner
+    );
     // The floor and the other routes, after the spike, on the same connections.
     assert!(report.rates.floor > 0.0 && report.rates.position > 0.0);
     assert!(report.rates.sold_out > 0.0);

@@ -5,6 +5,7 @@ pub mod ceiling;
 mod chart;
 mod crowd;
 mod floor;
+mod footprint;
 mod probe;
 mod report;
 mod sampler;
@@ -79,6 +80,7 @@ struct Setup {
     coupons: Vec<CouponId>,
     ceiling: f64,
     redis_mode: String,
+    redis: fcfs_coupon::configuration::RedisSettings,
 }
 
 /// What the spike left behind, before it is summarised.
@@ -89,6 +91,7 @@ struct Spike {
     page: Histogram<u64>,
     live: Histogram<u64>,
     last_persisted: Option<DateTime<Utc>>,
+    redis_bytes_per_winner: f64,
     progress: Vec<sampler::Progress>,
     rates: floor::Rates,
 }
@@ -132,6 +135,7 @@ impl Setup {
             coupons,
             ceiling,
             redis_mode: format!("{:?}", settings.redis.mode).to_lowercase(),
+            redis: settings.redis.clone(),
         })
     }
 
@@ -201,6 +205,10 @@ impl Setup {
         );
         let last_persisted = wait_for_rows(&self.db, &self.coupons, opts.stock).await?;
         stop_sampling.cancel();
+        let winners = u64::from(opts.stock) * self.coupons.len() as u64;
+        let redis_bytes_per_winner =
+            footprint::redis_bytes_per_winner(&self.redis, &self.gate, &self.coupons, winners)
+                .await?;
         eprintln!("bench: the floor, the losers again and position polling, same connections");
         let rates = floor::measure(
             &self.client,
@@ -218,6 +226,7 @@ impl Setup {
             page,
             live,
             last_persisted,
+            redis_bytes_per_winner,
             progress: sampling.await?,
             rates,
         })
@@ -282,6 +291,7 @@ async fn summarise(
         last_admission_to_last_persisted_ms: last_admission
             .zip(spike.last_persisted)
             .map(|(a, p)| (p - a).num_microseconds().unwrap_or_default() as f64 / 1000.0),
+        redis_bytes_per_winner: spike.redis_bytes_per_winner,
         max_rss_mib: spike
             .progress
             .iter()

@@ -125,6 +125,8 @@ pub struct Report {
     pub first_request_to_sold_out_ms: Option<f64>,
     pub last_admission_to_last_persisted_ms: Option<f64>,
     pub max_rss_mib: Option<f64>,
+    /// Bytes of the events' Redis keys per admitted winner, once every winner is persisted.
+    pub redis_bytes_per_winner: f64,
     pub verification: Verification,
     pub targets: Vec<Target>,
     pub timeline: Vec<Bucket>,
@@ -203,6 +205,17 @@ impl Report {
                 mib < 200.0,
             );
         }
+        add(
+            "Redis memory per winner",
+            "reported",
+            format!(
+                "{:.0} bytes ({:.1} MiB for {} winners)",
+                self.redis_bytes_per_winner,
+                self.redis_bytes_per_winner * f64::from(self.stock * self.events) / 1048576.0,
+                self.stock * self.events
+            ),
+            true,
+        );
         add(
             "persisted exactly",
             "stock rows, distinct users, positions 1..=stock",
