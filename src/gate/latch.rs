@@ -9,7 +9,8 @@
 //! applies again still asks Redis (their answer carries their current status). The watcher
 //! drops the latch as soon as it sees the event held, missing or no longer full, which it does
 //! before any restore finishes (a hold lasts at least the producer's send timeout, the watcher
-//! looks every second). After the event's close time, the latch stands aside (Redis answers
+//! looks every second). A retired event keeps its latch until its keys expire: its losers keep
+//! coming. After the event's close time, the latch stands aside (Redis answers
 //! `EVENT_CLOSED`).
 //!
 //! Answers given here are counted like every other (see `counting`).

@@ -274,11 +274,6 @@ impl Gate {
 
     /// Remembers coupons whose Redis copy was retired.
     pub fn note_retired(&self, coupons: impl IntoIterator<Item = CouponId>) {
-        let coupons: Vec<CouponId> = coupons.into_iter().collect();
-        // PostgreSQL answers a retired event, and keeps its count: no latch any more.
-        for coupon in &coupons {
-            self.unlatch(*coupon);
-        }
         self.retired
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

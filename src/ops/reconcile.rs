@@ -105,8 +105,20 @@ impl Reconciler {
         let (retired, coupons): (Vec<Watched>, Vec<Watched>) = store::watched_coupons(&self.db)
             .await?
             .into_iter()
-            .partition(|w| w.retired);
+            .partition(|w| w.retired_at.is_some());
         self.gate.note_retired(retired.iter().map(|w| w.coupon.id));
+        // A retired event's losers keep coming while its keys last, and the sold-out latch
+        // keeps answering them; once the keys are gone PostgreSQL answers, and the latch (its
+        // winners' ids) is let go.
+        if let Some(retention) = self.retention {
+            let gone = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+            for w in retired
+                .iter()
+                .filter(|w| w.retired_at.is_some_and(|at| at <= gone))
+            {
+                self.gate.unlatch(w.coupon.id);
+            }
+        }
         let ids: Vec<CouponId> = coupons.iter().map(|w| w.coupon.id).collect();
         self.gate.remember(ids.iter().copied());
         let survey = self.gate.survey(&ids).await?;

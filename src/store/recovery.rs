@@ -42,8 +42,9 @@ pub struct Watched {
     /// The highest persisted position (0 for none): Redis admitted fewer means it regressed.
     pub last_position: u32,
     pub issued_count: u32,
-    /// Its Redis copy was retired (set to expire): reads come from PostgreSQL.
-    pub retired: bool,
+    /// When its Redis copy was retired (set to expire): reads come from PostgreSQL once the
+    /// keys are gone.
+    pub retired_at: Option<DateTime<Utc>>,
 }
 
 /// Every coupon, with what the watcher compares Redis with. One index probe per coupon.
@@ -54,10 +55,10 @@ pub async fn watched_coupons(db: &PgPool) -> Result<Vec<Watched>, StoreError> {
         coupon: CouponRow,
         last_position: i32,
         issued_count: i32,
-        retired: bool,
+        retired_at: Option<DateTime<Utc>>,
     }
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COUPON_COLUMNS}, issued_count, retired_at IS NOT NULL AS retired, \
+        "SELECT {COUPON_COLUMNS}, issued_count, retired_at, \
          COALESCE((SELECT max(position) FROM coupon_issue i WHERE i.coupon_id = coupon.id), 0) \
          AS last_position FROM coupon ORDER BY id"
     ))
@@ -69,7 +70,7 @@ pub async fn watched_coupons(db: &PgPool) -> Result<Vec<Watched>, StoreError> {
                 coupon: row.coupon.into_coupon()?,
                 last_position: non_negative(row.last_position)?,
                 issued_count: non_negative(row.issued_count)?,
-                retired: row.retired,
+                retired_at: row.retired_at,
             })
         })
         .collect::<Result<_, InvalidValue>>()

@@ -69,6 +69,8 @@ async fn a_finished_event_leaves_redis_and_answers_the_same_from_postgres() {
             .unwrap();
         n
     };
+    // Its losers keep coming while the keys last: the sold-out latch still answers them.
+    assert_eq!(app.metric("fcfs_sold_out_latched").await, 1.0);
     let before = answers(&app, coupon).await;
     assert!(existing().await > 0, "the answers before were Redis' own");
 
@@ -90,6 +92,10 @@ async fn a_finished_event_leaves_redis_and_answers_the_same_from_postgres() {
         .await
         .unwrap();
     assert!(!registry.contains(&coupon));
+    eventually("the latch let go", Duration::from_secs(10), || async {
+        (app.metric("fcfs_sold_out_latched").await == 0.0).then_some(())
+    })
+    .await;
     // Watched for two of the watcher's looks: the missing keys are not taken for a loss.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(existing().await, 0, "nothing restored");
