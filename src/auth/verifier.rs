@@ -7,6 +7,7 @@
 //! from `APP_AUTH__USER_CLAIM` (default `sub`) and must be a positive 64-bit integer. Those
 //! checks are the provider's; the service's own HS256 tokens carry `sub` and need only its secret.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -32,10 +33,17 @@ pub struct Verifier {
     /// A provider's key from a PEM file, with the algorithm its type allows.
     pem: Option<(DecodingKey, Algorithm)>,
     jwks: Option<Jwks>,
-    issuer: Option<String>,
-    audience: Option<String>,
-    leeway: u64,
     user_claim: String,
+    /// Built once: the rules are fixed at start, and every request on the hot path needs them.
+    own_rules: Validation,
+    provider_rules: [Validation; 2],
+}
+
+/// What the service's own tokens carry besides `exp` (checked by `jsonwebtoken`).
+#[derive(serde::Deserialize)]
+struct OwnClaims {
+    sub: Value,
+    role: Option<Value>,
 }
 
 impl Verifier {
@@ -58,45 +66,43 @@ impl Verifier {
             }
             None => None,
         };
+        let rules = |algorithm| {
+            validation(
+                algorithm,
+                settings.leeway_secs,
+                settings.issuer.as_deref(),
+                settings.audience.as_deref(),
+            )
+        };
         Ok(Self {
             secret: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             pem,
             jwks: settings.jwks_url.clone().map(Jwks::new).transpose()?,
-            issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
-            leeway: settings.leeway_secs,
             user_claim: settings.user_claim.clone(),
+            own_rules: rules(Algorithm::HS256),
+            provider_rules: [rules(Algorithm::RS256), rules(Algorithm::ES256)],
         })
     }
 
     pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
-        let (key, algorithm) = match header.alg {
-            Algorithm::HS256 => (self.secret.clone(), Algorithm::HS256),
+        // The service's own tokens always carry `sub`, and decode into a struct of their own
+        // (every request of a crowd carries one); the user claim is the provider's.
+        if header.alg == Algorithm::HS256 {
+            let claims: OwnClaims = decode(token, &self.secret, &self.own_rules)
+                .map_err(rejection)?
+                .claims;
+            return caller(Some(&claims.sub), claims.role.as_ref().and_then(Value::as_str));
+        }
+        let (key, rules) = match header.alg {
             Algorithm::RS256 | Algorithm::ES256 => self.provider_key(&header).await?,
             _ => return Err(TokenError::Invalid),
         };
-        let claims = decode::<Map<String, Value>>(token, &key, &self.validation(algorithm))
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            })?
-            .claims;
-        // The service's own tokens always carry `sub`; the user claim is the provider's.
-        let user_claim = match algorithm {
-            Algorithm::HS256 => "sub",
-            _ => &self.user_claim,
-        };
-        let user = match claims.get(user_claim) {
-            Some(Value::String(s)) => s.parse::<UserId>().ok(),
-            Some(Value::Number(n)) => n.as_i64().and_then(|n| UserId::new(n).ok()),
-            _ => None,
-        }
-        .ok_or(TokenError::BadSubject)?;
-        Ok(Caller {
-            user,
-            admin: claims.get("role").and_then(Value::as_str) == Some(ADMIN_ROLE),
-        })
+        let claims: Map<String, Value> = decode(token, &key, rules).map_err(rejection)?.claims;
+        caller(
+            claims.get(&self.user_claim),
+            claims.get("role").and_then(Value::as_str),
+        )
     }
 
     /// The provider key for a token's header: the PEM key when its type matches, else the
@@ -104,10 +110,14 @@ impl Verifier {
     async fn provider_key(
         &self,
         header: &jsonwebtoken::Header,
-    ) -> Result<(DecodingKey, Algorithm), TokenError> {
+    ) -> Result<(Cow<'_, DecodingKey>, &Validation), TokenError> {
+        let rules = match header.alg {
+            Algorithm::RS256 => &self.provider_rules[0],
+            _ => &self.provider_rules[1],
+        };
         if let Some((key, algorithm)) = &self.pem {
             if *algorithm == header.alg {
-                return Ok((key.clone(), *algorithm));
+                return Ok((Cow::Borrowed(key), rules));
             }
         }
         let (jwks, kid) = match (&self.jwks, &header.kid) {
@@ -115,35 +125,62 @@ impl Verifier {
             _ => return Err(TokenError::Invalid),
         };
         match jwks.key(kid).await {
-            Some((key, algorithm)) if algorithm == header.alg => Ok((key, algorithm)),
+            Some((key, algorithm)) if algorithm == header.alg => Ok((Cow::Owned(key), rules)),
             _ => Err(TokenError::Invalid),
         }
     }
+}
 
-    /// The provider's tokens must name its issuer and this audience (when configured); the
-    /// service's own HS256 tokens carry neither: only its secret can have signed them.
-    fn validation(&self, algorithm: Algorithm) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        let mut required = vec!["exp"];
-        validation.leeway = self.leeway;
-        let provider = algorithm != Algorithm::HS256;
-        match self.issuer.as_ref().filter(|_| provider) {
-            Some(issuer) => {
-                validation.set_issuer(&[issuer]);
-                required.push("iss");
-            }
-            None => validation.iss = None,
-        }
-        match self.audience.as_ref().filter(|_| provider) {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        validation
+fn rejection(e: jsonwebtoken::errors::Error) -> TokenError {
+    match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+        _ => TokenError::Invalid,
     }
+}
+
+/// The caller a verified token names: its user claim must be a positive 64-bit integer (as a
+/// number or a string).
+fn caller(user: Option<&Value>, role: Option<&str>) -> Result<Caller, TokenError> {
+    let user = match user {
+        Some(Value::String(s)) => s.parse::<UserId>().ok(),
+        Some(Value::Number(n)) => n.as_i64().and_then(|n| UserId::new(n).ok()),
+        _ => None,
+    }
+    .ok_or(TokenError::BadSubject)?;
+    Ok(Caller {
+        user,
+        admin: role == Some(ADMIN_ROLE),
+    })
+}
+
+/// The provider's tokens must name its issuer and this audience (when configured); the
+/// service's own HS256 tokens carry neither: only its secret can have signed them.
+fn validation(
+    algorithm: Algorithm,
+    leeway: u64,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    let mut required = vec!["exp"];
+    validation.leeway = leeway;
+    let provider = algorithm != Algorithm::HS256;
+    match issuer.filter(|_| provider) {
+        Some(issuer) => {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        None => validation.iss = None,
+    }
+    match audience.filter(|_| provider) {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 /// An identity provider's published keys, by `kid`.
