@@ -92,7 +92,10 @@ impl Verifier {
             let claims: OwnClaims = decode(token, &self.secret, &self.own_rules)
                 .map_err(rejection)?
                 .claims;
-            return caller(Some(&claims.sub), claims.role.as_ref().and_then(Value::as_str));
+            return caller(
+                Some(&claims.sub),
+                claims.role.as_ref().and_then(Value::as_str),
+            );
         }
         let (key, rules) = match header.alg {
             Algorithm::RS256 | Algorithm::ES256 => self.provider_key(&header).await?,
