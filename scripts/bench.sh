@@ -7,6 +7,9 @@
 #   --redis-mode standalone|cluster   (spike) the service on the scripts' Redis (default) or on
 #                                     the local cluster (scripts/services.sh cluster up)
 #   --events K                        (spike) the crowd spread over K events, each of --stock
+#   --pipeline-apart                  (spike) the issuer and consumer in a process of their own at
+#                                     nice 10, the API alone in the measured one (as on separate
+#                                     hosts, as far as two shared cores allow)
 # Report and chart land in bench-results/ (report.json, chart.svg).
 set -euo pipefail
 SCRIPT_NAME=bench
@@ -17,8 +20,10 @@ export APP_ENV=development
 
 args=()
 redis_mode=standalone
+pipeline_apart=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --pipeline-apart) pipeline_apart=1; shift ;;
     --redis-mode) redis_mode=${2:?--redis-mode needs standalone or cluster}; shift 2 ;;
     --redis-mode=*) redis_mode=${1#*=}; shift ;;
     *) args+=("$1"); shift ;;
@@ -48,8 +53,18 @@ export APP_HTTP__ADDR=127.0.0.1:18080 APP_REDIS__KEY_PREFIX="test-$run" \
   APP_OPS__ADDR=127.0.0.1:19100 \
   APP_RATE_LIMIT__PER_ADDRESS_PER_SEC=0 # the whole crowd comes from this one address
 
-"$bin" serve >"bench-service.log" 2>&1 &
+roles=()
+[ -n "$pipeline_apart" ] && roles=(--role api)
+"$bin" serve "${roles[@]}" >"bench-service.log" 2>&1 &
 service=$!
-trap 'kill "$service" 2>/dev/null; wait "$service" 2>/dev/null || true' EXIT
+pipeline=
+trap 'kill $service $pipeline 2>/dev/null; wait $service $pipeline 2>/dev/null || true' EXIT
 wait_for service 18080 60 bench-service.log
+if [ -n "$pipeline_apart" ]; then
+  # Started once the API has created and migrated the database.
+  APP_OPS__ADDR=127.0.0.1:19101 nice -n 10 "$bin" serve --role issuer --role consumer \
+    >"bench-pipeline.log" 2>&1 &
+  pipeline=$!
+  wait_for pipeline 19101 60 bench-pipeline.log
+fi
 "${CARGO_TARGET_DIR:-target}/release/fcfs-bench" spike --url http://127.0.0.1:18080 --service-pid "$service" "$@"
