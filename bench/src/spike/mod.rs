@@ -44,8 +44,9 @@ pub struct BenchOptions {
     /// Keep-alive connections applying at once (and Redis connections for the ceiling).
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
-    /// Requests per second to the database-backed page `GET /me/coupons`.
-    #[arg(long, default_value_t = 50)]
+    /// Requests per second to the database-backed page `GET /me/coupons` (and to the control):
+    /// a spike lasts a few seconds, and a p99 needs a few hundred samples in it.
+    #[arg(long, default_value_t = 200)]
     pub probe_rate: u32,
     /// Seconds of probing the page before the spike, for its idle latency.
     #[arg(long, default_value_t = 5.0)]
