@@ -2,7 +2,6 @@
 //! service or RS256/ES256 from an identity provider. The user id never comes from a body.
 
 mod token;
-mod verified;
 mod verifier;
 
 pub use token::{Caller, TokenError, TokenKeys};

@@ -86,25 +86,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_token_verified_before_does_not_vouch_for_a_tampered_copy() {
-        let keys = TokenKeys::new(&"test-secret".into());
-        let user = UserId::new(5).unwrap();
-        let token = keys.mint(user, false, Duration::from_secs(60)).unwrap();
-        let admin = keys.mint(user, true, Duration::from_secs(60)).unwrap();
-        let verifier = verifier("test-secret");
-        verifier.verify(&token).await.unwrap();
-        verifier.verify(&token).await.unwrap();
-
-        // The admin's claims under the user token's signature.
-        let parts: Vec<&str> = token.split('.').collect();
-        let payload = admin.split('.').nth(1).unwrap();
-        let forged = format!("{}.{payload}.{}", parts[0], parts[2]);
-
-        let refused = verifier.verify(&forged).await;
-        assert!(matches!(refused, Err(TokenError::Invalid)), "{refused:?}");
-    }
-
-    #[tokio::test]
     async fn another_secret_is_refused() {
         let token = TokenKeys::new(&"test-secret".into())
             .mint(UserId::new(1).unwrap(), false, Duration::from_secs(60))

@@ -20,7 +20,6 @@ use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use super::token::{TokenError, ADMIN_ROLE};
-use super::verified::Verified;
 use super::Caller;
 use crate::configuration::AuthSettings;
 use crate::domain::UserId;
@@ -38,7 +37,6 @@ pub struct Verifier {
     /// Built once: the rules are fixed at start, and every request on the hot path needs them.
     own_rules: Validation,
     provider_rules: [Validation; 2],
-    verified: Verified,
 }
 
 /// What the service's own tokens carry besides `exp` (checked by `jsonwebtoken`).
@@ -46,7 +44,6 @@ pub struct Verifier {
 struct OwnClaims {
     sub: Value,
     role: Option<Value>,
-    exp: Value,
 }
 
 impl Verifier {
@@ -84,21 +81,10 @@ impl Verifier {
             user_claim: settings.user_claim.clone(),
             own_rules: rules(Algorithm::HS256),
             provider_rules: [rules(Algorithm::RS256), rules(Algorithm::ES256)],
-            verified: Verified::new(settings.leeway_secs),
         })
     }
 
     pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
-        if let Some(known) = self.verified.get(token) {
-            return known;
-        }
-        let (caller, expires) = self.verify_signed(token).await?;
-        self.verified.keep(token, caller, expires);
-        Ok(caller)
-    }
-
-    /// The caller a token names, and its `exp`, once its signature and claims are checked.
-    async fn verify_signed(&self, token: &str) -> Result<(Caller, Option<u64>), TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
         // The service's own tokens always carry `sub`, and decode into a struct of their own
         // (every request of a crowd carries one); the user claim is the provider's.
@@ -106,22 +92,20 @@ impl Verifier {
             let claims: OwnClaims = decode(token, &self.secret, &self.own_rules)
                 .map_err(rejection)?
                 .claims;
-            let caller = caller(
+            return caller(
                 Some(&claims.sub),
                 claims.role.as_ref().and_then(Value::as_str),
-            )?;
-            return Ok((caller, claims.exp.as_u64()));
+            );
         }
         let (key, rules) = match header.alg {
             Algorithm::RS256 | Algorithm::ES256 => self.provider_key(&header).await?,
             _ => return Err(TokenError::Invalid),
         };
         let claims: Map<String, Value> = decode(token, &key, rules).map_err(rejection)?.claims;
-        let caller = caller(
+        caller(
             claims.get(&self.user_claim),
             claims.get("role").and_then(Value::as_str),
-        )?;
-        Ok((caller, claims.get("exp").and_then(Value::as_u64)))
+        )
     }
 
     /// The provider key for a token's header: the PEM key when its type matches, else the
