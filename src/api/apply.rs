@@ -96,20 +96,11 @@ async fn check_limits(
 async fn admit(state: &AppState, coupon: CouponId, user: UserId) -> Result<Admission, GateError> {
     let started = std::time::Instant::now();
     // A sold-out event's losers take no permit and no Redis call (see gate::latch).
-    if state.gate.answers_sold_out(coupon, user) {
-        let seconds = started.elapsed().as_secs_f64();
-        state.metrics.apply_seconds.observe(seconds);
-        state.metrics.apply(ApplyResult::sold_out);
-        return Ok(Admission::SoldOut);
-    }
-    let _permit = state
-        .apply_permits
-        .acquire()
-        .await
-        .map_err(|e| GateError::Unexpected(e.into()))?;
-    let inside = InFlight::enter(&state.metrics.apply_in_flight);
-    let admission = state.gate.apply(coupon, user).await;
-    drop(inside);
+    let admission = if state.gate.answers_sold_out(coupon, user) {
+        Ok(Admission::SoldOut)
+    } else {
+        behind_the_bulkhead(state, coupon, user).await
+    };
     state
         .metrics
         .apply_seconds
@@ -124,6 +115,20 @@ async fn admit(state: &AppState, coupon: CouponId, user: UserId) -> Result<Admis
         Err(_) => ApplyResult::error,
     });
     admission
+}
+
+async fn behind_the_bulkhead(
+    state: &AppState,
+    coupon: CouponId,
+    user: UserId,
+) -> Result<Admission, GateError> {
+    let _permit = state
+        .apply_permits
+        .acquire()
+        .await
+        .map_err(|e| GateError::Unexpected(e.into()))?;
+    let _inside = InFlight::enter(&state.metrics.apply_in_flight);
+    state.gate.apply(coupon, user).await
 }
 
 /// Counts an application inside the gate for as long as it is there, also when the client

@@ -8,6 +8,7 @@ use std::sync::{LazyLock, Mutex};
 
 use redis::Script;
 
+use super::locks::lock;
 use super::Gate;
 use crate::domain::CouponId;
 
@@ -26,20 +27,11 @@ pub(super) struct Counts(Mutex<HashMap<CouponId, u64>>);
 
 impl Counts {
     fn add(&self, coupon: CouponId, count: u64) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(coupon)
-            .or_default() += count;
+        *lock(&self.0).entry(coupon).or_default() += count;
     }
 
     fn take(&self) -> Vec<(CouponId, u64)> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .drain()
-            .collect()
+        lock(&self.0).drain().collect()
     }
 }
 

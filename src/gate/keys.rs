@@ -5,8 +5,9 @@ use crate::domain::CouponId;
 #[derive(Debug, Clone)]
 pub struct CouponKeys {
     /// hash: the definition (stock, name, created_at_us, opens_at_us, closes_at_us), the
-    /// counters (applications: every application answered, added by each instance once a second; issued: acknowledged by the
-    /// consumer) and, while Redis' copy is being rebuilt, recovering (see ops::reconcile)
+    /// counters (applications: every application answered, added by each instance once a
+    /// second; issued: acknowledged by the consumer) and, while Redis' copy is being rebuilt,
+    /// recovering (see ops::reconcile)
     pub meta: String,
     /// string: the last score handed out, in microseconds
     pub seq: String,

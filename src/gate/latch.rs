@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::Utc;
 
+use super::locks::{lock, read, write};
 use super::losers::EventView;
 use super::{Gate, GateError};
 use crate::domain::{CouponId, UserId};
@@ -39,12 +40,6 @@ struct Latch {
     closes_at_us: Option<i64>,
     /// What its losers are shown (see `losers`).
     losers_view: Arc<EventView>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Gate {
@@ -80,11 +75,7 @@ impl Gate {
         tokio::spawn(async move {
             match gate.read_latch(coupon).await {
                 Ok(Some(latch)) => {
-                    let mut latched = gate
-                        .latches
-                        .sold_out
-                        .write()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let mut latched = write(&gate.latches.sold_out);
                     latched.insert(coupon, Arc::new(latch));
                     gate.count_latches(latched.len());
                 }
@@ -133,11 +124,7 @@ impl Gate {
         if self.latch_of(coupon).is_none() {
             return;
         }
-        let mut latched = self
-            .latches
-            .sold_out
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut latched = write(&self.latches.sold_out);
         if latched.remove(&coupon).is_some() {
             self.count_latches(latched.len());
             tracing::info!(coupon_id = %coupon, "sold-out latch dropped: the event is asked in Redis again");
@@ -145,12 +132,7 @@ impl Gate {
     }
 
     fn latch_of(&self, coupon: CouponId) -> Option<Arc<Latch>> {
-        self.latches
-            .sold_out
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&coupon)
-            .cloned()
+        read(&self.latches.sold_out).get(&coupon).cloned()
     }
 
     fn count_latches(&self, latched: usize) {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::locks::lock;
 use super::{Gate, GateError, Snapshot};
 use crate::domain::{CouponId, UserId};
 
@@ -27,10 +28,7 @@ pub(super) struct EventView {
 impl EventView {
     /// The last read, aged to now, and whether it is still fresh.
     fn last(&self) -> Option<(Snapshot, bool)> {
-        let last = self
-            .last
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last = lock(&self.last);
         let (snapshot, read_at) = last.as_ref()?;
         let mut snapshot = snapshot.clone();
         let age = read_at.elapsed();
@@ -39,11 +37,7 @@ impl EventView {
     }
 
     fn keep(&self, snapshot: &Snapshot) {
-        *self
-            .last
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some((snapshot.clone(), Instant::now()));
+        *lock(&self.last) = Some((snapshot.clone(), Instant::now()));
     }
 }
 

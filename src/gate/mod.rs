@@ -10,6 +10,7 @@ mod issuing;
 mod keys;
 mod latch;
 mod limits;
+mod locks;
 mod losers;
 mod recovery;
 mod snapshot;
@@ -253,20 +254,13 @@ impl Gate {
 
     /// Remembers coupons PostgreSQL has (all of them, or one just created).
     pub fn remember(&self, coupons: impl IntoIterator<Item = CouponId>) {
-        self.known
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend(coupons);
+        locks::write(&self.known).extend(coupons);
     }
 
     /// Remembers a coupon Redis just answered for: if its state is lost later, this instance
     /// knows it existed before the watcher's next look at PostgreSQL.
     fn seen(&self, coupon: CouponId) {
-        let known = self
-            .known
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(&coupon);
+        let known = locks::read(&self.known).contains(&coupon);
         if !known {
             self.remember([coupon]);
         }
@@ -274,28 +268,17 @@ impl Gate {
 
     /// Remembers coupons whose Redis copy was retired.
     pub fn note_retired(&self, coupons: impl IntoIterator<Item = CouponId>) {
-        self.retired
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend(coupons);
+        locks::write(&self.retired).extend(coupons);
     }
 
     /// What a coupon Redis does not have means: retired (read PostgreSQL), lost state (503)
     /// for one PostgreSQL has, or unknown.
     fn unknown(&self, coupon: CouponId) -> Result<(), GateError> {
-        let retired = self
-            .retired
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(&coupon);
+        let retired = locks::read(&self.retired).contains(&coupon);
         if retired {
             return Err(GateError::Retired);
         }
-        let known = self
-            .known
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(&coupon);
+        let known = locks::read(&self.known).contains(&coupon);
         if known {
             Err(GateError::Held)
         } else {

@@ -138,6 +138,21 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings).await
 }
 
+/// An app that reaches Redis only through a proxy the test can cut (a call then fails within
+/// 500 ms).
+pub async fn spawn_app_behind_redis_proxy(
+    customize: impl FnOnce(&mut Settings),
+) -> (TcpProxy, TestApp) {
+    let proxy = TcpProxy::start(redis_address()).await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = format!("redis://{}", proxy.address()).into();
+        s.redis.timeout_ms = 500;
+        customize(s);
+    })
+    .await;
+    (proxy, app)
+}
+
 /// Starts one instance of the service, with every role, on `settings`. Instances started on
 /// the same settings share Redis, the database, the topic and the consumer group.
 pub async fn start(settings: Settings) -> TestApp {

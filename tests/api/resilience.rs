@@ -4,18 +4,13 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    assert_problem, eventually, redis_address, spawn_app_with, PrivateRedis, TcpProxy, MANUAL,
+    assert_problem, eventually, spawn_app_behind_redis_proxy, spawn_app_with, PrivateRedis, MANUAL,
 };
 
 #[tokio::test]
 async fn redis_unreachable_answers_503_and_admits_nobody() {
     // Arrange: the app reaches Redis only through a proxy the test can cut.
-    let proxy = TcpProxy::start(redis_address()).await;
-    let app = spawn_app_with(|s| {
-        s.redis.url = format!("redis://127.0.0.1:{}", proxy.port).into();
-        s.redis.timeout_ms = 500;
-    })
-    .await;
+    let (proxy, app) = spawn_app_behind_redis_proxy(|_| {}).await;
     let coupon = app.create_stock(5).await;
 
     // Act
@@ -85,12 +80,7 @@ async fn applies_survive_a_script_flush() {
 #[tokio::test]
 async fn a_creation_redis_refuses_leaves_no_event_anywhere() {
     // Arrange: Redis is reachable only through a proxy, cut after the service started.
-    let proxy = TcpProxy::start(redis_address()).await;
-    let app = spawn_app_with(|s| {
-        s.redis.url = format!("redis://127.0.0.1:{}", proxy.port).into();
-        s.redis.timeout_ms = 500;
-    })
-    .await;
+    let (proxy, app) = spawn_app_behind_redis_proxy(|_| {}).await;
     proxy.cut();
 
     // Act: the row is written first, then Redis refuses its copy.

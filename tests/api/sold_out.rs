@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    eventually, isolated_settings, redis_address, spawn_app_with, start, TcpProxy, TestApp, MANUAL,
+    eventually, isolated_settings, spawn_app_behind_redis_proxy, start, TestApp, MANUAL,
 };
 
 /// Waits until `app` answers `latched` sold-out events without Redis.
@@ -23,13 +23,7 @@ async fn until_latched(app: &TestApp, latched: f64) {
 #[tokio::test]
 async fn losers_of_a_sold_out_event_are_answered_without_redis_and_still_counted() {
     // Arrange: a sold-out event, Redis reached through a proxy the test can cut.
-    let proxy = TcpProxy::start(redis_address()).await;
-    let app = spawn_app_with(|s| {
-        s.redis.url = format!("redis://127.0.0.1:{}", proxy.port).into();
-        s.redis.timeout_ms = 500;
-        s.issuer.schedule = MANUAL.into();
-    })
-    .await;
+    let (proxy, app) = spawn_app_behind_redis_proxy(|s| s.issuer.schedule = MANUAL.into()).await;
     let coupon = app.create_stock(5).await;
     let statuses = app.apply_all(coupon, 1..=10, 10).await;
     assert_eq!(
