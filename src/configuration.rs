@@ -61,6 +61,7 @@ impl Settings {
     /// Refuses combinations that cannot work, naming the variable to change.
     pub fn check(&self) -> anyhow::Result<()> {
         self.redis.check()?;
+        self.rate_limit.check()?;
         crate::api::ClientAddress::new(&self.http.trusted_proxies)?;
         self.issuer.period().context("APP_ISSUER__SCHEDULE")?;
         if self.issuer.lease_ms < IssuerSettings::MIN_LEASE_MS {
@@ -70,6 +71,20 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// The longest from the start of an issuer's claim to the start of its send: the claim's
+    /// own call, then (with replicas confirming) a confirmation that may queue behind another.
+    /// The issuer abandons a claim that took longer (its lease hands the winners back), so a
+    /// restore can count on every send started before its hold having landed or failed by
+    /// `claim_window + send_timeout` after it (see `ops::reconcile`).
+    pub fn claim_window(&self) -> Duration {
+        let confirming = if self.redis.ack_replicas > 0 {
+            self.redis.ack_timeout() * 2
+        } else {
+            Duration::ZERO
+        };
+        self.redis.timeout() + confirming
     }
 
     fn read(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -173,6 +188,30 @@ pub enum RateLimitScope {
     Instance,
     /// In Redis, one atomic script per application: the rate holds across instances.
     Shared,
+}
+
+impl RateLimitSettings {
+    /// Above this a token's interval is under a microsecond, which the shared buckets (µs) and
+    /// their expiry cannot express.
+    pub const MAX_PER_SEC: u32 = 1_000_000;
+
+    fn check(&self) -> anyhow::Result<()> {
+        for (name, rate) in [
+            ("APP_RATE_LIMIT__PER_USER_PER_SEC", self.per_user_per_sec),
+            (
+                "APP_RATE_LIMIT__PER_ADDRESS_PER_SEC",
+                self.per_address_per_sec,
+            ),
+        ] {
+            if rate > Self::MAX_PER_SEC {
+                anyhow::bail!(
+                    "{name} must be at most {} (0 turns the limit off)",
+                    Self::MAX_PER_SEC
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for RateLimitSettings {
@@ -358,6 +397,25 @@ impl DatabaseSettings {
             .max_connections(connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(self.connect_options()?)
+            .await
+            .context("connecting to PostgreSQL")
+    }
+
+    /// A pool whose statements are cancelled after `statement_timeout`, for a part that must
+    /// keep its pace (the Redis watcher looks every second).
+    pub async fn pool_with_timeout(
+        &self,
+        connections: u32,
+        statement_timeout: Duration,
+    ) -> anyhow::Result<PgPool> {
+        let options = self.connect_options()?.options([(
+            "statement_timeout",
+            statement_timeout.as_millis().to_string(),
+        )]);
+        PgPoolOptions::new()
+            .max_connections(connections.max(1))
+            .acquire_timeout(statement_timeout)
+            .connect_with(options)
             .await
             .context("connecting to PostgreSQL")
     }

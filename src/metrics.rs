@@ -97,6 +97,8 @@ pub struct Metrics {
     pub coupons_held: Family<HoldLabel, Counter>,
     /// Held coupons this instance rebuilt from PostgreSQL.
     pub coupons_restored: Counter,
+    /// Events with work that the watcher found missing from the issuer's registry and put back.
+    pub registry_repairs: Counter,
 }
 
 fn sizes() -> Histogram {
@@ -126,6 +128,7 @@ impl Metrics {
             redelivered: Counter::default(),
             coupons_held: Family::default(),
             coupons_restored: Counter::default(),
+            registry_repairs: Counter::default(),
             failed_events: Counter::default(),
             consumer_lag: Family::default(),
             dependency_errors: Family::default(),
@@ -216,6 +219,11 @@ impl Metrics {
             "coupons_restored",
             "Held coupons rebuilt from PostgreSQL by this instance",
             m.coupons_restored.clone(),
+        );
+        r.register(
+            "registry_repairs",
+            "Events with work found missing from the issuer's registry and put back",
+            m.registry_repairs.clone(),
         );
         Arc::new(m)
     }

@@ -26,6 +26,9 @@ use crate::ops::port::OpsPort;
 use crate::ops::Reconciler;
 use crate::store;
 
+/// A watcher's query that takes longer is cancelled: the look fails and the next one tries
+/// again, and latches it stops confirming stand aside (see `gate::latch`).
+const WATCHER_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The Redis watcher's PostgreSQL connections: one look a second, plus a restore.
 const WATCHER_CONNECTIONS: u32 = 2;
 
@@ -70,7 +73,10 @@ impl Application {
         warn_about_development_secret(settings);
         let shared = connect(settings).await?;
         // Pools of their own: a flood of reads on the API cannot take the watcher's connections.
-        let watcher_db = settings.database.pool_of(WATCHER_CONNECTIONS).await?;
+        let watcher_db = settings
+            .database
+            .pool_with_timeout(WATCHER_CONNECTIONS, WATCHER_STATEMENT_TIMEOUT)
+            .await?;
         let reconciler = Reconciler::new(shared.gate.clone(), watcher_db, settings)
             .with_metrics(shared.metrics.clone());
         hold_lost_coupons(&reconciler).await;
@@ -239,6 +245,7 @@ async fn pipeline(
             shared.gate.clone(),
             publisher.clone(),
             settings.issuer.clone(),
+            settings.claim_window(),
             shared.metrics.clone(),
         )
     });

@@ -144,21 +144,19 @@ impl CouponsApi {
     }
 }
 
-/// The row first, then the gate's copy: Redis never holds an event PostgreSQL does not. When
-/// Redis refuses the copy, the row is taken back and the answer is 503; if even that fails, the
-/// row stays and the Redis watcher gives the event its copy within a second (see
-/// `crate::ops::reconcile`).
+/// The row is the commit point. Its Redis copy is written first, held, inside the row's
+/// transaction: if Redis refuses it the row is rolled back (503), and a copy whose row never
+/// committed admits nobody (held) and expires. Once the row is committed the hold is lifted; if
+/// that fails, the event stays held (503 to applications) until the watcher restores it from
+/// the row, within seconds.
 async fn create(state: &AppState, new: NewCoupon) -> Result<Coupon, CreateError> {
-    let mut conn = state.db.acquire().await?;
-    let coupon = store::insert_coupon(&mut conn, new).await?;
-    if let Err(e) = state.gate.register(&coupon).await {
-        match store::delete_coupon(&mut conn, coupon.id).await {
-            Ok(()) => {}
-            Err(undo) => {
-                tracing::error!(error = ?undo, coupon_id = %coupon.id, "the coupon stays; the Redis watcher will give it its Redis copy")
-            }
-        }
-        return Err(e.into());
+    let mut tx = state.db.begin().await?;
+    let coupon = store::insert_coupon(&mut tx, new).await?;
+    let hold = state.gate.register(&coupon).await?;
+    tx.commit().await?;
+    if let Err(e) = state.gate.open(coupon.id, &hold).await {
+        state.gate.remember([coupon.id]);
+        tracing::warn!(error = ?e, coupon_id = %coupon.id, "created, still held: the Redis watcher opens it once Redis answers");
     }
     Ok(coupon)
 }

@@ -4,6 +4,7 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use redis::Script;
 
+use super::confirm::Written;
 use super::{micros_to_time, parse_field, Gate, GateError};
 use crate::domain::{CouponId, Position, Status, UserId};
 
@@ -79,11 +80,12 @@ impl Gate {
         }
         // Only a ticket needs replicas: the other answers change nothing a client keeps.
         if let Some(ack) = &self.ack {
-            if matches!(
-                reply.first().map(String::as_str),
-                Some("ADMITTED" | "ALREADY")
-            ) {
-                ack.confirm(coupon).await?;
+            if let [outcome, _, score, ..] = &reply[..] {
+                if outcome == "ADMITTED" || outcome == "ALREADY" {
+                    let score = parse_field(score, "score")?;
+                    let users = vec![(user.get(), score)];
+                    ack.confirm(Written { coupon, users }).await?;
+                }
             }
         }
         let admission = parse_reply(&reply)?;

@@ -70,7 +70,7 @@ end
 -- Strictly increasing per coupon (see above): same-microsecond arrivals get distinct scores in
 -- arrival order. '%.0f' because tostring() would print 1.7e+15.
 local score = string.format('%.0f', now)
-redis.call('SET', KEYS[2], score)
+redis.call('SET', KEYS[2], score, 'KEEPTTL')
 redis.call('ZADD', KEYS[3], score, user)
 -- Written in the same step as the admission, so no winner exists that the issuer cannot see.
 redis.call('RPUSH', KEYS[4], user)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use redis::Script;
 
+use super::confirm::Written;
 use super::{micros_to_time, parse_field, Gate, GateError};
 use crate::domain::{CouponId, Position, Status, UserId, Winner};
 
@@ -121,7 +122,12 @@ impl Gate {
         // Publish only what a promoted replica would hold: confirmed after the claim, the
         // replicas hold every admission it took.
         if let (Some(ack), false) = (&self.ack, claim.winners.is_empty()) {
-            if let Err(e) = ack.confirm(coupon).await {
+            let users = claim
+                .winners
+                .iter()
+                .map(|w| (w.user.get(), w.applied_at.timestamp_micros()))
+                .collect();
+            if let Err(e) = ack.confirm(Written { coupon, users }).await {
                 let users: Vec<UserId> = claim.winners.iter().map(|w| w.user).collect();
                 self.release(coupon, &users).await?;
                 return Err(e);

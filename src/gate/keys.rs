@@ -19,6 +19,8 @@ pub struct CouponKeys {
     pub inflight: String,
     /// hash: user -> ADMITTED | PUBLISHED | ISSUED | FAILED
     pub status: String,
+    /// `{prefix}:{c<id>}`: every key above starts with it
+    base: String,
     /// string: what the replica confirmer writes in this coupon's slot on a cluster, so its
     /// `WAIT` reaches the coupon's master (see gate::confirm); it expires by itself
     pub acks: String,
@@ -38,6 +40,11 @@ impl CouponKeys {
         ]
     }
 
+    /// string: marks one addition to `applications` as made (see gate::counting); expires
+    pub fn counted(&self, addition: &str) -> String {
+        format!("{}:counted:{addition}", self.base)
+    }
+
     pub fn new(prefix: &str, coupon: CouponId) -> Self {
         let base = format!("{prefix}:{{c{coupon}}}");
         Self {
@@ -48,6 +55,7 @@ impl CouponKeys {
             inflight: format!("{base}:inflight"),
             status: format!("{base}:status"),
             acks: format!("{base}:acks"),
+            base,
         }
     }
 }

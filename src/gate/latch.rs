@@ -13,10 +13,16 @@
 //! coming. After the event's close time, the latch stands aside (Redis answers
 //! `EVENT_CLOSED`).
 //!
+//! A latch answers only while the watcher keeps confirming it (every look, see `keep_latch`):
+//! a watcher that stalled (PostgreSQL slow, the task stuck) cannot see a hold, so a latch it
+//! has not confirmed for [`LATCH_TRUSTED_FOR`] stands aside and Redis answers again.
+//!
 //! Answers given here are counted like every other (see `counting`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -35,7 +41,19 @@ pub(super) struct Latches {
 /// stock, recovering, closes_at_us
 type MetaFields = (Option<u64>, Option<String>, Option<i64>);
 
+/// How long a latch answers after the watcher last confirmed it: a few of its looks.
+pub const LATCH_TRUSTED_FOR: Duration = Duration::from_secs(3);
+
+/// The process' own clock for latch ages (monotonic, in milliseconds since first use).
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
 struct Latch {
+    /// When the watcher last confirmed it (see `now_ms`).
+    kept_at: AtomicU64,
     winners: HashSet<i64>,
     closes_at_us: Option<i64>,
     /// What its losers are shown (see `losers`).
@@ -68,7 +86,7 @@ impl Gate {
     /// Redis answered `SOLD_OUT` for `coupon`: reads its winners (once, in the background) and
     /// latches it.
     pub(super) fn latch_soon(&self, coupon: CouponId) {
-        if self.latch_of(coupon).is_some() || !lock(&self.latches.reading).insert(coupon) {
+        if self.latched(coupon) || !lock(&self.latches.reading).insert(coupon) {
             return;
         }
         let gate = self.clone();
@@ -109,6 +127,7 @@ impl Gate {
             return Ok(None);
         }
         Ok(Some(Latch {
+            kept_at: AtomicU64::new(now_ms()),
             // Lost-position placeholders are nobody's: they parse as no user.
             winners: winners.iter().filter_map(|w| w.parse().ok()).collect(),
             closes_at_us: closes,
@@ -121,7 +140,7 @@ impl Gate {
     pub fn unlatch(&self, coupon: CouponId) {
         // The watcher asks this for every event every second: only a latched one takes the
         // write lock that the apply path's readers wait on.
-        if self.latch_of(coupon).is_none() {
+        if !self.latched(coupon) {
             return;
         }
         let mut latched = write(&self.latches.sold_out);
@@ -131,8 +150,23 @@ impl Gate {
         }
     }
 
+    /// The watcher saw the event still sold out and not held: its latch may go on answering.
+    pub fn keep_latch(&self, coupon: CouponId) {
+        if let Some(latch) = read(&self.latches.sold_out).get(&coupon) {
+            latch.kept_at.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// The event's latch, while the watcher keeps confirming it.
     fn latch_of(&self, coupon: CouponId) -> Option<Arc<Latch>> {
-        read(&self.latches.sold_out).get(&coupon).cloned()
+        let latch = read(&self.latches.sold_out).get(&coupon).cloned()?;
+        let age = now_ms().saturating_sub(latch.kept_at.load(Ordering::Relaxed));
+        (age <= LATCH_TRUSTED_FOR.as_millis() as u64).then_some(latch)
+    }
+
+    /// Whether an event has a latch, trusted or not.
+    fn latched(&self, coupon: CouponId) -> bool {
+        read(&self.latches.sold_out).contains_key(&coupon)
     }
 
     fn count_latches(&self, latched: usize) {

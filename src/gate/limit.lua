@@ -23,6 +23,6 @@ end
 for i, key in ipairs(KEYS) do
   -- '%.0f': tostring would print a µs timestamp in exponent form and lose digits.
   redis.call('SET', key, string.format('%.0f', next_arrival[i]),
-    'PX', math.ceil((next_arrival[i] - now) / 1000))
+    'PX', math.max(1, math.ceil((next_arrival[i] - now) / 1000)))
 end
 return {}

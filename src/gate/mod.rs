@@ -12,6 +12,7 @@ mod latch;
 mod limits;
 mod locks;
 mod losers;
+mod rebuild;
 mod recovery;
 mod snapshot;
 
@@ -31,10 +32,10 @@ pub use inspect::GateState;
 pub use issuing::{Backlog, Claim};
 pub use keys::CouponKeys;
 pub use limits::Bucket;
-pub use recovery::{HoldReason, Restoration, Standing, Survey, LOST_PREFIX};
+pub use recovery::{HoldId, HoldReason, Restoration, Standing, Survey, LOST_PREFIX};
 pub use snapshot::Snapshot;
 
-use crate::domain::{Coupon, CouponId};
+use crate::domain::CouponId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -295,34 +296,8 @@ impl Gate {
         CouponKeys::new(&self.prefix, coupon)
     }
 
-    /// Makes a coupon known to the gate. Called once, after the event's row is committed.
-    pub async fn register(&self, coupon: &Coupon) -> Result<(), GateError> {
-        let keys = self.keys(coupon.id);
-        let keys = &keys;
-        let fields = recovery::meta_fields(coupon);
-        let fields = &fields;
-        // Two slots (the coupon's and the registry's), so two calls.
-        self.run(|mut conn| async move {
-            // A watcher that saw the row before this call held the coupon as lost; a coupon
-            // just created has no winner anywhere, so there is nothing to restore.
-            redis::pipe()
-                .atomic()
-                .cmd("HSET")
-                .arg(&keys.meta)
-                .arg(fields)
-                .ignore()
-                .hdel(&keys.meta, "recovering")
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await?;
-        self.remember([coupon.id]);
-        self.enlist(coupon.id).await
-    }
-
     /// Puts a coupon on the issuer's registry.
-    pub(super) async fn enlist(&self, coupon: CouponId) -> Result<(), GateError> {
+    pub async fn enlist(&self, coupon: CouponId) -> Result<(), GateError> {
         let registry = self.registry_key();
         let registry = &registry;
         self.run(|mut conn| async move {

@@ -1,6 +1,6 @@
-//! Rebuilding a coupon's Redis state from PostgreSQL after Redis lost or regressed it (a restart
-//! without persistence, a failover that lost writes, deleted keys). See `crate::ops::reconcile`
-//! for the procedure.
+//! Seeing that Redis lost or regressed a coupon's state (a restart without persistence, a
+//! failover that lost writes, deleted keys) and holding it; `rebuild` restores it. See
+//! `crate::ops::reconcile` for the procedure.
 
 use std::sync::LazyLock;
 
@@ -8,27 +8,55 @@ use chrono::Utc;
 use redis::Script;
 
 use super::{CouponKeys, Gate, GateError};
-use crate::domain::{Coupon, CouponId, PersistedWinner};
+use crate::domain::CouponId;
 
 static HOLD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("hold.lua")));
-static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("restore.lua")));
-static EXPIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("expire.lua")));
 
 /// Queue members standing for positions whose winner was lost (see restore.lua).
 pub const LOST_PREFIX: &str = "~lost:";
 
 /// How a coupon stands in Redis, as the watcher sees it (see `crate::ops::reconcile`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
     /// The meta hash has the coupon's definition.
     pub present: bool,
-    /// Held until restored.
-    pub held: bool,
+    /// The hold it is under until restored (see hold.lua), if any.
+    pub hold: Option<HoldId>,
     /// Members of the queue (winners and lost placeholders): the highest position handed out.
     pub admitted: u64,
+    /// Of those, placeholders for positions whose winner Redis lost (see restore.lua).
+    pub lost: u64,
     /// Winners not yet published, and claimed but not acknowledged.
     pub pending: u64,
     pub inflight: u64,
+}
+
+impl Standing {
+    pub fn held(&self) -> bool {
+        self.hold.is_some()
+    }
+}
+
+/// One hold's identity (the `recovering` field): a restore lifts only the hold it waited for,
+/// never a newer one placed after it started waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HoldId(pub(super) String);
+
+impl HoldId {
+    /// A fresh identity: the instance's clock and a random part, unique across instances.
+    pub(super) fn new(kind: &str) -> Self {
+        let nonce: u64 = rand::random();
+        Self(format!(
+            "{kind}:{}:{nonce:016x}",
+            Utc::now().timestamp_micros()
+        ))
+    }
+}
+
+impl std::fmt::Display for HoldId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// What one look at Redis found.
@@ -60,27 +88,34 @@ pub struct Restoration {
     pub requeued: u64,
     /// Winners only Redis held who no longer fit the stock after a regression.
     pub dropped: u64,
+    /// Positions handed out whose winner nobody holds any more: kept spent.
+    pub lost: u64,
 }
 
-/// present, held, admitted, pending, inflight
-type RawStanding = (bool, bool, u64, u64, u64);
+/// (stock, recovering, lost), admitted, pending, inflight
+type RawStanding = ((Option<String>, Option<String>, Option<u64>), u64, u64, u64);
+
+/// How many reads [`standing_pipe`] adds.
+const STANDING_READS: usize = 4;
 
 impl From<RawStanding> for Standing {
-    fn from((present, held, admitted, pending, inflight): RawStanding) -> Self {
+    fn from(((stock, hold, lost), admitted, pending, inflight): RawStanding) -> Self {
         Standing {
-            present,
-            held,
+            present: stock.is_some(),
+            hold: hold.map(HoldId),
             admitted,
+            lost: lost.unwrap_or_default(),
             pending,
             inflight,
         }
     }
 }
 
-/// Adds the five reads of one coupon's standing (see [`RawStanding`]).
+/// Adds the reads of one coupon's standing (see [`RawStanding`]).
 fn standing_pipe<'p>(pipe: &'p mut redis::Pipeline, k: &CouponKeys) -> &'p mut redis::Pipeline {
-    pipe.hexists(&k.meta, "stock")
-        .hexists(&k.meta, "recovering")
+    pipe.cmd("HMGET")
+        .arg(&k.meta)
+        .arg(&["stock", "recovering", "lost"])
         .zcard(&k.queue)
         .llen(&k.pending)
         .zcard(&k.inflight)
@@ -114,7 +149,7 @@ impl Gate {
                     )));
                 }
                 let standings = reply
-                    .chunks(5)
+                    .chunks(STANDING_READS)
                     .map(|c| redis::from_redis_value(redis::Value::Array(c.to_vec())))
                     .collect::<Result<_, _>>()?;
                 Ok((info, standings))
@@ -177,108 +212,26 @@ impl Gate {
 
     /// Stops admissions and claims for a coupon until [`restore`](Self::restore) rebuilds it.
     /// A missing state is held whatever `reason`; a present one only for a regression or a
-    /// changed server. True when the coupon is (now) held.
-    pub async fn hold(&self, coupon: CouponId, reason: HoldReason) -> Result<bool, GateError> {
+    /// changed server. The hold the coupon is (now) under, this one or an earlier one.
+    pub async fn hold(
+        &self,
+        coupon: CouponId,
+        reason: HoldReason,
+    ) -> Result<Option<HoldId>, GateError> {
         let meta = self.keys(coupon).meta;
         let meta = &meta;
-        let now = Utc::now().timestamp_micros();
+        let id = HoldId::new("lost");
+        let id = &id;
         let force = u8::from(reason != HoldReason::Missing);
-        let held: i64 = self
+        let held: Option<String> = self
             .run(|mut conn| async move {
                 HOLD.key(meta)
-                    .arg(now)
+                    .arg(&id.0)
                     .arg(force)
                     .invoke_async(&mut conn)
                     .await
             })
             .await?;
-        Ok(held == 1)
+        Ok(held.map(HoldId))
     }
-
-    /// Rebuilds a held coupon from its persisted winners (ascending position) and what Redis
-    /// still holds, and puts it back on the issuer's registry. `None` when it was not held
-    /// (another instance restored it).
-    pub async fn restore(
-        &self,
-        coupon: &Coupon,
-        winners: &[PersistedWinner],
-    ) -> Result<Option<Restoration>, GateError> {
-        let keys = self.keys(coupon.id);
-        let keys = &keys;
-        let fields = meta_fields(coupon);
-        let fields = &fields;
-        let outcome: Vec<i64> = self
-            .run(|mut conn| async move {
-                let mut invocation = RESTORE.prepare_invoke();
-                invocation.key(&keys.all()[..]).arg(fields.len());
-                for (name, value) in fields {
-                    invocation.arg(*name).arg(value);
-                }
-                for w in winners {
-                    invocation
-                        .arg(w.position.get())
-                        .arg(w.user.get())
-                        .arg(w.applied_at.timestamp_micros());
-                }
-                invocation.invoke_async(&mut conn).await
-            })
-            .await?;
-        let count = |i: usize| outcome.get(i).and_then(|v| u64::try_from(*v).ok());
-        let Some(persisted) = count(0) else {
-            return Ok(None);
-        };
-        self.enlist(coupon.id).await?;
-        Ok(Some(Restoration {
-            persisted,
-            requeued: count(1).unwrap_or_default(),
-            dropped: count(2).unwrap_or_default(),
-        }))
-    }
-}
-
-impl Gate {
-    /// Sets every key of a finished coupon to expire after `retention` and takes it off the
-    /// issuer's registry; its application count, or `None` when work is still in the pipeline.
-    pub async fn expire(
-        &self,
-        coupon: CouponId,
-        retention: std::time::Duration,
-    ) -> Result<Option<u64>, GateError> {
-        let keys = self.keys(coupon);
-        let keys = &keys;
-        let applications: i64 = self
-            .run(|mut conn| async move {
-                EXPIRE
-                    .key(&keys.all()[..])
-                    .arg(retention.as_secs().max(1))
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
-        let Ok(applications) = u64::try_from(applications) else {
-            return Ok(None);
-        };
-        self.retire(coupon).await?;
-        self.note_retired([coupon]);
-        Ok(Some(applications))
-    }
-}
-
-/// The meta hash's definition fields, as `register` writes them and `restore` rewrites them.
-pub(super) fn meta_fields(coupon: &Coupon) -> Vec<(&'static str, String)> {
-    let mut fields = vec![
-        ("stock", coupon.stock.get().to_string()),
-        ("name", coupon.name.as_str().to_owned()),
-        (
-            "created_at_us",
-            coupon.created_at.timestamp_micros().to_string(),
-        ),
-    ];
-    if let Some(open) = coupon.window.opens_at() {
-        fields.push(("opens_at_us", open.timestamp_micros().to_string()));
-    }
-    if let Some(close) = coupon.window.closes_at() {
-        fields.push(("closes_at_us", close.timestamp_micros().to_string()));
-    }
-    fields
 }

@@ -3,7 +3,10 @@
 -- been consumed (see ops::reconcile), so PostgreSQL holds every published winner.
 --
 -- KEYS[1] meta, KEYS[2] seq, KEYS[3] queue, KEYS[4] pending, KEYS[5] inflight, KEYS[6] status
--- ARGV[1] how many meta field/value pairs follow, then those pairs (stock among them),
+-- ARGV[1] the hold this restore waited out (hold.lua): any other hold is left alone
+-- ARGV[2] positions known spent: the highest position ever seen handed out (PostgreSQL keeps
+--         it, see ops::reconcile); every position up to it stays taken
+-- ARGV[3] how many meta field/value pairs follow, then those pairs (stock among them),
 -- then triples: position, user, score (microseconds), in ascending position.
 --
 -- The new line, position by position:
@@ -16,18 +19,20 @@
 --   lost winner's unit of stock stays spent (the cap holds), and newcomers continue after.
 -- Scores are made strictly increasing along the line, so ranks follow it.
 --
--- Returns {persisted, requeued, dropped}: winners written back as ISSUED, Redis-only winners
--- kept (pending again with their status, or FAILED as they were), and Redis-only winners who no longer fit the
--- stock (only after a regression with unreplicated admissions). {-1} when the coupon was not
--- held (another instance restored it already).
+-- Returns {persisted, requeued, dropped, lost}: winners written back as ISSUED, Redis-only
+-- winners kept (pending again with their status, or FAILED as they were), Redis-only winners
+-- who no longer fit the stock (only after a regression with unreplicated admissions), and
+-- placeholders. {-1} when the coupon is not under that hold (another instance restored it, or
+-- a newer hold came after it, whose own settle this restore did not wait out).
 
-if redis.call('HEXISTS', KEYS[1], 'recovering') == 0 then
+if redis.call('HGET', KEYS[1], 'recovering') ~= ARGV[1] then
   return {-1}
 end
 
-local pairs_count = tonumber(ARGV[1])
+local spent = tonumber(ARGV[2])
+local pairs_count = tonumber(ARGV[3])
 local fields, stock = {}, nil
-for i = 2, 1 + pairs_count * 2, 2 do
+for i = 4, 3 + pairs_count * 2, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
   if ARGV[i] == 'stock' then
@@ -36,7 +41,7 @@ for i = 2, 1 + pairs_count * 2, 2 do
 end
 
 local persisted, persisted_users, last_position = {}, {}, 0
-for i = 2 + pairs_count * 2, #ARGV, 3 do
+for i = 4 + pairs_count * 2, #ARGV, 3 do
   local position = tonumber(ARGV[i])
   persisted[position] = {ARGV[i + 1], tonumber(ARGV[i + 2])}
   persisted_users[ARGV[i + 1]] = true
@@ -54,17 +59,27 @@ for i = 1, #old, 2 do
   end
 end
 
+-- Positions handed out before the loss stay taken, persisted or not: a winner told one of them
+-- may exist whom nobody holds any more, and no second user is ever told the same place.
+local last_spent = last_position
+if spent > last_spent then
+  last_spent = spent
+end
+if stock and last_spent > stock then
+  last_spent = stock
+end
+
 local line, behind = {}, {}
 local by_position = {}
 for _, winner in ipairs(held) do
   local position = winner[3]
-  if position <= last_position and persisted[position] == nil and by_position[position] == nil then
+  if position <= last_spent and persisted[position] == nil and by_position[position] == nil then
     by_position[position] = winner
   else
     behind[#behind + 1] = winner
   end
 end
-for position = 1, last_position do
+for position = 1, last_spent do
   local w = persisted[position] or by_position[position]
   if w then
     line[position] = {w[1], w[2], persisted[position] ~= nil}
@@ -77,7 +92,7 @@ for _, winner in ipairs(behind) do
 end
 
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-local count, requeued, dropped, last_score = 0, 0, 0, 0
+local count, requeued, dropped, lost, last_score = 0, 0, 0, 0, 0
 for position, w in ipairs(line) do
   local user, score, is_persisted = w[1], w[2], w[3]
   if stock and position > stock then
@@ -93,7 +108,9 @@ for position, w in ipairs(line) do
     if is_persisted then
       redis.call('HSET', KEYS[6], user, 'ISSUED')
       count = count + 1
-    elseif string.sub(user, 1, 6) ~= '~lost:' then
+    elseif string.sub(user, 1, 6) == '~lost:' then
+      lost = lost + 1
+    else
       if old_status[user] == 'FAILED' then
         redis.call('HSET', KEYS[6], user, 'FAILED')
       else
@@ -111,11 +128,13 @@ end
 -- New scores must stay above every restored one, whatever Redis' clock says now.
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 if last_score > seq then
-  redis.call('SET', KEYS[2], string.format('%.0f', last_score))
+  redis.call('SET', KEYS[2], string.format('%.0f', last_score), 'KEEPTTL')
 end
 if #fields > 0 then
   redis.call('HSET', KEYS[1], unpack(fields))
 end
-redis.call('HSET', KEYS[1], 'issued', count)
+redis.call('HSET', KEYS[1], 'issued', count, 'lost', lost)
 redis.call('HDEL', KEYS[1], 'recovering')
-return {count, requeued, dropped}
+-- A coupon held at its creation carried a time to live until its row was committed.
+redis.call('PERSIST', KEYS[1])
+return {count, requeued, dropped, lost}

@@ -31,6 +31,9 @@ pub struct Issuer {
     gate: Gate,
     publisher: Publisher,
     settings: IssuerSettings,
+    /// A claim older than this when its send would start is abandoned (see
+    /// `Settings::claim_window`).
+    claim_window: Duration,
     metrics: Arc<Metrics>,
     /// Held for the whole of a tick: ticks of one instance never overlap, and shutdown waits on
     /// it to let the running tick finish.
@@ -42,12 +45,14 @@ impl Issuer {
         gate: Gate,
         publisher: Publisher,
         settings: IssuerSettings,
+        claim_window: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             gate,
             publisher,
             settings,
+            claim_window,
             metrics,
             tick: Arc::default(),
         }
@@ -119,10 +124,18 @@ impl Issuer {
     async fn drain(&self, coupon: CouponId) -> anyhow::Result<TickReport> {
         let mut report = TickReport::default();
         loop {
+            let claiming = Instant::now();
             let claim = self
                 .gate
                 .claim(coupon, self.settings.batch_size, self.settings.lease())
                 .await?;
+            if claiming.elapsed() > self.claim_window && !claim.winners.is_empty() {
+                // A restore that began meanwhile waits only so long for sends claimed before
+                // it: sending now could land after it read PostgreSQL. The lease hands the
+                // winners back.
+                tracing::warn!(%coupon, took_ms = claiming.elapsed().as_millis() as u64, "claim took too long; not sending it");
+                return Ok(report);
+            }
             if claim.winners.is_empty() {
                 if claim.finished {
                     self.gate.retire(coupon).await?;

@@ -33,15 +33,6 @@ pub async fn insert_coupon(conn: &mut PgConnection, new: NewCoupon) -> sqlx::Res
     })
 }
 
-/// Takes back a coupon nobody could have applied for yet (its Redis copy was refused).
-pub async fn delete_coupon(conn: &mut PgConnection, id: CouponId) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM coupon WHERE id = $1")
-        .bind(id.get())
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// A coupon event in the list a dashboard offers.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CouponSummary {

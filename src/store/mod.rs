@@ -6,12 +6,15 @@ mod issues;
 mod recovery;
 
 pub use archive::{archived, mark_retired, Archived};
-pub use coupons::{delete_coupon, insert_coupon, list_coupons, CouponSummary, NewCoupon};
+pub use coupons::{insert_coupon, list_coupons, CouponSummary, NewCoupon};
 pub use issues::{
     coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,
     IssueRecord, IssuedCoupon,
 };
-pub use recovery::{find_coupon, persisted_winners, watched_coupons, Watched};
+pub use recovery::{
+    admitted_high, find_coupon, lineage, persisted_winners, record_admitted, set_lineage,
+    watched_coupons, Watched,
+};
 
 use anyhow::Context;
 use sqlx::PgPool;

@@ -42,6 +42,8 @@ pub struct Watched {
     /// The highest persisted position (0 for none): Redis admitted fewer means it regressed.
     pub last_position: u32,
     pub issued_count: u32,
+    /// The highest position its gate was ever seen to hand out (see `record_admitted`).
+    pub admitted_high: u32,
     /// When its Redis copy was retired (set to expire): reads come from PostgreSQL once the
     /// keys are gone.
     pub retired_at: Option<DateTime<Utc>>,
@@ -55,10 +57,11 @@ pub async fn watched_coupons(db: &PgPool) -> Result<Vec<Watched>, StoreError> {
         coupon: CouponRow,
         last_position: i32,
         issued_count: i32,
+        admitted_high: i32,
         retired_at: Option<DateTime<Utc>>,
     }
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COUPON_COLUMNS}, issued_count, retired_at, \
+        "SELECT {COUPON_COLUMNS}, issued_count, admitted_high, retired_at, \
          COALESCE((SELECT max(position) FROM coupon_issue i WHERE i.coupon_id = coupon.id), 0) \
          AS last_position FROM coupon ORDER BY id"
     ))
@@ -70,11 +73,66 @@ pub async fn watched_coupons(db: &PgPool) -> Result<Vec<Watched>, StoreError> {
                 coupon: row.coupon.into_coupon()?,
                 last_position: non_negative(row.last_position)?,
                 issued_count: non_negative(row.issued_count)?,
+                admitted_high: non_negative(row.admitted_high)?,
                 retired_at: row.retired_at,
             })
         })
         .collect::<Result<_, InvalidValue>>()
         .map_err(Into::into)
+}
+
+/// Raises each coupon's `admitted_high` to what its gate was seen to admit (never lowers it):
+/// one statement for every coupon that moved.
+pub async fn record_admitted(db: &PgPool, seen: &[(CouponId, u32)]) -> Result<(), StoreError> {
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = seen.iter().map(|(c, _)| c.get()).collect();
+    let counts: Vec<i32> = seen
+        .iter()
+        .map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX))
+        .collect();
+    sqlx::query(
+        "UPDATE coupon SET admitted_high = GREATEST(coupon.admitted_high, s.n) \
+         FROM unnest($1::bigint[], $2::int[]) AS s(id, n) WHERE coupon.id = s.id",
+    )
+    .bind(&ids)
+    .bind(&counts)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The highest position a coupon's gate was ever seen to hand out.
+pub async fn admitted_high(db: &PgPool, coupon: CouponId) -> Result<u32, StoreError> {
+    let high: i32 = sqlx::query_scalar("SELECT admitted_high FROM coupon WHERE id = $1")
+        .bind(coupon.get())
+        .fetch_one(db)
+        .await?;
+    Ok(non_negative(high)?)
+}
+
+/// The Redis server identity last seen for a key prefix.
+pub async fn lineage(db: &PgPool, prefix: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT server FROM redis_lineage WHERE key_prefix = $1")
+            .bind(prefix)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// Remembers the Redis server identity seen now for a key prefix.
+pub async fn set_lineage(db: &PgPool, prefix: &str, server: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO redis_lineage (key_prefix, server) VALUES ($1, $2) \
+         ON CONFLICT (key_prefix) DO UPDATE SET server = $2, seen_at = now()",
+    )
+    .bind(prefix)
+    .bind(server)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 pub async fn find_coupon(db: &PgPool, id: CouponId) -> Result<Option<Coupon>, StoreError> {

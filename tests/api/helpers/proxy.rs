@@ -15,6 +15,9 @@ struct Flow {
     /// Bytes already read wait here, connections stay open (`hold`): the peers see a stall,
     /// not an error, the way a paused process or a congested link looks.
     held: bool,
+    /// Replies (server to client) wait here; requests pass (`hold_replies`): the server acts
+    /// on a request whose answer the client never gets, as with a link that died after it.
+    replies_held: bool,
     /// Added before every chunk is passed on, each way.
     latency: Duration,
 }
@@ -24,6 +27,8 @@ struct Flow {
 pub struct TcpProxy {
     pub port: u16,
     flow: watch::Sender<Flow>,
+    /// Where new connections go (`retarget` changes it).
+    target: Arc<Mutex<String>>,
     /// Live forwarding tasks; aborted on `cut` so established connections die too.
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
@@ -47,21 +52,23 @@ impl TcpProxy {
         let port = listener.local_addr().unwrap().port();
         let (flow, _) = watch::channel(Flow::default());
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let target = Arc::new(Mutex::new(target));
         let accept = tokio::spawn({
-            let (flow, links) = (flow.clone(), links.clone());
+            let (flow, links, target) = (flow.clone(), links.clone(), target.clone());
             async move {
                 while let Ok((inbound, _)) = listener.accept().await {
                     if flow.borrow().refused {
                         continue; // dropped: the client sees the connection closed
                     }
-                    let (flow, target) = (flow.subscribe(), target.clone());
+                    let target = target.lock().unwrap().clone();
+                    let flow = flow.subscribe();
                     let link = tokio::spawn(async move {
                         if let Ok(outbound) = TcpStream::connect(&target).await {
                             let (from_client, to_client) = inbound.into_split();
                             let (from_server, to_server) = outbound.into_split();
                             tokio::join!(
-                                pump(from_client, to_server, flow.clone()),
-                                pump(from_server, to_client, flow),
+                                pump(from_client, to_server, flow.clone(), false),
+                                pump(from_server, to_client, flow, true),
                             );
                         }
                     });
@@ -72,6 +79,7 @@ impl TcpProxy {
         Self {
             port,
             flow,
+            target,
             links,
             accept,
         }
@@ -97,6 +105,20 @@ impl TcpProxy {
         self.flow.send_modify(|f| f.held = true);
     }
 
+    /// Requests pass, replies wait until `restore`.
+    pub fn hold_replies(&self) {
+        self.flow.send_modify(|f| f.replies_held = true);
+    }
+
+    /// From now on connections go to `target`, and every open one dies: the clients reconnect
+    /// and reach another server on the same address, as after a failover behind a VIP.
+    pub fn retarget(&self, target: impl Into<String>) {
+        *self.target.lock().unwrap() = target.into();
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
     /// Every chunk waits `latency` before it is passed on.
     pub fn slow(&self, latency: Duration) {
         self.flow.send_modify(|f| f.latency = latency);
@@ -109,14 +131,22 @@ impl TcpProxy {
 }
 
 /// Copies one direction, honouring `flow` before passing each chunk on.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut flow: watch::Receiver<Flow>) {
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut flow: watch::Receiver<Flow>,
+    replies: bool,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let latency = match flow.wait_for(|f| !f.held).await {
+        let latency = match flow
+            .wait_for(|f| !f.held && !(replies && f.replies_held))
+            .await
+        {
             Ok(f) => f.latency,
             Err(_) => break,
         };

@@ -1,0 +1,171 @@
+//! One look of the watcher at Redis against PostgreSQL (see the module documentation).
+
+use std::collections::HashSet;
+
+use chrono::Utc;
+
+use super::Reconciler;
+use crate::domain::{Coupon, CouponId};
+use crate::gate::{HoldId, HoldReason, Standing};
+use crate::metrics::{HoldCause, HoldLabel};
+use crate::store::{self, Watched};
+
+/// A coupon under a hold, to be restored once that hold is settled.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub coupon: Coupon,
+    pub hold: HoldId,
+}
+
+impl Reconciler {
+    /// Holds every coupon PostgreSQL has and Redis lacks or regressed (and every coupon when
+    /// the server changed, with `APP_REDIS__ACK_REPLICAS=0`); puts back on the issuer's registry
+    /// every event with work that is missing from it; records how far each gate got; retires
+    /// what is done. Returns the coupons held now, by this look or an earlier one.
+    pub(super) async fn look(&self) -> anyhow::Result<Vec<Held>> {
+        // PostgreSQL first: Redis' count can only grow after it, so a regression seen is real.
+        let (retired, coupons): (Vec<Watched>, Vec<Watched>) = store::watched_coupons(&self.db)
+            .await?
+            .into_iter()
+            .partition(|w| w.retired_at.is_some());
+        self.keep_retired_latches(&retired);
+        let ids: Vec<CouponId> = coupons.iter().map(|w| w.coupon.id).collect();
+        self.gate.remember(ids.iter().copied());
+        let survey = self.gate.survey(&ids).await?;
+        let registry: HashSet<CouponId> = self.gate.active_coupons().await?.into_iter().collect();
+        let server_changed = self.server_changed(&survey.server).await?;
+        let mut held = Vec::new();
+        let mut moved = Vec::new();
+        for (watched, standing) in coupons.into_iter().zip(survey.coupons) {
+            let coupon = watched.coupon.clone();
+            let reason = if !standing.present {
+                Some(HoldReason::Missing)
+            } else if standing.admitted < u64::from(watched.last_position) {
+                Some(HoldReason::Regressed)
+            } else if server_changed && self.hold_on_server_change {
+                Some(HoldReason::ServerChanged)
+            } else {
+                None
+            };
+            let full = standing.admitted >= u64::from(coupon.stock.get());
+            if standing.held() || !standing.present || !full || reason.is_some() {
+                self.gate.unlatch(coupon.id);
+            } else {
+                self.gate.keep_latch(coupon.id);
+            }
+            if let Some(hold) = standing.hold.clone() {
+                held.push(Held { coupon, hold });
+                continue;
+            }
+            if let Some(reason) = reason {
+                if let Some(hold) = self.gate.hold(coupon.id, reason).await? {
+                    self.count_hold(reason);
+                    tracing::warn!(coupon_id = %coupon.id, ?reason, admitted = standing.admitted, last_position = watched.last_position, "holding the coupon until it is restored from PostgreSQL");
+                    held.push(Held { coupon, hold });
+                }
+                continue;
+            }
+            let admitted = u32::try_from(standing.admitted).unwrap_or(u32::MAX);
+            if admitted > watched.admitted_high {
+                moved.push((coupon.id, admitted));
+            }
+            if !registry.contains(&coupon.id) && has_work(&coupon, &standing) {
+                self.gate.enlist(coupon.id).await?;
+                if let Some(metrics) = &self.metrics {
+                    metrics.registry_repairs.inc();
+                }
+                tracing::warn!(coupon_id = %coupon.id, pending = standing.pending, "the event was missing from the issuer's registry: put back");
+            }
+            self.retire_if_done(&watched, &standing).await?;
+        }
+        store::record_admitted(&self.db, &moved).await?;
+        if server_changed {
+            // Only now, with every hold placed: a look that failed before this sees it again.
+            store::set_lineage(&self.db, &self.prefix, &survey.server).await?;
+        }
+        Ok(held)
+    }
+
+    /// Whether Redis answers from another server than the last look, here or on any instance
+    /// before (PostgreSQL keeps the identity, so a restart while every instance was down counts).
+    async fn server_changed(&self, server: &str) -> anyhow::Result<bool> {
+        match store::lineage(&self.db, &self.prefix).await? {
+            Some(before) if before == server => Ok(false),
+            Some(before) => {
+                tracing::warn!(%before, now = %server, "the Redis server changed (restart or failover)");
+                Ok(true)
+            }
+            None => {
+                store::set_lineage(&self.db, &self.prefix, server).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// A retired event's losers keep coming while its keys last, and the sold-out latch keeps
+    /// answering them; once the keys are gone PostgreSQL answers, and the latch is let go.
+    fn keep_retired_latches(&self, retired: &[Watched]) {
+        self.gate.note_retired(retired.iter().map(|w| w.coupon.id));
+        let gone = self.retention.map(|retention| {
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default()
+        });
+        for w in retired {
+            match (gone, w.retired_at) {
+                (Some(gone), Some(at)) if at <= gone => self.gate.unlatch(w.coupon.id),
+                _ => self.gate.keep_latch(w.coupon.id),
+            }
+        }
+    }
+
+    fn count_hold(&self, reason: HoldReason) {
+        if let Some(metrics) = &self.metrics {
+            let reason = match reason {
+                HoldReason::Missing => HoldCause::missing,
+                HoldReason::Regressed => HoldCause::regressed,
+                HoldReason::ServerChanged => HoldCause::server_changed,
+            };
+            metrics
+                .coupons_held
+                .get_or_create(&HoldLabel { reason })
+                .inc();
+        }
+    }
+
+    /// Retires the Redis copy of an event that is finished (sold out or closed, by Redis' own
+    /// clock) with every winner persisted and nothing in the pipeline: its keys expire after
+    /// the retention, and PostgreSQL answers its reads from then on (see `store::archived`).
+    async fn retire_if_done(&self, watched: &Watched, standing: &Standing) -> anyhow::Result<()> {
+        let Some(retention) = self.retention else {
+            return Ok(());
+        };
+        let coupon = &watched.coupon;
+        // Placeholders stand for positions nobody can be issued: they count as settled.
+        let persisted = u64::from(watched.issued_count) + standing.lost == standing.admitted;
+        if !(persisted && standing.pending == 0 && standing.inflight == 0)
+            || has_work(coupon, standing)
+        {
+            return Ok(());
+        }
+        // This instance's last second of answers goes in before the count is kept; another
+        // instance's may still be on its way (at most a second of it is missed).
+        self.gate.flush_counts().await;
+        if let Some(applications) = self
+            .gate
+            .expire(coupon.id, retention, standing.admitted)
+            .await?
+        {
+            store::mark_retired(&self.db, coupon.id, applications).await?;
+            tracing::info!(coupon_id = %coupon.id, retention_secs = retention.as_secs(), "finished and persisted: its Redis keys expire, reads come from PostgreSQL");
+        }
+        Ok(())
+    }
+}
+
+/// Whether the issuer has, or may get, winners to publish: something pending or in flight, or
+/// stock left in an event this instance's clock does not see closed. (Redis' clock decides; an
+/// event closing here a moment early is caught by the next look, with its winners pending.)
+fn has_work(coupon: &Coupon, standing: &Standing) -> bool {
+    let open = standing.admitted < u64::from(coupon.stock.get())
+        && coupon.window.closes_at().is_none_or(|c| c > Utc::now());
+    standing.pending + standing.inflight > 0 || open
+}
