@@ -50,8 +50,9 @@ pub async fn run(winners: u32) -> anyhow::Result<()> {
         },
     )
     .await?;
-    gate.register(&coupon).await?;
+    let hold = gate.register(&coupon).await?;
     tx.commit().await?;
+    gate.open(coupon.id, &hold).await?;
 
     let started = Instant::now();
     let admitted = stream::iter(1..=i64::from(winners))

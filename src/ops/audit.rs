@@ -75,6 +75,9 @@ pub enum DiscrepancyKind {
     PersistedOverStock,
     /// `coupon.issued_count` differs from the number of rows.
     IssuedCountMismatch,
+    /// Redis' public `issued` counter differs from the winners it marks ISSUED (the counter
+    /// and the status move together, in one script).
+    IssuedCounterMismatch,
     /// A row whose user is not among Redis' winners.
     RowWithoutWinner,
     /// A row whose position differs from the user's place in Redis' queue.
@@ -156,6 +159,7 @@ fn compare(
 ) -> AuditReport {
     let mut found = Findings::default();
     check_presence_and_counts(&mut found, stock, redis, rows.len() as u64, issued_count);
+    check_public_counter(&mut found, redis);
     if redis.stock.is_some() {
         check_rows_against_queue(&mut found, redis, rows);
     }
@@ -215,6 +219,29 @@ fn check_presence_and_counts(
             None,
             None,
             format!("issued_count {issued_count}, rows {rows}"),
+        );
+    }
+}
+
+/// The `issued` number everyone is shown counts each ISSUED winner once.
+fn check_public_counter(found: &mut Findings, redis: &GateState) {
+    if redis.stock.is_none() {
+        return;
+    }
+    let issued = redis
+        .statuses
+        .values()
+        .filter(|s| s.as_str() == Status::Issued.as_str())
+        .count() as u64;
+    if redis.issued_counter != issued {
+        found.add(
+            DiscrepancyKind::IssuedCounterMismatch,
+            None,
+            None,
+            format!(
+                "Redis' issued counter is {}, {issued} winners are ISSUED",
+                redis.issued_counter
+            ),
         );
     }
 }
@@ -332,6 +359,7 @@ mod tests {
     fn state(queue: &[&str], statuses: &[(&str, &str)], pending: &[&str]) -> GateState {
         GateState {
             stock: Some(3),
+            issued_counter: statuses.iter().filter(|(_, s)| *s == "ISSUED").count() as u64,
             queue: queue.iter().map(|s| s.to_string()).collect(),
             statuses: statuses
                 .iter()
@@ -413,6 +441,14 @@ mod tests {
         assert_eq!(report.discrepancies[1].user_id, Some(11));
         assert_eq!(report.redis.failed, 1);
         assert_eq!(report.redis.awaiting_persistence, 1);
+    }
+
+    #[test]
+    fn a_public_counter_that_counted_a_winner_twice_is_reported() {
+        let mut redis = state(&["10", "11"], &[("10", "ISSUED"), ("11", "ISSUED")], &[]);
+        redis.issued_counter = 3;
+        let report = compare(COUPON(), 3, &redis, &[(10, 1), (11, 2)], 2);
+        assert_eq!(kinds(&report), vec![DiscrepancyKind::IssuedCounterMismatch]);
     }
 
     #[test]

@@ -2,11 +2,16 @@
 //! `APP_REDIS__ACK_REPLICAS=1`, an admission made on one master and "confirmed" on the server
 //! that replaced it (a promoted replica, or the same address restarted empty) must not be 202.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use fcfs_coupon::startup::Role;
 use reqwest::StatusCode;
 
-use crate::helpers::{eventually, spawn_app_with, PrivateRedis, TcpProxy, MANUAL};
+use crate::helpers::{
+    eventually, isolated_settings, spawn_app_with, start, start_roles, told, PrivateRedis,
+    TcpProxy, MANUAL,
+};
 
 /// `blocked_clients` of a server: a `WAIT` in progress there counts one.
 async fn blocked(server: &PrivateRedis) -> i64 {
@@ -105,4 +110,130 @@ async fn an_admission_is_never_confirmed_by_a_server_that_does_not_hold_it() {
         "user 3 was told 202 for a write the confirming server does not have"
     );
     r.resume();
+}
+
+/// Every key of the coupon on `server` holds `recovering` (the event is held).
+async fn held_on(server: &PrivateRedis, meta: &str) -> bool {
+    redis::cmd("HEXISTS")
+        .arg(meta)
+        .arg("recovering")
+        .query_async(&mut server.connection().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_redis_that_lost_its_last_writes_while_every_instance_was_down_is_held_and_restored() {
+    // Arrange: master M with replica M2; the service reaches "Redis" through a proxy, with
+    // APP_REDIS__ACK_REPLICAS=0, and no consumer runs yet.
+    let m = PrivateRedis::start().await;
+    let m2 = PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &m.port.to_string()]).await;
+    let proxy = TcpProxy::start(format!("127.0.0.1:{}", m.port)).await;
+    let mut settings = isolated_settings();
+    settings.redis.url = format!("redis://{}", proxy.address()).into();
+    settings.issuer.schedule = MANUAL.into();
+    settings.issuer.lease_ms = 3_000;
+    settings.rate_limit.per_user_per_sec = 0;
+    let app = start_roles(settings.clone(), &[Role::Api, Role::Issuer]).await;
+    let coupon = app.create_stock(20).await;
+    let meta = app.keys(coupon).meta;
+    let mut first = Vec::new();
+    for user in 1..=5 {
+        first.push(
+            app.apply_through_outage(coupon, user, Duration::from_secs(10))
+                .await,
+        );
+    }
+    let queue = app.keys(coupon).queue;
+    eventually(
+        "M2 holds the first five",
+        Duration::from_secs(10),
+        || async {
+            let n: i64 = redis::cmd("ZCARD")
+                .arg(&queue)
+                .query_async(&mut m2.connection().await)
+                .await
+                .unwrap();
+            (n == 5).then_some(())
+        },
+    )
+    .await;
+    // M2 stops following M: what it will serve lacks whatever M takes from here on.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut m2.connection().await)
+        .await
+        .unwrap();
+    for user in 6..=10 {
+        first.push(
+            app.apply_through_outage(coupon, user, Duration::from_secs(10))
+                .await,
+        );
+    }
+    assert_eq!(app.issuer().run_once().await.unwrap().published, 10);
+    eventually(
+        "the watcher recorded ten positions",
+        Duration::from_secs(10),
+        || async {
+            let high: i32 = sqlx::query_scalar("SELECT admitted_high FROM coupon WHERE id = $1")
+                .bind(coupon)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+            (high == 10).then_some(())
+        },
+    )
+    .await;
+
+    // Act: every instance stops; "Redis" comes back as M2 (positions 6..=10 published, not
+    // persisted, and gone from it); the service starts again and newcomers arrive.
+    let _isolation = app.stop().await;
+    proxy.retarget(format!("127.0.0.1:{}", m2.port));
+    let app = start_roles(settings.clone(), &[Role::Api, Role::Issuer]).await;
+    let newcomers = tokio::spawn({
+        let app = start_roles(settings.clone(), &[Role::Api]).await;
+        async move {
+            let mut told = Vec::new();
+            for user in 11..=15 {
+                told.push(
+                    app.apply_through_outage(coupon, user, Duration::from_secs(90))
+                        .await,
+                );
+            }
+            told
+        }
+    });
+    eventually(
+        "held, or the newcomers answered",
+        Duration::from_secs(20),
+        || async { (held_on(&m2, &meta).await || newcomers.is_finished()).then_some(()) },
+    )
+    .await;
+    // The consumer starts only once a restore that did not wait for it would have run (the
+    // settle: the claim window, 2 s, plus the send timeout, 2 s, plus 0.5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let consumer = start(settings.clone()).await;
+
+    // Assert: the newcomers continue after the ten told before, and every told place is a row.
+    let newcomers = newcomers.await.unwrap();
+    let mut everyone = told(&first);
+    everyone.extend(told(&newcomers));
+    let expected: BTreeMap<i64, i32> = (1..=15).map(|u| (u, u as i32)).collect();
+    assert_eq!(everyone, expected, "positions told");
+    assert_eq!(app.issuer().run_once().await.unwrap().published, 5);
+    let rows = eventually("fifteen rows", Duration::from_secs(60), || async {
+        let rows = consumer.issued_rows(coupon).await;
+        (rows.len() >= 15).then_some(rows)
+    })
+    .await;
+    let rows: BTreeMap<i64, i32> = rows.into_iter().collect();
+    assert_eq!(rows, expected, "rows");
+    assert_eq!(consumer.failed_events().await, 0);
+    let status = eventually("user 8 ISSUED", Duration::from_secs(10), || async {
+        let s = app.position_status(coupon, 8).await;
+        (s == "ISSUED").then_some(s)
+    })
+    .await;
+    assert_eq!(status, "ISSUED");
 }

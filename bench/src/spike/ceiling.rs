@@ -29,7 +29,8 @@ pub async fn measure(
         window: EventWindow::default(),
         created_at: Utc::now(),
     };
-    gate.register(&coupon).await?;
+    let hold = gate.register(&coupon).await?;
+    gate.open(coupon.id, &hold).await?;
     let next = Arc::new(AtomicI64::new(1));
     let started = Instant::now();
     let workers = (0..concurrency).map(|_| {
