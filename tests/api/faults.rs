@@ -479,3 +479,41 @@ async fn a_broker_restart_mid_issuance_loses_and_doubles_nothing() {
     let rows = assert_settled(&app, coupon, 300).await;
     assert_eq!(rows.len(), 300);
 }
+
+#[tokio::test]
+async fn a_send_that_failed_is_sent_again_and_every_winner_issued() {
+    // Arrange: ten winners; the broker takes no traffic for longer than the producer's send
+    // timeout (two thirds of the 3 s lease).
+    let broker = DurableBroker::behind_proxy().await;
+    let app = spawn_app_with(|s| {
+        s.kafka.brokers = broker.address();
+        s.issuer.schedule = crate::helpers::MANUAL.into();
+        s.issuer.lease_ms = 3_000;
+        s.rate_limit.per_user_per_sec = 0;
+    })
+    .await;
+    let coupon = app.create_stock(10).await;
+    for user in 1..=10 {
+        assert_eq!(app.apply(coupon, user).await.status(), StatusCode::ACCEPTED);
+    }
+    broker.proxy().hold();
+
+    // Act: a tick whose every send fails; then the broker is back and the issuer ticks again.
+    app.issuer().run_once().await.unwrap();
+    assert!(app.metric("fcfs_issuer_publish_failures_total").await >= 10.0);
+    broker.proxy().restore();
+    let ticks = tokio::spawn({
+        let issuer = app.issuer().clone();
+        async move {
+            loop {
+                let _ = issuer.run_once().await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
+
+    // Assert: every winner is issued at their place.
+    let rows = assert_settled(&app, coupon, 10).await;
+    assert_eq!(rows.len(), 10);
+    ticks.abort();
+}

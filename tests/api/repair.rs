@@ -162,12 +162,11 @@ async fn an_addition_to_the_application_count_whose_reply_was_lost_counts_once()
     let (proxy, app) = spawn_app_behind_redis_proxy(|s| s.issuer.schedule = MANUAL.into()).await;
     let coupon = app.create_stock(5).await;
     let id = CouponId::new(coupon).unwrap();
-    for user in 1..=3 {
-        app.gate
-            .apply(id, UserId::new(user).unwrap())
-            .await
-            .unwrap();
-    }
+    let apply = |user| app.gate.apply(id, UserId::new(user).unwrap());
+    apply(1).await.unwrap();
+    app.gate.flush_counts().await; // the script is loaded: the next addition runs at once
+    apply(2).await.unwrap();
+    apply(3).await.unwrap();
 
     // Act: the addition reaches Redis but its reply does not; it is sent again later.
     proxy.hold_replies();

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Breaks the mechanisms the promise rests on, one at a time, and runs the tests that guard each:
+# every mutation must turn at least one of them red. Prints a line per mutation; exits non-zero
+# when a mutation survives. Needs the services (scripts/services.sh up) and a built tree.
+set -euo pipefail
+SCRIPT_NAME=mutations
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+export APP_ENV=development
+services_up
+
+# file | text | replacement | tests that must go red
+MUTATIONS=(
+  "src/issuer/mod.rs|Err(e) => {
+                        tracing::warn!(error = %e, %coupon, \"send failed; the winner goes back to pending\");
+                        failed.push(winner.user);|Err(_) => {
+                        delivered.push(winner.user);|faults::a_send_that_failed_is_sent_again"
+  "src/ops/reconcile/mod.rs|hold_on_server_change: settings.redis.ack_replicas == 0,|hold_on_server_change: false,|lineage::a_redis_that_lost_its_last_writes"
+  "src/ops/reconcile/settle.rs|self.wait_drained(deadline).await?;|let _ = deadline;|lineage::a_redis_that_lost_its_last_writes"
+  "src/gate/apply.lua|if now <= last then
+  now = last + 1
+end|-- (mutated)|clock::a_redis_clock_stepped_back"
+  "src/gate/advance.lua|if (rank[current] or 0) < rank[target] then|if (rank[current] or 0) < rank[target] or target == 'ISSUED' then|faults::a_consumer_killed_mid_batch_is_redelivered_without_duplicates"
+  "src/ops/reconcile/look.rs|if !registry.contains(&coupon.id) \&\& has_work(\&coupon, \&standing) {|if false {|repair::an_event_missing_from_the_issuer_registry"
+  "src/gate/confirm.rs|let _ = waiting.send(Ok(here \&\& confirmed >= replicas));|let _ = waiting.send(Ok(confirmed >= replicas));|lineage::an_admission_is_never_confirmed"
+)
+
+survived=0
+for mutation in "${MUTATIONS[@]}"; do
+  IFS='|' read -r file text replacement tests <<<"$mutation"
+  text=${text//\\&/&}; replacement=${replacement//\\&/&}
+  python3 - "$file" "$text" "$replacement" <<'PY'
+import sys
+path, old, new = sys.argv[1:4]
+src = open(path).read()
+assert src.count(old) == 1, f"{path}: the text to mutate is not there exactly once"
+open(path, "w").write(src.replace(old, new))
+PY
+  if cargo test --locked --test api -- $tests >"/tmp/mutation.log" 2>&1; then
+    say "SURVIVED: $file ($tests stayed green)"
+    survived=$((survived + 1))
+  else
+    say "killed:   $file (red: $(grep -c '\.\.\. FAILED' /tmp/mutation.log) of $tests)"
+  fi
+  git checkout -- "$file"
+done
+[ "$survived" -eq 0 ] || die "$survived mutation(s) survived"
