@@ -22,6 +22,7 @@ MUTATIONS=(
 end|-- (mutated)|clock::a_redis_clock_stepped_back"
   "src/gate/advance.lua|if (rank[current] or 0) < rank[target] then|if (rank[current] or 0) < rank[target] or target == 'ISSUED' then|faults::a_consumer_killed_mid_batch_is_redelivered_without_duplicates"
   "src/ops/reconcile/look.rs|if !registry.contains(&coupon.id) && has_work(&coupon, &standing) {|if false {|repair::an_event_missing_from_the_issuer_registry"
+  "src/gate/told.rs|if self.ack.is_none() {|if false {|lineage::winners_a_redis_lost_before_they_were_published"
   "src/gate/confirm.rs|let _ = waiting.send(Ok(here && confirmed >= replicas));|let _ = waiting.send(Ok(confirmed >= replicas));|lineage::an_admission_is_never_confirmed"
 )
 
@@ -29,7 +30,6 @@ survived=0
 for mutation in "${MUTATIONS[@]}"; do
   IFS='|' read -r -d '' file text replacement tests <<<"$mutation" || true
   tests=${tests%$'\n'}
-  text=${text//\&/&}; replacement=${replacement//\&/&}
   python3 - "$file" "$text" "$replacement" <<'PY'
 import sys
 path, old, new = sys.argv[1:4]

@@ -89,6 +89,10 @@ impl Gate {
             }
         }
         let admission = parse_reply(&reply)?;
+        if let Admission::Admitted { ticket, .. } = &admission {
+            let score = ticket.applied_at.timestamp_micros();
+            self.remember_told(coupon, user.get(), ticket.position.get(), score);
+        }
         if admission == Admission::SoldOut {
             self.latch_soon(coupon);
         }

@@ -19,6 +19,9 @@ pub struct CouponKeys {
     pub inflight: String,
     /// hash: user -> ADMITTED | PUBLISHED | ISSUED | FAILED
     pub status: String,
+    /// hash: user -> "position:score", tickets instances told and remember, written back while
+    /// the coupon is held so the restore can put those winners back (see gate::told)
+    pub told: String,
     /// `{prefix}:{c<id>}`: every key above starts with it
     base: String,
     /// string: what the replica confirmer writes in this coupon's slot on a cluster, so its
@@ -28,8 +31,8 @@ pub struct CouponKeys {
 
 impl CouponKeys {
     /// Every key, in the order the scripts that rebuild or retire a coupon take them
-    /// (restore.lua, expire.lua): meta, seq, queue, pending, inflight, status.
-    pub fn all(&self) -> [&String; 6] {
+    /// (restore.lua, expire.lua): meta, seq, queue, pending, inflight, status, told.
+    pub fn all(&self) -> [&String; 7] {
         [
             &self.meta,
             &self.seq,
@@ -37,6 +40,7 @@ impl CouponKeys {
             &self.pending,
             &self.inflight,
             &self.status,
+            &self.told,
         ]
     }
 
@@ -55,6 +59,7 @@ impl CouponKeys {
             inflight: format!("{base}:inflight"),
             status: format!("{base}:status"),
             acks: format!("{base}:acks"),
+            told: format!("{base}:told"),
             base,
         }
     }

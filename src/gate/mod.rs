@@ -15,6 +15,7 @@ mod losers;
 mod rebuild;
 mod recovery;
 mod snapshot;
+mod told;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -228,6 +229,8 @@ pub struct Gate {
     /// Coupons whose Redis copy was retired: Redis not knowing one is expected, and its reads
     /// come from PostgreSQL.
     retired: Arc<std::sync::RwLock<HashSet<CouponId>>>,
+    /// Tickets told here and not yet persisted (see `told`).
+    told: Arc<told::Told>,
 }
 
 impl Gate {
@@ -250,6 +253,7 @@ impl Gate {
             ack: None,
             known: Arc::default(),
             retired: Arc::default(),
+            told: Arc::default(),
         }
     }
 

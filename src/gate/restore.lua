@@ -2,7 +2,9 @@
 -- then lifts the hold. Run only after every send that could have been in flight has landed and
 -- been consumed (see ops::reconcile), so PostgreSQL holds every published winner.
 --
--- KEYS[1] meta, KEYS[2] seq, KEYS[3] queue, KEYS[4] pending, KEYS[5] inflight, KEYS[6] status
+-- KEYS[1] meta, KEYS[2] seq, KEYS[3] queue, KEYS[4] pending, KEYS[5] inflight, KEYS[6] status,
+-- KEYS[7] told (user -> "position:score": tickets the instances told and still remember,
+-- written back while the coupon was held; see gate::told)
 -- ARGV[1] the hold this restore waited out (hold.lua): any other hold is left alone
 -- ARGV[2] positions known spent: the highest position ever seen handed out (PostgreSQL keeps
 --         it, see ops::reconcile); every position up to it stays taken
@@ -11,8 +13,9 @@
 --
 -- The new line, position by position:
 -- * a persisted winner keeps its persisted position (PostgreSQL is the record);
--- * a winner Redis still holds that PostgreSQL does not (admitted, not yet published) keeps
---   the position it was told when that position is free; after a regression (a failover that
+-- * a winner Redis still holds that PostgreSQL does not (admitted, not yet published), or that
+--   an instance remembers telling (Redis lost it), keeps the position it was told when that
+--   position is free; after a regression (a failover that
 --   lost writes) its position may belong to someone persisted, and it moves behind the line;
 -- * a position nobody holds keeps a placeholder member, '~lost:<position>': its winner was lost
 --   with Redis' memory before being published. Ranks then still equal persisted positions, the
@@ -69,6 +72,27 @@ if stock and last_spent > stock then
   last_spent = stock
 end
 
+-- Tickets an instance remembers telling, of winners Redis no longer holds: their places were
+-- handed out, so they are spent too.
+local known = {}
+for _, winner in ipairs(held) do
+  known[winner[1]] = true
+end
+local told = redis.call('HGETALL', KEYS[7])
+for i = 1, #told, 2 do
+  local user = told[i]
+  local position, score = string.match(told[i + 1], '^(%d+):(%d+)$')
+  position, score = tonumber(position), tonumber(score)
+  if position and not persisted_users[user] and not known[user] then
+    held[#held + 1] = {user, score, position}
+    known[user] = true
+    if position > last_spent and (not stock or position <= stock) then
+      last_spent = position
+    end
+  end
+end
+table.sort(held, function(a, b) return a[3] < b[3] end)
+
 local line, behind = {}, {}
 local by_position = {}
 for _, winner in ipairs(held) do
@@ -91,7 +115,7 @@ for _, winner in ipairs(behind) do
   line[#line + 1] = {winner[1], winner[2], false}
 end
 
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 local count, requeued, dropped, lost, last_score = 0, 0, 0, 0, 0
 for position, w in ipairs(line) do
   local user, score, is_persisted = w[1], w[2], w[3]

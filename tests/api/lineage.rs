@@ -237,3 +237,75 @@ async fn a_redis_that_lost_its_last_writes_while_every_instance_was_down_is_held
     .await;
     assert_eq!(status, "ISSUED");
 }
+
+#[tokio::test]
+async fn winners_a_redis_lost_before_they_were_published_are_put_back_by_the_instances_that_told_them(
+) {
+    // Arrange: two instances, APP_REDIS__ACK_REPLICAS=0, "Redis" behind a proxy. Four winners
+    // published, six more told their place and not yet published.
+    let m = PrivateRedis::start().await;
+    let empty = PrivateRedis::start().await;
+    let proxy = TcpProxy::start(format!("127.0.0.1:{}", m.port)).await;
+    let mut settings = isolated_settings();
+    settings.redis.url = format!("redis://{}", proxy.address()).into();
+    settings.issuer.schedule = MANUAL.into();
+    settings.issuer.lease_ms = 3_000;
+    settings.rate_limit.per_user_per_sec = 0;
+    let app = start(settings.clone()).await;
+    let other = start(settings.clone()).await;
+    let coupon = app.create_stock(20).await;
+    let mut first = Vec::new();
+    for user in 1..=4 {
+        first.push(
+            app.apply_through_outage(coupon, user, Duration::from_secs(10))
+                .await,
+        );
+    }
+    assert_eq!(app.issuer().run_once().await.unwrap().published, 4);
+    for user in 5..=10 {
+        let instance = if user % 2 == 0 { &app } else { &other };
+        first.push(
+            instance
+                .apply_through_outage(coupon, user, Duration::from_secs(10))
+                .await,
+        );
+    }
+
+    // Act: Redis comes back empty (a restart without persistence); newcomers arrive.
+    proxy.retarget(format!("127.0.0.1:{}", empty.port));
+    let ticks = tokio::spawn({
+        let issuer = app.issuer().clone();
+        async move {
+            loop {
+                let _ = issuer.run_once().await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
+    let mut newcomers = Vec::new();
+    for user in 11..=15 {
+        newcomers.push(
+            other
+                .apply_through_outage(coupon, user, Duration::from_secs(60))
+                .await,
+        );
+    }
+
+    // Assert: the six unpublished winners keep their places and are issued; newcomers follow.
+    let mut everyone = told(&first);
+    everyone.extend(told(&newcomers));
+    let expected: BTreeMap<i64, i32> = (1..=15).map(|u| (u, u as i32)).collect();
+    assert_eq!(everyone, expected, "positions told");
+    let rows = eventually("fifteen rows", Duration::from_secs(60), || async {
+        let rows = app.issued_rows(coupon).await;
+        (rows.len() >= 15).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        rows.into_iter().collect::<BTreeMap<_, _>>(),
+        expected,
+        "rows"
+    );
+    assert_eq!(app.failed_events().await, 0);
+    ticks.abort();
+}

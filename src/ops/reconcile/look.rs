@@ -53,7 +53,9 @@ impl Reconciler {
             } else {
                 self.gate.keep_latch(coupon.id);
             }
+            self.gate.forget_told(coupon.id, Some(watched.issued_count));
             if let Some(hold) = standing.hold.clone() {
+                self.announce_told(coupon.id).await;
                 held.push(Held { coupon, hold });
                 continue;
             }
@@ -61,6 +63,7 @@ impl Reconciler {
                 if let Some(hold) = self.gate.hold(coupon.id, reason).await? {
                     self.count_hold(reason);
                     tracing::warn!(coupon_id = %coupon.id, ?reason, admitted = standing.admitted, last_position = watched.last_position, "holding the coupon until it is restored from PostgreSQL");
+                    self.announce_told(coupon.id).await;
                     held.push(Held { coupon, hold });
                 }
                 continue;
@@ -102,10 +105,28 @@ impl Reconciler {
         }
     }
 
+    /// Writes back the tickets this instance told of a held coupon, for its restore (see
+    /// `gate::told`); every look while it is held, so every live instance's are in before the
+    /// settle ends.
+    async fn announce_told(&self, coupon: CouponId) {
+        match self.gate.announce_told(coupon).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(coupon_id = %coupon, tickets = n, "tickets told here written back for the restore")
+            }
+            Err(e) => {
+                tracing::warn!(coupon_id = %coupon, error = ?e, "could not write back the tickets told here; trying again next look")
+            }
+        }
+    }
+
     /// A retired event's losers keep coming while its keys last, and the sold-out latch keeps
     /// answering them; once the keys are gone PostgreSQL answers, and the latch is let go.
     fn keep_retired_latches(&self, retired: &[Watched]) {
         self.gate.note_retired(retired.iter().map(|w| w.coupon.id));
+        for w in retired {
+            self.gate.forget_told(w.coupon.id, None);
+        }
         let gone = self.retention.map(|retention| {
             Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default()
         });
