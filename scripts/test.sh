@@ -56,4 +56,6 @@ APP_REDIS__MODE=cluster APP_REDIS__NODES=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1
   window:: observability:: dashboard:: scale_out:: \
   --skip the_bulkhead_lets_only_its_share_into_a_slow_gate
 # Timed tests, alone: the parallel suite's load would decide them, not what they measure.
-cargo test --locked --test api -- --ignored --test-threads=1
+# (Not the send-failure test: Tansu 0.6 breaks under it one run in three; mutations.sh runs it.)
+cargo test --locked --test api -- --ignored --test-threads=1 \
+  --skip faults::a_send_that_failed_is_sent_again_and_every_winner_issued

@@ -91,7 +91,14 @@ for i = 1, #told, 2 do
     end
   end
 end
-table.sort(held, function(a, b) return a[3] < b[3] end)
+-- By position; two users told the same position (only after a loss with
+-- APP_REDIS__ACK_REPLICAS=0): the one who arrived first keeps it.
+table.sort(held, function(a, b)
+  if a[3] ~= b[3] then
+    return a[3] < b[3]
+  end
+  return a[2] < b[2]
+end)
 
 local line, behind = {}, {}
 local by_position = {}

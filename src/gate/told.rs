@@ -15,6 +15,9 @@ use super::locks::lock;
 use super::{Gate, GateError};
 use crate::domain::CouponId;
 
+/// How long tickets written back into Redis live if no restore takes them.
+const TOLD_TTL_SECS: i64 = 3600;
+
 /// Per coupon: position -> (user, score in µs).
 #[derive(Default)]
 pub(super) struct Told(Mutex<HashMap<CouponId, BTreeMap<u32, (i64, i64)>>>);
@@ -30,9 +33,8 @@ impl Gate {
         }
     }
 
-    /// Forgets the tickets of a coupon up to `persisted` (the number of its rows: positions are
-    /// dense, so every position up to it has its row), or all of them when `persisted` is `None`
-    /// (the coupon is retired).
+    /// Forgets the tickets of a coupon up to position `persisted` (the caller knows every
+    /// position up to it persisted or lost), or all of them when `None` (it is retired).
     pub fn forget_told(&self, coupon: CouponId, persisted: Option<u32>) {
         let mut told = lock(&self.told.0);
         let Some(tickets) = told.get_mut(&coupon) else {
@@ -62,10 +64,16 @@ impl Gate {
         }
         let key = self.keys(coupon).told;
         let (key, tickets) = (&key, &tickets);
+        // The restore deletes it; one written after that restore (a look that began before
+        // it) must not linger.
         self.run(|mut conn| async move {
-            redis::cmd("HSET")
+            redis::pipe()
+                .cmd("HSET")
                 .arg(key)
                 .arg(tickets)
+                .ignore()
+                .expire(key, TOLD_TTL_SECS)
+                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
         })

@@ -122,13 +122,21 @@ pub async fn lineage(db: &PgPool, prefix: &str) -> Result<Option<String>, StoreE
     )
 }
 
-/// Remembers the Redis server identity seen now for a key prefix.
-pub async fn set_lineage(db: &PgPool, prefix: &str, server: &str) -> Result<(), StoreError> {
+/// Remembers the Redis server identity seen now for a key prefix, if PostgreSQL still has
+/// `before` (`None`: none yet); a look that lost that race leaves the newer identity alone.
+pub async fn set_lineage(
+    db: &PgPool,
+    prefix: &str,
+    before: Option<&str>,
+    server: &str,
+) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO redis_lineage (key_prefix, server) VALUES ($1, $2) \
-         ON CONFLICT (key_prefix) DO UPDATE SET server = $2, seen_at = now()",
+        "INSERT INTO redis_lineage (key_prefix, server) VALUES ($1, $3) \
+         ON CONFLICT (key_prefix) DO UPDATE SET server = $3, seen_at = now() \
+         WHERE redis_lineage.server IS NOT DISTINCT FROM $2",
     )
     .bind(prefix)
+    .bind(before)
     .bind(server)
     .execute(db)
     .await?;

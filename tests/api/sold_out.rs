@@ -1,5 +1,6 @@
 //! The sold-out latch (gate::latch, gate::losers): a sold-out event's losers are answered, and
-//! their positions read, without Redis, and still counted; an event that a restore un-sells takes applications again on every instance.
+//! their positions read, without Redis, and still counted; a latch stands aside while its event
+//! is held, and the winners the instances told are put back by the restore.
 //! One Redis only: the first test reaches it through a proxy it cuts.
 
 use std::time::Duration;
@@ -66,7 +67,7 @@ async fn losers_of_a_sold_out_event_are_answered_without_redis_and_still_counted
 }
 
 #[tokio::test]
-async fn an_event_a_restore_un_sells_takes_applications_again_on_every_instance() {
+async fn a_held_event_drops_every_latch_and_its_restore_keeps_the_winners_told() {
     // Arrange: two instances, both latched on a sold-out event whose winners were never
     // published (the issuer runs only by hand).
     let mut settings = isolated_settings();
@@ -77,16 +78,18 @@ async fn an_event_a_restore_un_sells_takes_applications_again_on_every_instance(
     let a = start(settings.clone()).await;
     let b = start(settings).await;
     let coupon = a.create_stock(5).await;
-    a.apply_all(coupon, 1..=8, 8).await;
-    b.apply_all(coupon, 11..=18, 8).await;
+    let mut first = a.apply_all(coupon, 1..=8, 8).await;
+    first.extend(b.apply_all(coupon, 11..=18, 8).await);
+    let winners_before = a.queue(coupon).await;
     until_latched(&a, 1.0).await;
     until_latched(&b, 1.0).await;
 
-    // Act: Redis loses the event; PostgreSQL has no winner of it, so the restore leaves it
-    // with all its stock.
+    // Act: Redis loses the event. PostgreSQL has no winner of it; the instances remember the
+    // tickets they told.
     a.wipe_redis().await;
 
-    // Assert: both instances dropped their latch and admit again.
+    // Assert: both instances dropped their latch while it was held; the restore put the five
+    // winners back at their places, so the event is sold out again for everyone else.
     until_latched(&a, 0.0).await;
     until_latched(&b, 0.0).await;
     for (app, user) in [(&a, 50), (&b, 51)] {
@@ -95,8 +98,18 @@ async fn an_event_a_restore_un_sells_takes_applications_again_on_every_instance(
             .await;
         assert_eq!(
             outcome.status,
-            StatusCode::ACCEPTED,
+            StatusCode::GONE,
             "user {user} on an instance"
         );
     }
+    let winners_after: Vec<i64> = a.admitted(coupon).await;
+    let winners_before: Vec<i64> = winners_before.into_iter().map(|(u, _)| u).collect();
+    assert_eq!(
+        winners_after, winners_before,
+        "the winners told, in their order"
+    );
+    assert_eq!(
+        first.iter().filter(|s| **s == StatusCode::ACCEPTED).count(),
+        5
+    );
 }

@@ -33,74 +33,116 @@ impl Reconciler {
         self.gate.remember(ids.iter().copied());
         let survey = self.gate.survey(&ids).await?;
         let registry: HashSet<CouponId> = self.gate.active_coupons().await?.into_iter().collect();
-        let server_changed = self.server_changed(&survey.server).await?;
+        let (server_changed, lineage_before) = self.server_changed(&survey.server).await?;
         let mut held = Vec::new();
         let mut moved = Vec::new();
+        let mut failed = 0;
         for (watched, standing) in coupons.into_iter().zip(survey.coupons) {
-            let coupon = watched.coupon.clone();
-            let reason = if !standing.present {
-                Some(HoldReason::Missing)
-            } else if standing.admitted < u64::from(watched.last_position) {
-                Some(HoldReason::Regressed)
-            } else if server_changed && self.hold_on_server_change {
-                Some(HoldReason::ServerChanged)
-            } else {
-                None
-            };
-            let full = standing.admitted >= u64::from(coupon.stock.get());
-            if standing.held() || !standing.present || !full || reason.is_some() {
-                self.gate.unlatch(coupon.id);
-            } else {
-                self.gate.keep_latch(coupon.id);
-            }
-            self.gate.forget_told(coupon.id, Some(watched.issued_count));
-            if let Some(hold) = standing.hold.clone() {
-                self.announce_told(coupon.id).await;
-                held.push(Held { coupon, hold });
-                continue;
-            }
-            if let Some(reason) = reason {
-                if let Some(hold) = self.gate.hold(coupon.id, reason).await? {
-                    self.count_hold(reason);
-                    tracing::warn!(coupon_id = %coupon.id, ?reason, admitted = standing.admitted, last_position = watched.last_position, "holding the coupon until it is restored from PostgreSQL");
-                    self.announce_told(coupon.id).await;
-                    held.push(Held { coupon, hold });
-                }
-                continue;
-            }
             let admitted = u32::try_from(standing.admitted).unwrap_or(u32::MAX);
-            if admitted > watched.admitted_high {
-                moved.push((coupon.id, admitted));
+            if standing.present && !standing.held() && admitted > watched.admitted_high {
+                moved.push((watched.coupon.id, admitted));
             }
-            if !registry.contains(&coupon.id) && has_work(&coupon, &standing) {
-                self.gate.enlist(coupon.id).await?;
-                if let Some(metrics) = &self.metrics {
-                    metrics.registry_repairs.inc();
+            // One coupon's trouble must not keep the others (their holds, their tickets
+            // written back) from this look.
+            match self
+                .look_at(&watched, &standing, server_changed, &registry)
+                .await
+            {
+                Ok(Some(h)) => held.push(h),
+                Ok(None) => {}
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(coupon_id = %watched.coupon.id, error = ?e, "looking at the coupon failed; the next look tries again");
                 }
-                tracing::warn!(coupon_id = %coupon.id, pending = standing.pending, "the event was missing from the issuer's registry: put back");
             }
-            self.retire_if_done(&watched, &standing).await?;
         }
         store::record_admitted(&self.db, &moved).await?;
-        if server_changed {
+        if server_changed && failed == 0 {
             // Only now, with every hold placed: a look that failed before this sees it again.
-            store::set_lineage(&self.db, &self.prefix, &survey.server).await?;
+            store::set_lineage(
+                &self.db,
+                &self.prefix,
+                lineage_before.as_deref(),
+                &survey.server,
+            )
+            .await?;
         }
         Ok(held)
     }
 
+    /// One coupon's part of a look: its latch, its hold (and the tickets told here, written
+    /// back while it is held), its registry entry, its retirement.
+    async fn look_at(
+        &self,
+        watched: &Watched,
+        standing: &Standing,
+        server_changed: bool,
+        registry: &HashSet<CouponId>,
+    ) -> anyhow::Result<Option<Held>> {
+        let coupon = watched.coupon.clone();
+        // Positions the gate was seen to hand out (every one of them was told, or refused for
+        // want of a replica) must still be there: fewer means Redis lost admissions.
+        let seen = watched.last_position.max(watched.admitted_high);
+        let reason = if !standing.present {
+            Some(HoldReason::Missing)
+        } else if standing.admitted < u64::from(seen) {
+            Some(HoldReason::Regressed)
+        } else if server_changed && self.hold_on_server_change {
+            Some(HoldReason::ServerChanged)
+        } else {
+            None
+        };
+        let full = standing.admitted >= u64::from(coupon.stock.get());
+        if standing.held() || !standing.present || !full || reason.is_some() {
+            self.gate.unlatch(coupon.id);
+        } else {
+            self.gate.keep_latch(coupon.id);
+        }
+        if let Some(hold) = standing.hold.clone() {
+            self.announce_told(coupon.id).await;
+            return Ok(Some(Held { coupon, hold }));
+        }
+        if let Some(reason) = reason {
+            let Some(hold) = self.gate.hold(coupon.id, reason).await? else {
+                return Ok(None);
+            };
+            self.count_hold(reason);
+            tracing::warn!(coupon_id = %coupon.id, ?reason, admitted = standing.admitted, last_position = watched.last_position, admitted_high = watched.admitted_high, "holding the coupon until it is restored from PostgreSQL");
+            self.announce_told(coupon.id).await;
+            return Ok(Some(Held { coupon, hold }));
+        }
+        // PostgreSQL was read before Redis: with nothing pending or in flight, every position
+        // up to what Redis admitted then is persisted (or lost), so its tickets can go.
+        let settled = u64::from(watched.issued_count) + standing.lost >= standing.admitted;
+        if settled && standing.pending == 0 && standing.inflight == 0 {
+            let admitted = u32::try_from(standing.admitted).unwrap_or(u32::MAX);
+            self.gate.forget_told(coupon.id, Some(admitted));
+        }
+        if !registry.contains(&coupon.id) && has_work(&coupon, standing) {
+            self.gate.enlist(coupon.id).await?;
+            if let Some(metrics) = &self.metrics {
+                metrics.registry_repairs.inc();
+            }
+            tracing::warn!(coupon_id = %coupon.id, pending = standing.pending, "the event was missing from the issuer's registry: put back");
+        }
+        self.retire_if_done(watched, standing).await?;
+        Ok(None)
+    }
+
     /// Whether Redis answers from another server than the last look, here or on any instance
     /// before (PostgreSQL keeps the identity, so a restart while every instance was down counts).
-    async fn server_changed(&self, server: &str) -> anyhow::Result<bool> {
+    /// Also returns the identity PostgreSQL had, so it is replaced only if no other look
+    /// replaced it meanwhile (a look on a stale survey must not write an old server back).
+    async fn server_changed(&self, server: &str) -> anyhow::Result<(bool, Option<String>)> {
         match store::lineage(&self.db, &self.prefix).await? {
-            Some(before) if before == server => Ok(false),
+            Some(before) if before == server => Ok((false, Some(before))),
             Some(before) => {
                 tracing::warn!(%before, now = %server, "the Redis server changed (restart or failover)");
-                Ok(true)
+                Ok((true, Some(before)))
             }
             None => {
-                store::set_lineage(&self.db, &self.prefix, server).await?;
-                Ok(false)
+                store::set_lineage(&self.db, &self.prefix, None, server).await?;
+                Ok((false, None))
             }
         }
     }

@@ -31,9 +31,11 @@
 //!    out (a newer one gets its own settle). The first instance to get there does it.
 //!
 //! What this cannot bring back: winners admitted but not yet published when Redis lost its
-//! memory, unless `APP_REDIS__ACK_REPLICAS` made their 202 wait for a replica. With
-//! `ACK_REPLICAS=0`, every position up to the highest one recorded stays spent (placeholders),
-//! so nobody else is told a place a lost winner was told; see README for what is left.
+//! memory, unless `APP_REDIS__ACK_REPLICAS` made their 202 wait for a replica, or the instance
+//! that told them is alive and writes its ticket back (see `gate::told`). Every position up to
+//! the highest one recorded stays spent (placeholders), and Redis holding fewer than that is a
+//! regression, so nobody else is told a place a lost winner was told; see README for what is
+//! left.
 
 mod look;
 mod settle;
@@ -71,9 +73,9 @@ pub struct Reconciler {
     /// The longest a send started before a hold can take to land or fail, counted from the
     /// hold: the claim window and the producer's send timeout.
     settle: Duration,
-    /// `APP_REDIS__ACK_REPLICAS=0`: hold every coupon when the Redis server changes, and keep
-    /// every position up to the highest recorded one spent after a loss (see the module
-    /// documentation); with replicas confirming, a position told is a position replicated.
+    /// `APP_REDIS__ACK_REPLICAS=0`: hold every coupon when the Redis server changes (see the
+    /// module documentation); with replicas confirming, a promoted replica holds everything
+    /// published.
     hold_on_server_change: bool,
     /// `APP_REDIS__RETENTION_SECS`; `None` keeps finished events in Redis.
     retention: Option<Duration>,

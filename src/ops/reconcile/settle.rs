@@ -28,12 +28,8 @@ impl Reconciler {
         let mut restored = Vec::new();
         for Held { coupon, hold } in held {
             let (winners, _) = store::persisted_winners(&self.db, coupon.id).await?;
-            // Read after the drain: every position the gate was seen to hand out.
-            let spent = if self.hold_on_server_change {
-                store::admitted_high(&self.db, coupon.id).await?
-            } else {
-                0
-            };
+            // Read after the drain: every position the gate was seen to hand out stays taken.
+            let spent = store::admitted_high(&self.db, coupon.id).await?;
             let Some(r) = self.gate.restore(coupon, hold, spent, &winners).await? else {
                 continue;
             };
