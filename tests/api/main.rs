@@ -8,6 +8,7 @@ mod abuse;
 mod admission;
 mod bad_input;
 mod bench;
+mod chaos;
 mod cluster;
 mod contract;
 mod dashboard;
