@@ -129,7 +129,7 @@ pub fn check(history: &[Op], facts: &Facts) -> Verdict {
         }
     }
     for (&user, &p) in &by_user {
-        if !told.contains_key(&user) && gave_up_told_otherwise(history, user) {
+        if !told.contains_key(&user) && refused_last(history, user) {
             flag(
                 "3 position as told",
                 vec![user],
@@ -187,7 +187,7 @@ fn documented(facts: &Facts, last: &str) -> bool {
 
 /// True when the user's last application answer was a definite refusal (410, 409): a row for
 /// them contradicts what they were told. A client that gave up on 503s was told nothing.
-fn gave_up_told_otherwise(history: &[Op], user: i64) -> bool {
+fn refused_last(history: &[Op], user: i64) -> bool {
     let last = history
         .iter()
         .filter(|o| o.user == user && o.kind == Kind::Apply && o.status.is_some())

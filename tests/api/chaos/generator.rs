@@ -71,7 +71,7 @@ impl Crowd {
         }
         if let Some(wait) = plan.again {
             tokio::time::sleep(wait).await;
-            self.until_final(plan.user, 1 - first.instance, Kind::Apply)
+            self.until_final(plan.user, (first.instance + 1) % INSTANCES, Kind::Apply)
                 .await;
         }
     }
