@@ -148,15 +148,20 @@ pub fn check(history: &[Op], facts: &Facts) -> Verdict {
             accepted.push((op, p));
         }
     }
-    for (a, pa) in &accepted {
-        for (&b, &b_sent) in &first_sent {
-            let pb = told.get(&b).and_then(|t| t.first());
-            if let Some(&pb) = pb.filter(|_| b != a.user && a.received < b_sent) {
-                if *pa >= pb {
-                    let detail = format!("{} told {pa} before {b} asked, {b} told {pb}", a.user);
-                    flag("4 real-time order", vec![a.user, b], detail);
-                }
-            }
+    // One violation per B, naming the A whose answer came back first.
+    for (&b, &b_sent) in &first_sent {
+        let Some(&pb) = told.get(&b).and_then(|t| t.first()) else {
+            continue;
+        };
+        let ahead = accepted
+            .iter()
+            .filter(|(a, pa)| a.user != b && a.received < b_sent && *pa >= pb);
+        if let Some((a, pa)) = ahead.min_by_key(|(a, _)| a.received) {
+            let detail = format!(
+                "{} was told {pa} before {b} asked; {b} was told {pb}",
+                a.user
+            );
+            flag("4 real-time order", vec![b, a.user], detail);
         }
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::rng::Rng;
-use super::system::{System, INSTANCES};
+use super::system::System;
 
 /// Every kind of fault the nemesis knows. A new one is a variant here, its lane, its
 /// duration, and its `inject`/`heal` arms.
@@ -49,6 +49,7 @@ impl FaultKind {
         match self {
             Self::RedisKill => rng.millis(200, 2_000),
             Self::Wipe | Self::ScriptFlush => Duration::ZERO,
+            // Below the send timeout (`system::LEASE_MS`): sends stall, none times out.
             Self::BrokerHold => rng.millis(1_000, 6_000),
             Self::BrokerCut => rng.millis(500, 3_000),
             Self::InstanceKill(_) => rng.millis(1_000, 3_000),
@@ -92,6 +93,12 @@ pub fn faults(rng: &mut Rng, count: usize, window: Duration) -> Vec<Fault> {
         let kind = FaultKind::ALL[rng.range(0, FaultKind::ALL.len() as u64 - 1) as usize];
         let length = kind.duration(rng);
         let latest = window.saturating_sub(length + Duration::from_secs(1));
+        // Most faults land in the spike's first half, while the stock is still going.
+        let latest = if rng.chance(60) {
+            latest.min(window / 2)
+        } else {
+            latest
+        };
         for _ in 0..20 {
             let start = rng.millis(500, latest.as_millis().max(500) as u64);
             let fault = Fault {
@@ -204,20 +211,7 @@ async fn heal(kind: FaultKind, system: &mut System) -> Option<String> {
     }
 }
 
-/// Makes sure nothing is left broken, whatever the schedule did.
-pub async fn heal_all(system: &mut System) {
-    if !system.redis.is_up() {
-        system.redis.restart().await;
-    }
-    system.broker.proxy().restore();
-    for i in 0..INSTANCES {
-        if !system.is_up(i) {
-            system.restart_instance(i).await;
-        }
-    }
-}
-
-async fn prefix_keys(system: &System) -> Vec<String> {
+pub async fn prefix_keys(system: &System) -> Vec<String> {
     let mut conn = system.redis.connection().await.unwrap();
     let pattern = format!("{}:*", system.settings.redis.key_prefix);
     redis::cmd("KEYS")

@@ -1,11 +1,14 @@
 //! What a run says: the seed and schedule first, and on failure each violation with the full
 //! history of every user it names; for a search, one line per schedule and a table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::nemesis::FaultKind;
 use super::run::Report;
+
+/// Violations of one rule printed with their users' histories.
+const SHOWN: usize = 3;
 
 /// What a search keeps of each run.
 pub struct Summary {
@@ -21,7 +24,7 @@ impl Report {
         self.verdict.violations.is_empty()
     }
 
-    /// One line: the seed, its faults, the verdict, the time it took.
+    /// One line: the seed, its faults, what clients met, the verdict, the time it took.
     pub fn line(&self) -> String {
         let kinds: Vec<String> = self
             .schedule
@@ -38,8 +41,13 @@ impl Report {
         } else {
             format!("FAILED {rules:?}")
         };
+        let told = self.history.iter().filter_map(|o| o.told().map(|_| o.user));
+        let told = told.collect::<BTreeSet<_>>().len();
+        let count = |status| self.history.iter().filter(|o| o.status == status).count();
+        let (busy, dead) = (count(Some(503)), count(None));
         format!(
-            "chaos seed {:>10} {:<55} {verdict} in {:.0?}{}",
+            "chaos seed {:>10} {:<48} told {told:>2}, {busy:>3} x 503, {dead:>3} unanswered: \
+             {verdict} in {:.0?}{}",
             self.schedule.seed,
             kinds.join(","),
             self.took,
@@ -58,7 +66,8 @@ impl Report {
     }
 
     /// The schedule, the evidence that each fault ran, the documented losses; on failure each
-    /// violation with its users' whole histories and where the instances logged.
+    /// violation (the first few of each rule with their users' whole histories) and where the
+    /// instances logged.
     pub fn print(&self) {
         eprintln!("chaos: {}", self.schedule);
         for line in &self.evidence {
@@ -67,9 +76,12 @@ impl Report {
         for (user, told, now) in &self.verdict.losses {
             eprintln!("  documented loss: user {user} told {told}, now {now}");
         }
+        let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
         for v in &self.verdict.violations {
+            let n = shown.entry(v.rule).or_default();
+            *n += 1;
             eprintln!("  VIOLATION [{}] users {:?}: {}", v.rule, v.users, v.detail);
-            for user in &v.users {
+            for user in v.users.iter().filter(|_| *n <= SHOWN) {
                 for op in self.history.iter().filter(|o| o.user == *user) {
                     eprintln!("      {op}");
                 }
@@ -77,7 +89,8 @@ impl Report {
         }
         if !self.clean() {
             eprintln!("  instance logs: {:?}", self.logs);
-            eprintln!("  replay: FCFS_CHAOS_SEED={} cargo test --test api chaos::replay -- --ignored --nocapture", self.schedule.seed);
+            let seed = self.schedule.seed;
+            eprintln!("  replay: FCFS_CHAOS_SEED={seed} cargo test --test api chaos::replay -- --ignored --nocapture");
         }
         eprintln!("{}", self.line());
     }
@@ -90,7 +103,7 @@ pub fn table(summaries: &[Summary]) {
         let mut rules: BTreeMap<&str, usize> = BTreeMap::new();
         for rule in of
             .iter()
-            .flat_map(|s| s.rules.iter().collect::<std::collections::BTreeSet<_>>())
+            .flat_map(|s| s.rules.iter().collect::<BTreeSet<_>>())
         {
             *rules.entry(rule).or_default() += 1;
         }

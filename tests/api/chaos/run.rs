@@ -18,7 +18,7 @@ use super::system::System;
 use crate::helpers::TestApp;
 
 /// How long the pipeline may take to settle once everything is healed.
-const SETTLE: Duration = Duration::from_secs(45);
+const SETTLE: Duration = Duration::from_secs(30);
 /// Nothing in progress and nothing changed for this long: what is left will not change.
 const QUIET: Duration = Duration::from_secs(5);
 
@@ -58,7 +58,7 @@ pub async fn run(seed: u64) -> Report {
         applicants.run(&schedule.users),
         nemesis::run(&schedule.faults, &mut system, origin),
     );
-    nemesis::heal_all(&mut system).await;
+    system.heal_all().await;
 
     // Fresh answers while waiting are not part of the history; the last round is.
     let told: BTreeSet<i64> = applicants

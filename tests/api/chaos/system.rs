@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use fcfs_coupon::configuration::{IssuerSettings, Settings};
+use fcfs_coupon::configuration::Settings;
 use tokio::process::{Child, Command};
 
 use crate::helpers::{eventually, free_port, isolated_settings, DurableBroker, ServiceProcess};
@@ -16,6 +16,9 @@ use crate::helpers::{eventually, free_port, isolated_settings, DurableBroker, Se
 pub type Addresses = Arc<RwLock<Vec<Option<String>>>>;
 
 pub const INSTANCES: usize = 2;
+
+/// The issuer lease: sends time out after 6.7 s, longer than any broker fault lasts.
+pub const LEASE_MS: u64 = 10_000;
 
 /// `PrivateRedis` cannot start again on its port, and runs without a data directory of its
 /// own (an AOF would land in the working directory); this one does both.
@@ -122,8 +125,11 @@ impl System {
         settings.redis.url = redis.url().into();
         settings.redis.ack_replicas = 0;
         settings.kafka.brokers = broker.address();
-        // A dead instance's claims come back after 3 s; the restore's settle wait is 2.5 s.
-        settings.issuer.lease_ms = IssuerSettings::MIN_LEASE_MS;
+        // The shortest lease whose send timeout (two thirds of it) outlasts the longest broker
+        // fault: Tansu 0.6.0 answers every produce with an error once an idempotent send has
+        // timed out (README, "The bounded windows that remain"), which would break the run's
+        // broker rather than test the service. A dead instance's claims come back after it.
+        settings.issuer.lease_ms = LEASE_MS;
         settings.issuer.schedule = "*/1 * * * * *".into();
         settings.rate_limit.per_user_per_sec = 0;
         settings.rate_limit.per_address_per_sec = 0;
@@ -166,5 +172,18 @@ impl System {
     pub async fn observer(&self, i: usize) -> crate::helpers::TestApp {
         let process = self.instances[i].as_ref().expect("instance running");
         crate::helpers::observe(self.settings.clone(), process).await
+    }
+
+    /// Makes sure nothing is left broken, whatever the schedule did.
+    pub async fn heal_all(&mut self) {
+        if !self.redis.is_up() {
+            self.redis.restart().await;
+        }
+        self.broker.proxy().restore();
+        for i in 0..INSTANCES {
+            if !self.is_up(i) {
+                self.restart_instance(i).await;
+            }
+        }
     }
 }
