@@ -87,6 +87,8 @@ impl Report {
                 }
             }
         }
+        let (messages, committed) = self.consumed;
+        eprintln!("  issue topic: {messages} messages, {committed} committed by the group");
         if !self.clean() {
             eprintln!("  instance logs: {:?}", self.logs);
             let seed = self.schedule.seed;

@@ -15,7 +15,7 @@ use super::history::{History, Kind, Op};
 use super::nemesis;
 use super::schedule::Schedule;
 use super::system::System;
-use crate::helpers::TestApp;
+use crate::helpers::{committed_total, topic_messages, TestApp};
 
 /// How long the pipeline may take to settle once everything is healed.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -28,6 +28,9 @@ pub struct Report {
     pub history: Vec<Op>,
     pub evidence: Vec<String>,
     pub settled: bool,
+    /// Messages on the issue topic and what the consumer group committed of them: when users
+    /// wait PUBLISHED forever, whether the consumer group stopped consuming.
+    pub consumed: (i64, i64),
     pub took: Duration,
     pub logs: Vec<PathBuf>,
 }
@@ -74,7 +77,13 @@ pub async fn run(seed: u64) -> Report {
     facts.memory_lost = schedule.loses_memory();
     facts.instance_killed = schedule.kills_an_instance();
     let history = applicants.history.ops();
+    let settings = &system.settings;
+    let consumed = (
+        topic_messages(settings, &settings.kafka.topic).await,
+        committed_total(settings, &settings.kafka.group_id).await,
+    );
     Report {
+        consumed,
         verdict: checker::check(&history, &facts),
         schedule,
         history,
