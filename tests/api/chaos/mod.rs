@@ -21,19 +21,29 @@ mod system;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use futures::{stream, FutureExt, StreamExt};
 
-/// CI's seeds, chosen (by their printed schedules) to cover every fault kind between them.
-const FIXED_SEEDS: [u64; 4] = [8, 12, 13, 24];
+/// CI's seeds, chosen by their schedules to cover every fault kind between them: Redis killed
+/// with AOF (6) and without (24), wipes (8, 17), SCRIPT FLUSH (3, 6), the broker held (17) and
+/// cut (6, 24), each instance killed (3, 8). None kills an instance while the broker is held:
+/// Tansu 0.6.0's group coordinator then leaves partitions unassigned for good (seed 7 shows it:
+/// the topic holds every winner, the group stops committing), which would fail CI on the
+/// development broker rather than on the service.
+const FIXED_SEEDS: [u64; 5] = [3, 6, 8, 17, 24];
 
 #[tokio::test]
 async fn fixed_seeds() {
-    let mut failed = Vec::new();
-    for seed in FIXED_SEEDS {
-        if !judge(seed, true).await.clean {
-            failed.push(seed);
-        }
-    }
+    // Two at a time: a schedule mostly waits on its own clock, and each has servers of its own.
+    let summaries: Vec<report::Summary> = stream::iter(FIXED_SEEDS)
+        .map(|seed| judge(seed, true))
+        .buffer_unordered(2)
+        .collect()
+        .await;
+    let failed: Vec<u64> = summaries
+        .iter()
+        .filter(|s| !s.clean)
+        .map(|s| s.seed)
+        .collect();
     assert!(
         failed.is_empty(),
         "schedules failed, seeds {failed:?} (details above)"
