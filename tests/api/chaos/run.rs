@@ -2,11 +2,14 @@
 //! by side, everything healed, the pipeline waited for, the checker asked.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fcfs_coupon::auth::TokenKeys;
+use fcfs_coupon::configuration::Settings;
 use futures::future::join_all;
+use futures::FutureExt;
 use serde_json::Value;
 
 use super::checker::{self, Facts, Verdict};
@@ -77,11 +80,7 @@ pub async fn run(seed: u64) -> Report {
     facts.memory_lost = schedule.loses_memory();
     facts.instance_killed = schedule.kills_an_instance();
     let history = applicants.history.ops();
-    let settings = &system.settings;
-    let consumed = (
-        topic_messages(settings, &settings.kafka.topic).await,
-        committed_total(settings, &settings.kafka.group_id).await,
-    );
+    let consumed = consumed(&system.settings).await;
     Report {
         consumed,
         verdict: checker::check(&history, &facts),
@@ -92,6 +91,22 @@ pub async fn run(seed: u64) -> Report {
         took: started.elapsed(),
         logs: system.logs.clone(),
     }
+}
+
+/// Messages on the issue topic and the group's commits; (-1, -1) when the broker cannot say
+/// (the helpers panic on a broker error): evidence for the report, not part of the verdict.
+async fn consumed(settings: &Settings) -> (i64, i64) {
+    let ask = async {
+        let messages = topic_messages(settings, &settings.kafka.topic).await;
+        (
+            messages,
+            committed_total(settings, &settings.kafka.group_id).await,
+        )
+    };
+    AssertUnwindSafe(ask)
+        .catch_unwind()
+        .await
+        .unwrap_or((-1, -1))
 }
 
 /// Polls until every told user has a row or a final answer (ISSUED, FAILED, LOST) and the
