@@ -8,6 +8,7 @@ mod abuse;
 mod admission;
 mod bad_input;
 mod bench;
+mod chaos;
 mod clock;
 mod cluster;
 mod contract;
