@@ -154,7 +154,7 @@ impl Reconciler {
         match self.gate.announce_told(coupon).await {
             Ok(0) => {}
             Ok(n) => {
-                tracing::info!(coupon_id = %coupon, tickets = n, "tickets told here written back for the restore")
+                tracing::debug!(coupon_id = %coupon, tickets = n, "tickets told here written back for the restore")
             }
             Err(e) => {
                 tracing::warn!(coupon_id = %coupon, error = ?e, "could not write back the tickets told here; trying again next look")

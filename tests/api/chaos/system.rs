@@ -130,6 +130,12 @@ impl System {
         // timed out (README, "The bounded windows that remain"), which would break the run's
         // broker rather than test the service. A dead instance's claims come back after it.
         settings.issuer.lease_ms = LEASE_MS;
+        // Back on the broker right after a fault heals, not after librdkafka's reconnect
+        // backoff (up to 10 s by default), which would let a stalled send time out.
+        settings
+            .kafka
+            .properties
+            .insert("reconnect.backoff.max.ms".into(), "250".into());
         settings.issuer.schedule = "*/1 * * * * *".into();
         settings.rate_limit.per_user_per_sec = 0;
         settings.rate_limit.per_address_per_sec = 0;

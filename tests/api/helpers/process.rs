@@ -143,6 +143,10 @@ impl ServiceProcess {
             command.args(["--role", role]);
         }
         command.envs(service_env(settings));
+        for (name, value) in &settings.kafka.properties {
+            let name = name.replace('.', "_").to_uppercase();
+            command.env(format!("APP_KAFKA__PROPERTIES__{name}"), value);
+        }
         command.env("APP_HTTP__ADDR", format!("127.0.0.1:{port}"));
         let ops_port = free_port();
         command.env("APP_OPS__ADDR", format!("127.0.0.1:{ops_port}"));
