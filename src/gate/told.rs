@@ -18,9 +18,11 @@ use crate::domain::CouponId;
 /// How long tickets written back into Redis live if no restore takes them.
 const TOLD_TTL_SECS: i64 = 3600;
 
-/// Per coupon: position -> (user, score in µs).
+/// One coupon's tickets: position -> (user, score in µs).
+type Tickets = BTreeMap<u32, (i64, i64)>;
+
 #[derive(Default)]
-pub(super) struct Told(Mutex<HashMap<CouponId, BTreeMap<u32, (i64, i64)>>>);
+pub(super) struct Told(Mutex<HashMap<CouponId, Tickets>>);
 
 impl Gate {
     /// Remembers a ticket this instance just told (only when no replica confirms admissions).

@@ -508,15 +508,7 @@ async fn a_send_that_failed_is_sent_again_and_every_winner_issued() {
     assert_eq!(report.published, 0, "{report:?}");
     assert!(app.metric("fcfs_issuer_publish_failures_total").await >= 10.0);
     broker.resume().await;
-    let ticks = tokio::spawn({
-        let issuer = app.issuer().clone();
-        async move {
-            loop {
-                let _ = issuer.run_once().await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    });
+    let ticks = crate::helpers::ticker(app.issuer());
 
     // Assert: every winner is issued at their place.
     let rows = assert_settled(&app, coupon, 10).await;

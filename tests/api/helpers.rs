@@ -38,7 +38,7 @@ pub use kafka::{committed_total, produce_raw, topic_messages};
 pub use postgres_server::PrivatePostgres;
 pub use process::{free_port, run_command, ServiceProcess};
 pub use proxy::TcpProxy;
-pub use redis_server::PrivateRedis;
+pub use redis_server::{until_redis_answers, PrivateRedis};
 pub use sentinel::SentinelSet;
 pub use strict_json::parse_strict;
 
@@ -728,4 +728,15 @@ pub async fn assert_problem(resp: Response, status: StatusCode, code: &str) -> V
         );
     }
     body
+}
+
+/// Ticks `issuer` every 200 ms until the handle is aborted (tests whose issuer runs by hand).
+pub fn ticker(issuer: &fcfs_coupon::issuer::Issuer) -> tokio::task::JoinHandle<()> {
+    let issuer = issuer.clone();
+    tokio::spawn(async move {
+        loop {
+            let _ = issuer.run_once().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
 }

@@ -13,6 +13,33 @@ use crate::helpers::{
     TcpProxy, MANUAL,
 };
 
+/// Settings whose "Redis" is a proxy in front of `server` (to be retargeted), the issuer ticked
+/// by hand, a short lease, no rate limit.
+async fn behind_a_proxy_to(
+    server: &PrivateRedis,
+) -> (TcpProxy, fcfs_coupon::configuration::Settings) {
+    let proxy = TcpProxy::start(format!("127.0.0.1:{}", server.port)).await;
+    let mut settings = isolated_settings();
+    settings.redis.url = format!("redis://{}", proxy.address()).into();
+    settings.issuer.schedule = MANUAL.into();
+    settings.issuer.lease_ms = 3_000;
+    settings.rate_limit.per_user_per_sec = 0;
+    (proxy, settings)
+}
+
+/// One application sent on a task of its own; its status when answered.
+fn apply_in_background(
+    app: &crate::helpers::TestApp,
+    coupon: i64,
+    user: i64,
+) -> tokio::task::JoinHandle<reqwest::Result<StatusCode>> {
+    let request = app
+        .client
+        .post(app.url(&format!("/coupons/{coupon}/issue")))
+        .bearer_auth(app.user_token(user));
+    tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+}
+
 /// `blocked_clients` of a server: a `WAIT` in progress there counts one.
 async fn blocked(server: &PrivateRedis) -> i64 {
     let info: String = redis::cmd("INFO")
@@ -50,41 +77,13 @@ async fn an_admission_is_never_confirmed_by_a_server_that_does_not_hold_it() {
 
     // R stops acknowledging: the confirmer's next WAIT on M blocks.
     r.pause();
-    let first = tokio::spawn({
-        let (client, url, token) = (
-            app.client.clone(),
-            app.url(&format!("/coupons/{coupon}/issue")),
-            app.user_token(2),
-        );
-        async move {
-            client
-                .post(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map(|r| r.status())
-        }
-    });
+    let first = apply_in_background(&app, coupon, 2);
     eventually("a WAIT blocked on M", Duration::from_secs(5), || async {
         (blocked(&m).await >= 1).then_some(())
     })
     .await;
     // User 3 is admitted on M while that WAIT runs: their confirmation is the next group's.
-    let second = tokio::spawn({
-        let (client, url, token) = (
-            app.client.clone(),
-            app.url(&format!("/coupons/{coupon}/issue")),
-            app.user_token(3),
-        );
-        async move {
-            client
-                .post(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map(|r| r.status())
-        }
-    });
+    let second = apply_in_background(&app, coupon, 3);
     let queue = app.keys(coupon).queue;
     eventually("user 3 admitted on M", Duration::from_secs(5), || async {
         let score: Option<f64> = redis::cmd("ZSCORE")
@@ -128,12 +127,7 @@ async fn a_redis_that_lost_its_last_writes_while_every_instance_was_down_is_held
     // APP_REDIS__ACK_REPLICAS=0, and no consumer runs yet.
     let m = PrivateRedis::start().await;
     let m2 = PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &m.port.to_string()]).await;
-    let proxy = TcpProxy::start(format!("127.0.0.1:{}", m.port)).await;
-    let mut settings = isolated_settings();
-    settings.redis.url = format!("redis://{}", proxy.address()).into();
-    settings.issuer.schedule = MANUAL.into();
-    settings.issuer.lease_ms = 3_000;
-    settings.rate_limit.per_user_per_sec = 0;
+    let (proxy, settings) = behind_a_proxy_to(&m).await;
     let app = start_roles(settings.clone(), &[Role::Api, Role::Issuer]).await;
     let coupon = app.create_stock(20).await;
     let meta = app.keys(coupon).meta;
@@ -245,12 +239,7 @@ async fn winners_a_redis_lost_before_they_were_published_are_put_back_by_the_ins
     // published, six more told their place and not yet published.
     let m = PrivateRedis::start().await;
     let empty = PrivateRedis::start().await;
-    let proxy = TcpProxy::start(format!("127.0.0.1:{}", m.port)).await;
-    let mut settings = isolated_settings();
-    settings.redis.url = format!("redis://{}", proxy.address()).into();
-    settings.issuer.schedule = MANUAL.into();
-    settings.issuer.lease_ms = 3_000;
-    settings.rate_limit.per_user_per_sec = 0;
+    let (proxy, settings) = behind_a_proxy_to(&m).await;
     let app = start(settings.clone()).await;
     let other = start(settings.clone()).await;
     let coupon = app.create_stock(20).await;
@@ -273,15 +262,7 @@ async fn winners_a_redis_lost_before_they_were_published_are_put_back_by_the_ins
 
     // Act: Redis comes back empty (a restart without persistence); newcomers arrive.
     proxy.retarget(format!("127.0.0.1:{}", empty.port));
-    let ticks = tokio::spawn({
-        let issuer = app.issuer().clone();
-        async move {
-            loop {
-                let _ = issuer.run_once().await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    });
+    let ticks = crate::helpers::ticker(app.issuer());
     let mut newcomers = Vec::new();
     for user in 11..=15 {
         newcomers.push(

@@ -5,14 +5,12 @@
 use std::time::{Duration, Instant};
 
 use fcfs_coupon::configuration::Settings;
-use fcfs_coupon::issuer::Issuer;
 use futures::{stream, StreamExt};
 use reqwest::StatusCode;
-use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    assert_final, assert_settled_as_told, eventually, spawn_app_with, start, told, DurableBroker,
-    Outcome, TestApp, MANUAL,
+    assert_final, assert_settled_as_told, eventually, spawn_app_with, start, ticker, told,
+    DurableBroker, Outcome, TestApp, MANUAL,
 };
 
 /// The issuer ticks when the test says (or its ticker runs); a short lease keeps the wait for
@@ -21,17 +19,6 @@ fn controlled(s: &mut Settings) {
     s.issuer.schedule = MANUAL.into();
     s.issuer.lease_ms = 3_000;
     s.rate_limit.per_user_per_sec = 0;
-}
-
-/// Ticks the issuer every 200 ms until aborted.
-fn ticker(issuer: &Issuer) -> JoinHandle<()> {
-    let issuer = issuer.clone();
-    tokio::spawn(async move {
-        loop {
-            let _ = issuer.run_once().await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
 }
 
 /// Every user applies through any outage, `concurrency` at a time.

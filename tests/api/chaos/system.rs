@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use fcfs_coupon::configuration::Settings;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{eventually, free_port, isolated_settings, DurableBroker, ServiceProcess};
+use crate::helpers::{
+    free_port, isolated_settings, until_redis_answers, DurableBroker, ServiceProcess,
+};
 
 /// Where each instance answers now; `None` while it is dead. Clients read it before each call.
 pub type Addresses = Arc<RwLock<Vec<Option<String>>>>;
@@ -76,20 +77,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed");
         self.child = Some(child);
-        let url = self.url();
-        eventually(
-            "the chaos redis-server",
-            Duration::from_secs(10),
-            || async {
-                let client = redis::Client::open(url.as_str()).ok()?;
-                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .ok()
-            },
-        )
-        .await;
+        until_redis_answers("the chaos redis-server", &self.url()).await;
     }
 
     pub async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {

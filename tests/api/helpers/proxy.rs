@@ -144,7 +144,7 @@ async fn pump(
             Ok(n) => n,
         };
         let latency = match flow
-            .wait_for(|f| !f.held && !(replies && f.replies_held))
+            .wait_for(|f| !(f.held || (replies && f.replies_held)))
             .await
         {
             Ok(f) => f.latency,

@@ -31,18 +31,9 @@ impl PrivateRedis {
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server is installed");
-        let url = format!("redis://127.0.0.1:{port}");
-        eventually(
+        until_redis_answers(
             "the private redis-server",
-            Duration::from_secs(10),
-            || async {
-                let client = redis::Client::open(url.as_str()).ok()?;
-                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .ok()
-            },
+            &format!("redis://127.0.0.1:{port}"),
         )
         .await;
         Self {
@@ -146,4 +137,17 @@ impl PrivateRedis {
             .unwrap();
         assert!(status.success(), "kill {signal} {pid}");
     }
+}
+
+/// Waits (at most 10 s) until the Redis server at `url` answers `PING`.
+pub async fn until_redis_answers(what: &str, url: &str) {
+    eventually(what, Duration::from_secs(10), || async {
+        let client = redis::Client::open(url).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    })
+    .await;
 }
