@@ -86,7 +86,10 @@ fn service_env(settings: &Settings) -> Vec<(&'static str, String)> {
             "APP_AUTH__JWT_SECRET",
             settings.auth.secret().expose_secret().to_owned(),
         ),
-        ("APP_LOG__LEVEL", "info,sqlx=warn,rdkafka=warn".into()),
+        (
+            "APP_LOG__LEVEL",
+            "info,sqlx=warn,rdkafka=warn,fcfs_coupon::ops=debug".into(),
+        ),
     ];
     let consumer = &settings.consumer;
     env.push((
