@@ -28,6 +28,18 @@ pub enum Admission {
     UnknownCoupon,
 }
 
+impl Admission {
+    /// The ticket an admission (new or earlier) carries.
+    fn ticket(&self) -> Option<&Ticket> {
+        match self {
+            Admission::Admitted { ticket, .. } | Admission::AlreadyAdmitted { ticket, .. } => {
+                Some(ticket)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A winner's place in line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
@@ -78,17 +90,12 @@ impl Gate {
         if reply.first().is_some_and(|outcome| outcome != "NOT_FOUND") {
             self.count_application(coupon);
         }
-        // Only a ticket needs replicas: the other answers change nothing a client keeps.
-        if let Some(ack) = &self.ack {
-            if let [outcome, _, score, ..] = &reply[..] {
-                if outcome == "ADMITTED" || outcome == "ALREADY" {
-                    let score = parse_field(score, "score")?;
-                    let users = vec![(user.get(), score)];
-                    ack.confirm(Written { coupon, users }).await?;
-                }
-            }
-        }
         let admission = parse_reply(&reply)?;
+        // Only a ticket needs replicas: the other answers change nothing a client keeps.
+        if let (Some(ack), Some(ticket)) = (&self.ack, admission.ticket()) {
+            let users = vec![(user.get(), ticket.applied_at.timestamp_micros())];
+            ack.confirm(Written { coupon, users }).await?;
+        }
         if let Admission::Admitted { ticket, .. } = &admission {
             let score = ticket.applied_at.timestamp_micros();
             self.remember_told(coupon, user.get(), ticket.position.get(), score);
