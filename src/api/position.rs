@@ -51,6 +51,7 @@ impl PositionApi {
             coupon_id: id.get(),
             user_id: user.get(),
             status,
+            reason: reason(status).map(str::to_owned),
             position: snapshot.ticket.map(|t| t.position.get()),
             stock: snapshot.coupon.stock.get(),
             admitted: snapshot.admitted,
@@ -66,6 +67,20 @@ fn status_of(snapshot: &Snapshot) -> ApplicationStatus {
         Some(ticket) => ticket.status.into(),
         None if snapshot.remaining() == 0 => ApplicationStatus::SoldOut,
         None => ApplicationStatus::NotApplied,
+    }
+}
+
+/// The final answers that are not a coupon, explained; no internal detail, nothing to act on
+/// but the support contact the shop gives.
+fn reason(status: ApplicationStatus) -> Option<&'static str> {
+    match status {
+        ApplicationStatus::Failed => Some(
+            "Your place was confirmed but the coupon could not be recorded. The shop has been alerted and can issue it.",
+        ),
+        ApplicationStatus::Lost => Some(
+            "Your place was lost in a server failure before it was recorded, and an earlier applicant holds it. No coupon was issued.",
+        ),
+        _ => None,
     }
 }
 

@@ -39,6 +39,9 @@ pub enum ApplicationStatus {
     Published,
     Issued,
     Failed,
+    /// Was told a place (202), which a Redis failure lost before it was recorded, and an
+    /// earlier arrival holds it: no coupon. Only with `APP_REDIS__ACK_REPLICAS=0`.
+    Lost,
     /// Did not get in and the stock is gone.
     SoldOut,
 }
@@ -50,6 +53,7 @@ impl From<Status> for ApplicationStatus {
             Status::Published => Self::Published,
             Status::Issued => Self::Issued,
             Status::Failed => Self::Failed,
+            Status::Lost => Self::Lost,
         }
     }
 }
@@ -154,9 +158,12 @@ impl Example for ApplicationView {
 pub struct PositionView {
     pub coupon_id: i64,
     pub user_id: i64,
-    /// NOT_APPLIED, ADMITTED, PUBLISHED, ISSUED, FAILED, or SOLD_OUT (did not get in, stock gone).
+    /// NOT_APPLIED, ADMITTED, PUBLISHED, ISSUED, FAILED, LOST, or SOLD_OUT (no place, none left).
     pub status: ApplicationStatus,
-    /// Place in line when admitted.
+    /// Why, in words for the user, when the status is FAILED or LOST.
+    #[oai(skip_serializing_if_is_none)]
+    pub reason: Option<String>,
+    /// Place in line when admitted (when LOST: the place the user was told).
     #[oai(skip_serializing_if_is_none)]
     pub position: Option<u32>,
     pub stock: u32,
@@ -176,6 +183,7 @@ impl Example for PositionView {
             coupon_id: 1,
             user_id: 42,
             status: ApplicationStatus::Published,
+            reason: None,
             position: Some(1),
             stock: 100,
             admitted: 100,

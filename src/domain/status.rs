@@ -5,13 +5,15 @@ use super::InvalidValue;
 
 /// Where an admitted winner stands. Moves only forward: ADMITTED → PUBLISHED → ISSUED, or
 /// FAILED when its message can never be persisted. `rank` orders them; ISSUED and FAILED are
-/// both final and never replace each other.
+/// both final and never replace each other. LOST is final too, and never in the pipeline: a
+/// winner told a place that a restore could not give back (see restore.lua).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     Admitted,
     Published,
     Issued,
     Failed,
+    Lost,
 }
 
 impl Status {
@@ -22,12 +24,13 @@ impl Status {
             Self::Published => "PUBLISHED",
             Self::Issued => "ISSUED",
             Self::Failed => "FAILED",
+            Self::Lost => "LOST",
         }
     }
 
     /// True when polling again cannot change it.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Issued | Self::Failed)
+        matches!(self, Self::Issued | Self::Failed | Self::Lost)
     }
 }
 
@@ -40,6 +43,7 @@ impl FromStr for Status {
             "PUBLISHED" => Ok(Self::Published),
             "ISSUED" => Ok(Self::Issued),
             "FAILED" => Ok(Self::Failed),
+            "LOST" => Ok(Self::Lost),
             other => Err(InvalidValue(format!("unknown status {other:?}"))),
         }
     }
@@ -62,6 +66,7 @@ mod tests {
             Status::Published,
             Status::Issued,
             Status::Failed,
+            Status::Lost,
         ] {
             assert_eq!(s.as_str().parse::<Status>().unwrap(), s);
         }

@@ -22,6 +22,10 @@ pub struct CouponKeys {
     /// hash: user -> "position:score", tickets instances told and remember, written back while
     /// the coupon is held so the restore can put those winners back (see gate::told)
     pub told: String,
+    /// hash: user -> "position:score", winners told a place that a restore could not give
+    /// them (`APP_REDIS__ACK_REPLICAS=0`, an earlier arrival holds it and the stock is gone):
+    /// their position answer is LOST, at the place they were told. Kept across restores.
+    pub lost: String,
     /// `{prefix}:{c<id>}`: every key above starts with it
     base: String,
     /// string: what the replica confirmer writes in this coupon's slot on a cluster, so its
@@ -31,8 +35,8 @@ pub struct CouponKeys {
 
 impl CouponKeys {
     /// Every key, in the order the scripts that rebuild or retire a coupon take them
-    /// (restore.lua, expire.lua): meta, seq, queue, pending, inflight, status, told.
-    pub fn all(&self) -> [&String; 7] {
+    /// (restore.lua, expire.lua): meta, seq, queue, pending, inflight, status, told, lost.
+    pub fn all(&self) -> [&String; 8] {
         [
             &self.meta,
             &self.seq,
@@ -41,6 +45,7 @@ impl CouponKeys {
             &self.inflight,
             &self.status,
             &self.told,
+            &self.lost,
         ]
     }
 
@@ -60,6 +65,7 @@ impl CouponKeys {
             status: format!("{base}:status"),
             acks: format!("{base}:acks"),
             told: format!("{base}:told"),
+            lost: format!("{base}:lost"),
             base,
         }
     }

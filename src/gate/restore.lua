@@ -4,7 +4,8 @@
 --
 -- KEYS[1] meta, KEYS[2] seq, KEYS[3] queue, KEYS[4] pending, KEYS[5] inflight, KEYS[6] status,
 -- KEYS[7] told (user -> "position:score": tickets the instances told and still remember,
--- written back while the coupon was held; see gate::told)
+-- written back while the coupon was held; see gate::told), KEYS[8] lost (user ->
+-- "position:score": told winners no restore could give a place; kept across restores)
 -- ARGV[1] the hold this restore waited out (hold.lua): any other hold is left alone
 -- ARGV[2] positions known spent: the highest position ever seen handed out (PostgreSQL keeps
 --         it, see ops::reconcile); every position up to it stays taken
@@ -24,8 +25,9 @@
 --
 -- Returns {persisted, requeued, dropped, lost}: winners written back as ISSUED, Redis-only
 -- winners kept (pending again with their status, or FAILED as they were), Redis-only winners
--- who no longer fit the stock (only after a regression with unreplicated admissions), and
--- placeholders. {-1} when the coupon is not under that hold (another instance restored it, or
+-- who no longer fit the stock (only after a regression with unreplicated admissions; they are
+-- recorded in KEYS[8] with the place they were told, and their position answer says LOST),
+-- and placeholders. {-1} when the coupon is not under that hold (another instance restored it, or
 -- a newer hold came after it, whose own settle this restore did not wait out).
 
 if redis.call('HGET', KEYS[1], 'recovering') ~= ARGV[1] then
@@ -119,7 +121,7 @@ for position = 1, last_spent do
   end
 end
 for _, winner in ipairs(behind) do
-  line[#line + 1] = {winner[1], winner[2], false}
+  line[#line + 1] = {winner[1], winner[2], false, winner[3]}
 end
 
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
@@ -127,8 +129,9 @@ local count, requeued, dropped, lost, last_score = 0, 0, 0, 0, 0
 for position, w in ipairs(line) do
   local user, score, is_persisted = w[1], w[2], w[3]
   if stock and position > stock then
-    -- Told 202 by a server that lost the write's replication (APP_REDIS__ACK_REPLICAS=0).
-    redis.call('HSET', KEYS[6], user, 'FAILED')
+    -- Told 202 by a server that lost the write's replication (APP_REDIS__ACK_REPLICAS=0), and
+    -- an earlier arrival or a persisted winner holds that place: the user hears LOST there.
+    redis.call('HSET', KEYS[8], user, string.format('%d:%.0f', w[4], w[2]))
     dropped = dropped + 1
   else
     if score <= last_score then

@@ -1,7 +1,7 @@
 -- A consistent read of one coupon (and optionally one user) at one instant of Redis' clock.
 -- Read-only; one round trip instead of six.
 --
--- KEYS[1] meta, KEYS[2] queue, KEYS[3] status
+-- KEYS[1] meta, KEYS[2] queue, KEYS[3] status, KEYS[4] lost (see restore.lua)
 -- ARGV[1] user id, or '' for the coupon alone
 --
 -- Returns {} for an unknown coupon, else
@@ -32,6 +32,13 @@ if ARGV[1] ~= '' then
     out[9] = score
     out[10] = tostring(redis.call('ZRANK', KEYS[2], ARGV[1]) + 1)
     out[11] = redis.call('HGET', KEYS[3], ARGV[1]) or 'ADMITTED'
+  else
+    -- Told a place a restore could not give back: the answer is final, at the place told.
+    local lost = redis.call('HGET', KEYS[4], ARGV[1])
+    if lost then
+      local position, told_score = string.match(lost, '^(%d+):(%d+)$')
+      out[9], out[10], out[11] = told_score, position, 'LOST'
+    end
   end
 end
 return out

@@ -73,6 +73,7 @@ impl Gate {
                     .key(&keys.meta)
                     .key(&keys.queue)
                     .key(&keys.status)
+                    .key(&keys.lost)
                     .arg(user_arg)
                     .invoke_async(&mut conn)
                     .await

@@ -348,6 +348,13 @@ fn walk_queue(found: &mut Findings, redis: &GateState, rows: &[(i64, u32)]) -> R
                 "ADMITTED, but neither pending nor in flight".into(),
             ),
             Status::Admitted | Status::Published => counts.awaiting_persistence += 1,
+            // Restores record LOST winners outside the line; one in it was written by hand.
+            Status::Lost => found.add(
+                DiscrepancyKind::WinnerStuck,
+                user_id,
+                position,
+                "LOST, yet in line".into(),
+            ),
         }
     }
     counts

@@ -426,3 +426,66 @@ async fn a_flood_of_public_list_reads_does_not_slow_issuance() {
         "drain {flooded:?} under the flood vs {quiet:?} without"
     );
 }
+
+#[tokio::test]
+async fn a_claim_older_than_the_claim_window_is_not_sent_and_its_lease_hands_it_back() {
+    // Arrange: three winners pending; an issuer that reaches Redis through a proxy adding
+    // 100 ms each way, with a claim window of 50 ms (in production: the Redis timeout plus two
+    // replica waits, the bound a restore's settle counts on).
+    let app = spawn_app_with(|s| {
+        s.issuer.schedule = MANUAL.into();
+        s.issuer.lease_ms = 2_000;
+    })
+    .await;
+    let coupon = app.create_stock(5).await;
+    let statuses = app.apply_all(coupon, 1..=3, 3).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED));
+    let proxy = TcpProxy::start(crate::helpers::redis_address()).await;
+    let mut slow = app.settings.clone();
+    slow.redis.url = format!("redis://{}", proxy.address()).into();
+    let gate = slow.redis.gate().unwrap();
+    // Connected before the link slows: only the claim's own round trip is slow.
+    gate.ping().await.unwrap();
+    proxy.slow(Duration::from_millis(100));
+    let issuer = fcfs_coupon::issuer::Issuer::new(
+        gate,
+        fcfs_coupon::kafka::Publisher::new(&slow.kafka, Duration::from_secs(2)).unwrap(),
+        slow.issuer.clone(),
+        Duration::from_millis(50),
+        fcfs_coupon::metrics::Metrics::new(),
+    );
+
+    // Act: a tick whose claim takes longer than the window.
+    let report = issuer.run_once().await.unwrap();
+
+    // Assert: nothing was sent, and nobody is PUBLISHED; once the lease runs out, a prompt
+    // issuer sends all three, once each.
+    assert_eq!(report.published, 0);
+    assert_eq!(
+        topic_messages(&app.settings, &app.settings.kafka.topic).await,
+        0
+    );
+    let statuses = app.statuses(coupon).await;
+    assert!(statuses.values().all(|s| s == "ADMITTED"), "{statuses:?}");
+    let published = eventually(
+        "the lease handed them back",
+        Duration::from_secs(10),
+        || async {
+            let n = app.issuer().run_once().await.unwrap().published;
+            (n > 0).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(published, 3);
+    let rows = eventually("three rows", Duration::from_secs(30), || async {
+        let rows = app.issued_rows(coupon).await;
+        (rows.len() >= 3).then_some(rows)
+    })
+    .await;
+    let positions: Vec<i32> = rows.iter().map(|(_, p)| *p).collect();
+    assert_eq!(positions, [1, 2, 3]);
+    assert_eq!(
+        topic_messages(&app.settings, &app.settings.kafka.topic).await,
+        3
+    );
+}

@@ -308,3 +308,90 @@ async fn winners_a_redis_lost_before_they_were_published_are_put_back_by_the_ins
     assert_eq!(app.failed_events().await, 0);
     ticks.abort();
 }
+
+#[tokio::test]
+async fn a_winner_whose_place_an_earlier_arrival_kept_after_a_failover_hears_lost_at_that_place() {
+    // Arrange: stock 3, APP_REDIS__ACK_REPLICAS=0, master M with replica M2 behind a proxy.
+    // Users 1 and 2 are persisted; then M2 stops following M.
+    let m = PrivateRedis::start().await;
+    let m2 = PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &m.port.to_string()]).await;
+    let (proxy, settings) = behind_a_proxy_to(&m).await;
+    let app = start(settings.clone()).await;
+    let coupon = app.create_stock(3).await;
+    let keys = app.keys(coupon);
+    for user in 1..=2 {
+        app.apply_through_outage(coupon, user, Duration::from_secs(10))
+            .await;
+    }
+    assert_eq!(app.issuer().run_once().await.unwrap().published, 2);
+    eventually("two rows", Duration::from_secs(30), || async {
+        (app.issued_rows(coupon).await.len() == 2).then_some(())
+    })
+    .await;
+    let queue = &keys.queue;
+    eventually("M2 holds both", Duration::from_secs(10), || async {
+        let n: i64 = redis::cmd("ZCARD")
+            .arg(queue)
+            .query_async(&mut m2.connection().await)
+            .await
+            .unwrap();
+        (n == 2).then_some(())
+    })
+    .await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut m2.connection().await)
+        .await
+        .unwrap();
+    // User 3 is told place 3 by the service (on M); user 4 is told place 3 too, later, by M2,
+    // which never saw user 3 (a bare gate straight to it: the one place two users are told the
+    // same place is a loss with APP_REDIS__ACK_REPLICAS=0).
+    let three = app
+        .apply_through_outage(coupon, 3, Duration::from_secs(10))
+        .await;
+    assert_eq!(told(&[three]), BTreeMap::from([(3, 3)]));
+    let mut on_m2 = settings.clone();
+    on_m2.redis.url = format!("redis://127.0.0.1:{}", m2.port).into();
+    let id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
+    let four = (on_m2.redis.gate().unwrap())
+        .apply(id, fcfs_coupon::domain::UserId::new(4).unwrap())
+        .await
+        .unwrap();
+    let fcfs_coupon::gate::Admission::Admitted { ticket, .. } = four else {
+        panic!("user 4: {four:?}")
+    };
+    assert_eq!(ticket.position.get(), 3);
+
+    // Act: "Redis" fails over to M2; the issuer ticks once the changed server is held.
+    proxy.retarget(format!("127.0.0.1:{}", m2.port));
+    eventually("held", Duration::from_secs(10), || async {
+        held_on(&m2, &keys.meta).await.then_some(())
+    })
+    .await;
+    let ticks = crate::helpers::ticker(app.issuer());
+
+    // Assert: the earlier arrival keeps place 3 and its coupon; user 4 hears LOST, at the place
+    // it was told, with a reason, and nothing to wait for.
+    let lost: serde_json::Value = eventually("user 4 LOST", Duration::from_secs(60), || async {
+        let resp = app.position(coupon, 4).await;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        let body: serde_json::Value = resp.json().await.unwrap();
+        (body["status"] == "LOST").then_some(body)
+    })
+    .await;
+    assert_eq!(lost["position"], 3, "{lost}");
+    assert!(lost["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(lost.get("retryAfterMs").is_none(), "{lost}");
+    let rows = eventually("three rows", Duration::from_secs(60), || async {
+        let rows = app.issued_rows(coupon).await;
+        (rows.len() >= 3).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows, [(1, 1), (2, 2), (3, 3)]);
+    assert_eq!(app.position_status(coupon, 3).await, "ISSUED");
+    assert_eq!(app.failed_events().await, 0);
+    ticks.abort();
+}

@@ -81,7 +81,12 @@ pub fn check(history: &[Op], facts: &Facts) -> Verdict {
         }
     }
     for (p, users) in holders.into_iter().filter(|(_, u)| u.len() > 1) {
-        flag("1 told twice", users, format!("position {p} told to each"));
+        // Where README documents a loss, the place a lost winner was told can be told again
+        // (the double loss: Redis' memory and the instance that told it). Each told user
+        // is still judged below: one row there, or a documented final answer.
+        if !facts.memory_lost || !facts.instance_killed {
+            flag("1 told twice", users, format!("position {p} told to each"));
+        }
     }
     if facts.rows.len() as i64 > facts.stock {
         let n = facts.rows.len();
@@ -155,7 +160,9 @@ pub fn check(history: &[Op], facts: &Facts) -> Verdict {
         };
         let ahead = accepted
             .iter()
-            .filter(|(a, pa)| a.user != b && a.received < b_sent && *pa >= pb);
+            .filter(|(a, pa)| a.user != b && a.received < b_sent && *pa >= pb)
+            // A winner lost in the documented way holds no place to be ahead of.
+            .filter(|(a, _)| !verdict.losses.iter().any(|(u, ..)| *u == a.user));
         if let Some((a, pa)) = ahead.min_by_key(|(a, _)| a.received) {
             let detail = format!(
                 "{} was told {pa} before {b} asked; {b} was told {pb}",
@@ -184,10 +191,13 @@ pub fn check(history: &[Op], facts: &Facts) -> Verdict {
     verdict
 }
 
-/// A final answer README documents for a told winner Redis lost (`ACK_REPLICAS=0` only).
+/// A final answer README documents for a told winner Redis lost (`ACK_REPLICAS=0` only):
+/// `LOST` (or `FAILED`); or, when the instance that told it died too and nobody can know the
+/// user was told, what anyone who never applied hears.
 fn documented(facts: &Facts, last: &str) -> bool {
     facts.memory_lost
-        && (matches!(last, "LOST" | "FAILED") || (facts.instance_killed && last == "NOT_APPLIED"))
+        && (matches!(last, "LOST" | "FAILED")
+            || (facts.instance_killed && matches!(last, "NOT_APPLIED" | "SOLD_OUT")))
 }
 
 /// True when the user's last application answer was a definite refusal (410, 409): a row for

@@ -89,7 +89,25 @@ fn only_a_documented_loss_excuses_a_missing_row() {
     assert_eq!(rules(&check(&history, &facts)), ["2 told is persisted"]);
     facts.instance_killed = true;
     assert!(check(&history, &facts).violations.is_empty());
+    facts.finals.insert(2, "SOLD_OUT".into());
+    assert!(check(&history, &facts).violations.is_empty());
     // Never for a user still waiting.
     facts.finals.insert(2, "ADMITTED".into());
     assert_eq!(rules(&check(&history, &facts)), ["2 told is persisted"]);
+}
+
+#[test]
+fn a_place_told_twice_is_excused_only_by_the_double_loss() {
+    // User 1 was told place 1, lost with Redis' memory and the instance that told it; user 2
+    // was told place 1 again and holds its row.
+    let history = [apply(1, 0, 202, Some(1)), apply(2, 50, 202, Some(1))];
+    let mut facts = settled(&[(2, 1)]);
+    facts.finals = BTreeMap::from([(1, "SOLD_OUT".into()), (2, "ISSUED".into())]);
+    facts.memory_lost = true;
+    assert_eq!(
+        rules(&check(&history, &facts)),
+        ["1 told twice", "2 told is persisted", "4 real-time order"]
+    );
+    facts.instance_killed = true;
+    assert!(check(&history, &facts).violations.is_empty());
 }
