@@ -87,7 +87,8 @@ async fn search() {
         reports.push(judge(next.next_u64() % 1_000_000_000, false).await);
     }
     report::table(&reports);
-    let failed = reports.iter().filter(|r| !r.clean).count();
+    // A schedule the development broker spoiled says nothing about the service either way.
+    let failed = reports.iter().filter(|r| !r.clean && !r.spoiled).count();
     assert_eq!(failed, 0, "{failed} of {} schedules failed", reports.len());
 }
 
@@ -113,6 +114,7 @@ async fn judge(seed: u64, verbose: bool) -> report::Summary {
                 seed,
                 kinds: schedule::Schedule::from_seed(seed).kinds(),
                 clean: false,
+                spoiled: false,
                 rules: vec!["harness failed"],
                 took: Duration::ZERO,
             }

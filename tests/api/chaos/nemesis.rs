@@ -206,7 +206,7 @@ async fn heal(kind: FaultKind, system: &mut System) -> Option<String> {
         }
         FaultKind::InstanceKill(i) => {
             system.restart_instance(i).await;
-            Some(format!("instance {i} answering again"))
+            Some(format!("instance {i} started again"))
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Report {
     /// Messages on the issue topic and what the consumer group committed of them: when users
     /// wait PUBLISHED forever, whether the consumer group stopped consuming.
     pub consumed: (i64, i64),
+    /// Partitions no live consumer held at the end (see `System::unassigned_partitions`).
+    pub unassigned: Vec<i32>,
     pub took: Duration,
     pub logs: Vec<PathBuf>,
 }
@@ -83,6 +85,7 @@ pub async fn run(seed: u64) -> Report {
     let consumed = consumed(&system.settings).await;
     Report {
         consumed,
+        unassigned: system.unassigned_partitions(),
         verdict: checker::check(&history, &facts),
         schedule,
         history,

@@ -2,6 +2,7 @@
 //! again on the same port (with its AOF, when it has one), a broker behind a proxy, and two
 //! service instances as OS processes, so a nemesis can SIGKILL any of them.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, RwLock};
@@ -138,6 +139,9 @@ impl System {
         for i in 0..INSTANCES {
             system.restart_instance(i).await;
         }
+        for process in system.instances.iter().flatten() {
+            process.listening(&[]).await;
+        }
         system
     }
 
@@ -152,9 +156,12 @@ impl System {
         process.kill().await;
     }
 
-    /// A new process in its place (a new port), all roles, on the same settings.
+    /// A new process in its place (a new port), all roles, on the same settings, without
+    /// waiting for it to listen: a service starting while the broker is cut waits for it, and
+    /// the broker's heal may be the nemesis' next step. Clients meet refused connections
+    /// meanwhile, and retry.
     pub async fn restart_instance(&mut self, i: usize) {
-        let process = ServiceProcess::spawn(&self.settings, &[]).await;
+        let process = ServiceProcess::start(&self.settings, &[]).await;
         self.addresses.write().unwrap()[i] = Some(process.address.clone());
         self.logs.push(process.log.clone());
         self.instances[i] = Some(process);
@@ -162,6 +169,36 @@ impl System {
 }
 
 impl System {
+    /// Partitions of the issue topic that no running consumer holds, by the last assignment each
+    /// live instance logged. Not empty while messages wait: the consumer group stalled. Tansu
+    /// 0.6.0 does this after a consumer is SIGKILLed and another joins (it keeps the dead
+    /// member's partitions assigned to it for good), so such a schedule is the development
+    /// broker's failure, with this as the evidence.
+    pub fn unassigned_partitions(&self) -> Vec<i32> {
+        let mut held = BTreeSet::new();
+        for process in self.instances.iter().flatten() {
+            let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("partitions assigned"));
+            let revoked_after = last.is_some_and(|last| {
+                log.lines()
+                    .rev()
+                    .take_while(|l| *l != last)
+                    .any(|l| l.contains("partitions revoked"))
+            });
+            if let (Some(line), false) = (last, revoked_after) {
+                let list = line.rsplit_once('[').map_or("", |(_, l)| l);
+                let list = list.split(']').next().unwrap_or_default();
+                held.extend(list.split(',').filter_map(|p| p.trim().parse::<i32>().ok()));
+            }
+        }
+        (0..self.settings.kafka.partitions as i32)
+            .filter(|p| !held.contains(p))
+            .collect()
+    }
+
     /// A test handle (tokens, the test's database, typed calls) on instance `i` as it runs now.
     pub async fn observer(&self, i: usize) -> crate::helpers::TestApp {
         let process = self.instances[i].as_ref().expect("instance running");
@@ -178,6 +215,9 @@ impl System {
             if !self.is_up(i) {
                 self.restart_instance(i).await;
             }
+        }
+        for process in self.instances.iter().flatten() {
+            process.listening(&[]).await;
         }
     }
 }

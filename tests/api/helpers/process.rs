@@ -134,6 +134,14 @@ impl ServiceProcess {
     /// Starts `fcfs-coupon serve` with `roles` (all when empty) on `settings`, and waits until
     /// it answers (the API) or has started (other roles).
     pub async fn spawn(settings: &Settings, roles: &[&str]) -> Self {
+        let process = Self::start(settings, roles).await;
+        process.listening(roles).await;
+        process
+    }
+
+    /// Starts the process without waiting for it to listen (it may wait for a broker that is
+    /// down); `listening` waits.
+    pub async fn start(settings: &Settings, roles: &[&str]) -> Self {
         let port = free_port();
         let log = std::env::temp_dir().join(format!(
             "{}-{}-{port}.log",
@@ -171,10 +179,15 @@ impl ServiceProcess {
             let text = std::fs::read_to_string(&process.log).unwrap_or_default();
             panic!("the service exited at start ({status}):\n{text}");
         }
+        process
+    }
+
+    /// Waits until it answers (the API) or has started (other roles).
+    pub async fn listening(&self, roles: &[&str]) {
         // Every role serves the ops port once it runs; the API its own port too.
-        let mut ready = vec![format!("{}/health/live", process.ops_address)];
+        let mut ready = vec![format!("{}/health/live", self.ops_address)];
         if roles.is_empty() || roles.contains(&"api") {
-            ready.push(format!("{}/health/live", process.address));
+            ready.push(format!("{}/health/live", self.address));
         }
         for url in ready {
             eventually("the service to listen", Duration::from_secs(60), || async {
@@ -185,7 +198,6 @@ impl ServiceProcess {
             })
             .await;
         }
-        process
     }
 
     /// SIGKILL: no shutdown hook runs, nothing is flushed or committed.
