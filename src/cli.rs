@@ -91,7 +91,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             admin,
             ttl_hours,
         } => {
-            let keys = TokenKeys::new(&settings.auth.checked_secret(settings.env)?);
+            let secret = settings.auth.checked_secret(settings.env)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the service's own tokens are off (APP_AUTH__LOCAL_TOKENS, off by default in \
+                     production with an identity provider): get a token from the provider"
+                )
+            })?;
+            let keys = TokenKeys::new(&secret);
             let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
             println!("{}", keys.mint(UserId::new(user)?, admin, ttl)?);
             Ok(())

@@ -602,6 +602,14 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     /// The claim that holds the user id (a positive 64-bit integer, as a number or a string).
     pub user_claim: String,
+    /// Where an identity provider's token says its holder is an admin: a dot path into the
+    /// claims (`role`, `groups`, `realm_access.roles`), holding `admin_value` or a list with it.
+    pub admin_claim: String,
+    pub admin_value: String,
+    /// Whether the service's own HS256 tokens are minted and accepted. Unset: yes, except in
+    /// production with an identity provider, where the provider is the source of truth and
+    /// whoever held the HS256 secret could act as anyone.
+    pub local_tokens: Option<bool>,
 }
 
 impl Default for AuthSettings {
@@ -614,6 +622,9 @@ impl Default for AuthSettings {
             audience: None,
             leeway_secs: 30,
             user_claim: "sub".into(),
+            admin_claim: "role".into(),
+            admin_value: "admin".into(),
+            local_tokens: None,
         }
     }
 }
@@ -622,13 +633,53 @@ impl AuthSettings {
     /// Fewer bytes than this are refused in production: an HS256 key shorter than its hash.
     pub const MIN_SECRET_BYTES: usize = 32;
 
-    /// The secret a serving or token-minting process may use in `env`, or why it must not
-    /// start: in production, a secret that is missing, shorter than [`Self::MIN_SECRET_BYTES`]
-    /// or publicly known. Whoever has the secret mints admin tokens.
-    pub fn checked_secret(&self, env: Environment) -> anyhow::Result<SecretString> {
+    /// Whether an identity provider's tokens are accepted (a PEM key or a JWKS).
+    pub fn has_provider(&self) -> bool {
+        self.public_key_file.is_some() || self.jwks_url.is_some()
+    }
+
+    /// Whether the service's own HS256 tokens are minted and accepted in `env`.
+    pub fn local_tokens(&self, env: Environment) -> bool {
+        self.local_tokens
+            .unwrap_or(!(env == Environment::Production && self.has_provider()))
+    }
+
+    /// Why these rules cannot authenticate anyone safely, if they cannot.
+    pub fn check(&self, env: Environment) -> anyhow::Result<()> {
+        if self.has_provider() && (self.issuer.is_none() || self.audience.is_none()) {
+            anyhow::bail!(
+                "APP_AUTH__ISSUER and APP_AUTH__AUDIENCE are required with an identity provider \
+                 (APP_AUTH__JWKS_URL or APP_AUTH__PUBLIC_KEY_FILE): without them a token the \
+                 same keys signed for another application would be accepted here"
+            );
+        }
+        if !self.local_tokens(env) && !self.has_provider() {
+            anyhow::bail!(
+                "APP_AUTH__LOCAL_TOKENS=false leaves no token this service accepts: set \
+                 APP_AUTH__JWKS_URL or APP_AUTH__PUBLIC_KEY_FILE"
+            );
+        }
+        if self.admin_claim.split('.').any(str::is_empty) || self.admin_value.is_empty() {
+            anyhow::bail!(
+                "APP_AUTH__ADMIN_CLAIM must be a dot path such as `groups` or \
+                 `realm_access.roles`, and APP_AUTH__ADMIN_VALUE not empty"
+            );
+        }
+        Ok(())
+    }
+
+    /// The secret a serving or token-minting process may use in `env` (none when the service's
+    /// own tokens are off), or why it must not start: in production, a secret that is missing,
+    /// shorter than [`Self::MIN_SECRET_BYTES`] or publicly known. Whoever has the secret mints
+    /// admin tokens.
+    pub fn checked_secret(&self, env: Environment) -> anyhow::Result<Option<SecretString>> {
+        self.check(env)?;
+        if !self.local_tokens(env) {
+            return Ok(None);
+        }
         let Some(secret) = &self.jwt_secret else {
             if env == Environment::Development {
-                return Ok(self.secret());
+                return Ok(Some(self.secret()));
             }
             anyhow::bail!(
                 "APP_AUTH__JWT_SECRET is not set. Set it to a random value of at least {} bytes \
@@ -652,7 +703,7 @@ impl AuthSettings {
                 );
             }
         }
-        Ok(secret.clone())
+        Ok(Some(secret.clone()))
     }
 
     pub fn secret(&self) -> SecretString {
@@ -735,6 +786,39 @@ mod tests {
         assert!(message(&auth).contains("publicly known"));
         auth.jwt_secret = Some("x".repeat(32).into());
         assert!(auth.checked_secret(production).is_ok());
+    }
+
+    #[test]
+    fn an_identity_provider_needs_issuer_and_audience_and_turns_local_tokens_off_in_production() {
+        let (production, development) = (Environment::Production, Environment::Development);
+        let mut auth = AuthSettings {
+            jwks_url: Some("https://idp.example.test/jwks".into()),
+            ..AuthSettings::default()
+        };
+        let refused = |auth: &AuthSettings| auth.check(development).unwrap_err().to_string();
+        assert!(refused(&auth).contains("APP_AUTH__ISSUER and APP_AUTH__AUDIENCE"));
+        auth.issuer = Some("https://idp.example.test/".into());
+        assert!(refused(&auth).contains("APP_AUTH__AUDIENCE"));
+        auth.audience = Some("fcfs-coupon".into());
+        assert!(auth.check(development).is_ok());
+        // Production with a provider: no HS256 tokens, so no secret is needed.
+        assert!(!auth.local_tokens(production));
+        assert!(auth.checked_secret(production).unwrap().is_none());
+        assert!(auth.local_tokens(development));
+        // Asked for explicitly, they come back, with the secret's rules.
+        auth.local_tokens = Some(true);
+        assert!(auth.checked_secret(production).is_err());
+        // Off without a provider: nobody could sign in.
+        let auth = AuthSettings {
+            local_tokens: Some(false),
+            ..AuthSettings::default()
+        };
+        assert!(refused(&auth).contains("APP_AUTH__LOCAL_TOKENS=false"));
+        let auth = AuthSettings {
+            admin_claim: "realm_access..roles".into(),
+            ..AuthSettings::default()
+        };
+        assert!(refused(&auth).contains("APP_AUTH__ADMIN_CLAIM"));
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl Application {
         )
         .await?;
         let http = if roles.contains(&Role::Api) {
-            Some(Http::bind(settings, shared, &secret).await?)
+            Some(Http::bind(settings, shared, secret.as_ref()).await?)
         } else {
             None
         };
@@ -167,7 +167,7 @@ impl Application {
 }
 
 fn warn_about_development_secret(settings: &Settings) {
-    if settings.auth.uses_development_secret() {
+    if settings.auth.local_tokens(settings.env) && settings.auth.uses_development_secret() {
         tracing::warn!(
             "APP_AUTH__JWT_SECRET is not set: using the built-in DEVELOPMENT secret. \
              Anyone can mint tokens for this instance. Never run it like this in production."
@@ -281,7 +281,7 @@ impl Http {
     async fn bind(
         settings: &Settings,
         shared: Shared,
-        secret: &SecretString,
+        secret: Option<&SecretString>,
     ) -> anyhow::Result<Self> {
         let limiter = ApplyLimiter::new(&settings.rate_limit, &shared.gate);
         let state = AppState {

@@ -72,7 +72,7 @@ mod tests {
     use crate::configuration::AuthSettings;
 
     fn verifier(secret: &str) -> Verifier {
-        Verifier::new(&AuthSettings::default(), &secret.into()).unwrap()
+        Verifier::new(&AuthSettings::default(), Some(&secret.into())).unwrap()
     }
 
     #[tokio::test]

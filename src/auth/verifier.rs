@@ -29,11 +29,15 @@ use crate::domain::UserId;
 pub const JWKS_REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Verifier {
-    secret: DecodingKey,
+    /// The service's own HS256 key; `None` when they are off (`APP_AUTH__LOCAL_TOKENS`).
+    secret: Option<DecodingKey>,
     /// A provider's key from a PEM file, with the algorithm its type allows.
     pem: Option<(DecodingKey, Algorithm)>,
     jwks: Option<Jwks>,
     user_claim: String,
+    /// `APP_AUTH__ADMIN_CLAIM` split on dots, and `APP_AUTH__ADMIN_VALUE`.
+    admin_claim: Vec<String>,
+    admin_value: String,
     /// Built once: the rules are fixed at start, and every request on the hot path needs them.
     own_rules: Validation,
     provider_rules: [Validation; 2],
@@ -48,8 +52,8 @@ struct OwnClaims {
 
 impl Verifier {
     /// Reads the PEM key (a startup error when it cannot be used). The JWKS is fetched on first
-    /// use.
-    pub fn new(settings: &AuthSettings, secret: &SecretString) -> anyhow::Result<Self> {
+    /// use. Without `secret`, the service's own tokens are refused.
+    pub fn new(settings: &AuthSettings, secret: Option<&SecretString>) -> anyhow::Result<Self> {
         let pem = match &settings.public_key_file {
             Some(path) => {
                 let pem = std::fs::read(path)
@@ -75,10 +79,12 @@ impl Verifier {
             )
         };
         Ok(Self {
-            secret: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            secret: secret.map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
             pem,
             jwks: settings.jwks_url.clone().map(Jwks::new).transpose()?,
             user_claim: settings.user_claim.clone(),
+            admin_claim: settings.admin_claim.split('.').map(str::to_owned).collect(),
+            admin_value: settings.admin_value.clone(),
             own_rules: rules(Algorithm::HS256),
             provider_rules: [rules(Algorithm::RS256), rules(Algorithm::ES256)],
         })
@@ -89,23 +95,36 @@ impl Verifier {
         // The service's own tokens always carry `sub`, and decode into a struct of their own
         // (every request of a crowd carries one); the user claim is the provider's.
         if header.alg == Algorithm::HS256 {
-            let claims: OwnClaims = decode(token, &self.secret, &self.own_rules)
+            let secret = self.secret.as_ref().ok_or(TokenError::Invalid)?;
+            let claims: OwnClaims = decode(token, secret, &self.own_rules)
                 .map_err(rejection)?
                 .claims;
-            return caller(
-                Some(&claims.sub),
-                claims.role.as_ref().and_then(Value::as_str),
-            );
+            let admin = claims.role.as_ref().and_then(Value::as_str) == Some(ADMIN_ROLE);
+            return caller(Some(&claims.sub), admin);
         }
         let (key, rules) = match header.alg {
             Algorithm::RS256 | Algorithm::ES256 => self.provider_key(&header).await?,
             _ => return Err(TokenError::Invalid),
         };
         let claims: Map<String, Value> = decode(token, &key, rules).map_err(rejection)?.claims;
-        caller(
-            claims.get(&self.user_claim),
-            claims.get("role").and_then(Value::as_str),
-        )
+        caller(claims.get(&self.user_claim), self.is_admin(&claims))
+    }
+
+    /// The provider's way of saying admin: the value at `APP_AUTH__ADMIN_CLAIM` is
+    /// `APP_AUTH__ADMIN_VALUE`, or a list holding it (`groups`, `realm_access.roles`).
+    fn is_admin(&self, claims: &Map<String, Value>) -> bool {
+        let (first, rest) = self.admin_claim.split_first().expect("checked at start");
+        let mut found = claims.get(first);
+        for name in rest {
+            found = found.and_then(|v| v.get(name));
+        }
+        match found {
+            Some(Value::String(s)) => *s == self.admin_value,
+            Some(Value::Array(items)) => {
+                items.iter().any(|v| v.as_str() == Some(&self.admin_value))
+            }
+            _ => false,
+        }
     }
 
     /// The provider key for a token's header: the PEM key when its type matches, else the
@@ -143,17 +162,14 @@ fn rejection(e: jsonwebtoken::errors::Error) -> TokenError {
 
 /// The caller a verified token names: its user claim must be a positive 64-bit integer (as a
 /// number or a string).
-fn caller(user: Option<&Value>, role: Option<&str>) -> Result<Caller, TokenError> {
+fn caller(user: Option<&Value>, admin: bool) -> Result<Caller, TokenError> {
     let user = match user {
         Some(Value::String(s)) => s.parse::<UserId>().ok(),
         Some(Value::Number(n)) => n.as_i64().and_then(|n| UserId::new(n).ok()),
         _ => None,
     }
     .ok_or(TokenError::BadSubject)?;
-    Ok(Caller {
-        user,
-        admin: role == Some(ADMIN_ROLE),
-    })
+    Ok(Caller { user, admin })
 }
 
 /// The provider's tokens must name its issuer and this audience (when configured); the
@@ -167,6 +183,8 @@ fn validation(
     let mut validation = Validation::new(algorithm);
     let mut required = vec!["exp"];
     validation.leeway = leeway;
+    // A token not valid yet is refused, within the same leeway as `exp`.
+    validation.validate_nbf = true;
     let provider = algorithm != Algorithm::HS256;
     match issuer.filter(|_| provider) {
         Some(issuer) => {

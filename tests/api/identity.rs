@@ -133,6 +133,114 @@ async fn provider_tokens_signed_with_a_pem_key_are_checked_for_issuer_audience_a
     assert_eq!(app.admitted(coupon).await, [42]);
 }
 
+#[tokio::test]
+async fn with_a_provider_admins_follow_its_admin_claim_early_tokens_wait_and_local_tokens_can_be_off(
+) {
+    // Arrange: the provider's key; admin is `realm_access.roles` holding "admin" (Keycloak's
+    // way); the service's own HS256 tokens are off.
+    let keys = KeyDir::new();
+    let (provider, public) = keys.rsa("provider");
+    let app = spawn_app_with(|s| {
+        s.auth.public_key_file = Some(public.clone());
+        s.auth.issuer = Some(ISSUER.into());
+        s.auth.audience = Some(AUDIENCE.into());
+        s.auth.admin_claim = "realm_access.roles".into();
+        s.auth.local_tokens = Some(false);
+        s.rate_limit.per_user_per_sec = 0;
+    })
+    .await;
+    let token = |claims: &Value| sign(Algorithm::RS256, None, &provider, claims);
+    let event = json!({"name": "Flash sale", "stock": 5});
+    let created = |token: String| {
+        let (app, event) = (&app, &event);
+        async move { app.post_coupon(Some(&token), event).await }
+    };
+
+    // Act + Assert: a top-level "role": "admin" (another application's convention, same keys)
+    // is not admin here; the configured claim is, as a list or a single value.
+    let mut top_level = claims("sub", 1);
+    top_level["role"] = "admin".into();
+    let status = |resp: reqwest::Response| resp.status();
+    assert_eq!(
+        status(created(token(&top_level)).await),
+        StatusCode::FORBIDDEN
+    );
+    let mut realm_admin = claims("sub", 2);
+    realm_admin["realm_access"] = json!({"roles": ["user", "admin"]});
+    let resp = created(token(&realm_admin)).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let coupon = resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    realm_admin["realm_access"] = json!({"roles": "admin"});
+    assert_eq!(
+        status(created(token(&realm_admin)).await),
+        StatusCode::CREATED
+    );
+    realm_admin["realm_access"] = json!({"roles": ["administrator"]});
+    assert_eq!(
+        status(created(token(&realm_admin)).await),
+        StatusCode::FORBIDDEN
+    );
+
+    // The service's own tokens, admin or not, are refused.
+    assert_eq!(
+        status(created(app.admin_token()).await),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        apply(&app, coupon, &app.user_token(9)).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // `nbf` a minute ahead (beyond the 30 s leeway) is refused; within the leeway, accepted.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut early = claims("sub", 3);
+    early["nbf"] = (now + 60).into();
+    assert_eq!(
+        apply(&app, coupon, &token(&early)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    early["nbf"] = (now + 10).into();
+    assert_eq!(
+        apply(&app, coupon, &token(&early)).await,
+        StatusCode::ACCEPTED
+    );
+}
+
+#[test]
+fn in_production_with_a_provider_the_service_mints_no_tokens_of_its_own() {
+    let keys = KeyDir::new();
+    let (_, public) = keys.rsa("provider");
+    let mint = |extra: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fcfs-coupon"))
+            .args(["token", "--user", "7"])
+            .env("APP_ENV", "production")
+            .env("APP_AUTH__PUBLIC_KEY_FILE", &public)
+            .env("APP_AUTH__ISSUER", ISSUER)
+            .env("APP_AUTH__AUDIENCE", AUDIENCE)
+            .env(
+                "APP_AUTH__JWT_SECRET",
+                "a-production-secret-of-at-least-32-bytes!",
+            )
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let refused = mint(&[]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("APP_AUTH__LOCAL_TOKENS"), "{said}");
+    // Turned back on explicitly, it mints.
+    let minted = mint(&[("APP_AUTH__LOCAL_TOKENS", "true")]);
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+}
+
 /// A JWKS endpoint the test controls: the set it serves, and how often it was fetched.
 #[derive(Default)]
 struct Provider {

@@ -194,7 +194,7 @@ impl System {
                 held.extend(list.split(',').filter_map(|p| p.trim().parse::<i32>().ok()));
             }
         }
-        (0..self.settings.kafka.partitions as i32)
+        (0..self.settings.kafka.partitions)
             .filter(|p| !held.contains(p))
             .collect()
     }
