@@ -18,7 +18,7 @@ pub const DEVELOPMENT_JWT_SECRET: &str = "fcfs-coupon-development-secret-do-not-
 const KNOWN_SECRETS: &[&str] = &[DEVELOPMENT_JWT_SECRET, "change-me-before-any-real-event"];
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// `APP_ENV`: what the process may get away with (see [`Environment`]).
     pub env: Environment,
@@ -36,7 +36,7 @@ pub struct Settings {
 
 /// The ops port: metrics and health for operators, in every process.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct OpsSettings {
     pub addr: String,
 }
@@ -92,18 +92,59 @@ impl Settings {
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).required(true));
         }
-        builder
-            .add_source(
-                config::Environment::with_prefix("APP")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true),
-            )
-            .build()
-            .context("reading configuration")?
-            .try_deserialize()
-            .context("parsing configuration")
+        // Values stay strings until a field asks for a number: a password `0123` stays `0123`.
+        let env = config::Environment::with_prefix("APP")
+            .prefix_separator("_")
+            .separator("__");
+        Self::from_config(
+            builder
+                .add_source(env)
+                .build()
+                .context("reading configuration")?,
+        )
     }
+
+    /// Every name must be one this service knows: a typo (`APP_AUTH__AUDIANCE`) would
+    /// otherwise silently leave a check off. The refusal names the nearest known setting.
+    fn from_config(config: config::Config) -> anyhow::Result<Self> {
+        config.try_deserialize().map_err(|e| {
+            let message = e.to_string();
+            match unknown_setting(&message) {
+                Some(hint) => anyhow::anyhow!("{hint}"),
+                None => anyhow::anyhow!("parsing configuration: {message}"),
+            }
+        })
+    }
+}
+
+/// "APP_AUTH__AUDIANCE is not a setting; did you mean APP_AUTH__AUDIENCE?", from serde's
+/// `unknown field `audiance`, expected one of `…`` and config's ` for key `auth``.
+fn unknown_setting(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let section = rest
+        .rsplit_once(" for key `")
+        .and_then(|(_, key)| key.split('`').next())
+        .filter(|key| !key.is_empty());
+    let env_name = |field: &str| {
+        let path = section.map_or(field.to_owned(), |s| format!("{s}.{field}"));
+        format!("APP_{}", path.replace('.', "__").to_uppercase())
+    };
+    let expected = rest.split(" for key `").next().unwrap_or(rest);
+    let nearest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .min_by_key(|known| strsim::levenshtein(field, known));
+    let unknown = env_name(field);
+    Some(match nearest {
+        Some(known) => format!(
+            "{unknown} is not a setting; did you mean {}? (an unknown name is refused so that a \
+             typo cannot leave a setting at its default)",
+            env_name(known)
+        ),
+        None => format!("{unknown} is not a setting"),
+    })
 }
 
 /// Production refuses what development tolerates (a built-in or short token secret).
@@ -116,7 +157,7 @@ pub enum Environment {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: String,
     /// Applications worked on at once per instance; the rest wait, costing no CPU, so a spike
@@ -164,7 +205,7 @@ impl HttpSettings {
 /// before it reaches Redis, so it never counts as an application and never takes stock.
 /// A rate of 0 turns that limit off.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Applications per second one user may make (after the burst)…
     pub per_user_per_sec: u32,
@@ -227,7 +268,7 @@ impl Default for RateLimitSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
     /// A URL may carry a password, so it does not print.
     pub url: SecretString,
@@ -352,7 +393,7 @@ impl RedisSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: SecretString,
     /// The API's pool (its reads and event creation).
@@ -458,8 +499,8 @@ impl DatabaseSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub topic: String,
@@ -474,6 +515,40 @@ pub struct KafkaSettings {
     /// (`APP_KAFKA__PROPERTIES__SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`: `_` in
     /// the variable's name is `.` in the property's).
     pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// Settings are logged and printed (`check-config`): the values of properties that carry a
+/// secret (SASL passwords, key passwords, OAuth secrets, JAAS configs) never are.
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: std::collections::BTreeMap<&str, &str> = (self.properties.iter())
+            .map(|(name, value)| {
+                let shown = if secret_property(name) {
+                    "[REDACTED]"
+                } else {
+                    value
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("group_id", &self.group_id)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("min_insync_replicas", &self.min_insync_replicas)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+/// A librdkafka property whose value is a secret (by its name, `.` or `_` separated).
+pub fn secret_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "secret", "key", "token", "jaas", "credential"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 impl Default for KafkaSettings {
@@ -498,7 +573,7 @@ impl KafkaSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct IssuerSettings {
     /// Winners claimed, sent and acknowledged together.
     pub batch_size: usize,
@@ -557,7 +632,7 @@ impl IssuerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ConsumerSettings {
     /// A batch ends at this many messages…
     pub batch_size: usize,
@@ -585,7 +660,7 @@ impl Default for ConsumerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// HS256 secret; `None` falls back to [`DEVELOPMENT_JWT_SECRET`].
     pub jwt_secret: Option<SecretString>,
@@ -718,7 +793,7 @@ impl AuthSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// An `EnvFilter` directive; `RUST_LOG` wins when set.
     pub level: String,
@@ -819,6 +894,57 @@ mod tests {
             ..AuthSettings::default()
         };
         assert!(refused(&auth).contains("APP_AUTH__ADMIN_CLAIM"));
+    }
+
+    fn from_toml(text: &str) -> anyhow::Result<Settings> {
+        let source = config::File::from_str(text, config::FileFormat::Toml);
+        Settings::from_config(config::Config::builder().add_source(source).build()?)
+    }
+
+    #[test]
+    fn an_unknown_setting_is_refused_with_the_nearest_known_name() {
+        let refused = from_toml("[auth]\naudiance = \"fcfs\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.starts_with(
+                "APP_AUTH__AUDIANCE is not a setting; did you mean APP_AUTH__AUDIENCE?"
+            ),
+            "{refused}"
+        );
+        let refused = from_toml("evn = \"development\"").unwrap_err().to_string();
+        assert!(refused.contains("did you mean APP_ENV?"), "{refused}");
+        // Free-form librdkafka properties are not settings of ours; strings stay strings.
+        let settings = from_toml("[kafka.properties]\n\"sasl.password\" = \"0123\"").unwrap();
+        assert_eq!(settings.kafka.properties["sasl.password"], "0123");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut s = Settings::default();
+        for (name, value) in [
+            ("sasl_password", "hunter22"),
+            ("ssl.key.password", "k3y-pass"),
+            ("sasl.oauthbearer.client.secret", "oauth-s3cret"),
+            ("sasl.username", "coupon-app"),
+        ] {
+            s.kafka.properties.insert(name.into(), value.into());
+        }
+        s.auth.jwt_secret = Some("a-production-secret-of-at-least-32-bytes!".into());
+        s.redis.url = "redis://:redis-pass@10.0.0.1:6379".to_owned().into();
+        s.database.url = "postgres://app:db-pass@10.0.0.2/fcfs".to_owned().into();
+        let printed = format!("{s:?}");
+        for secret in [
+            "hunter22",
+            "k3y-pass",
+            "oauth-s3cret",
+            "production-secret",
+            "redis-pass",
+            "db-pass",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(printed.contains("coupon-app"), "{printed}");
     }
 
     #[test]

@@ -246,21 +246,24 @@ impl Jwks {
                 found
             }
             Err(e) => {
-                tracing::warn!(error = ?e, url = %self.url, "fetching the JWKS failed");
+                tracing::warn!(error = ?e, url = %shown(&self.url), "fetching the JWKS failed");
                 None
             }
         }
     }
 
     async fn fetch(&self) -> anyhow::Result<HashMap<String, (DecodingKey, Algorithm)>> {
+        // Errors name no URL: it may carry a token (see `shown`).
         let set: JwkSet = self
             .client
             .get(&self.url)
             .send()
-            .await?
-            .error_for_status()?
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(reqwest::Error::without_url)?
             .json()
-            .await?;
+            .await
+            .map_err(reqwest::Error::without_url)?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let algorithm = match &jwk.algorithm {
@@ -274,7 +277,30 @@ impl Jwks {
                 keys.insert(kid.clone(), (key, algorithm));
             }
         }
-        tracing::info!(url = %self.url, keys = keys.len(), "fetched the identity provider's keys");
+        tracing::info!(url = %shown(&self.url), keys = keys.len(), "fetched the identity provider's keys");
         Ok(keys)
+    }
+}
+
+/// A URL as logs may show it: no user, password or query (a JWKS URL may carry a token).
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        let shown = super::shown("https://app:pw@idp.example.test/keys?token=s3cret#x");
+        assert_eq!(shown, "https://idp.example.test/keys");
     }
 }
