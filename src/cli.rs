@@ -77,6 +77,15 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
+    if matches!(
+        cli.command,
+        Command::Migrate
+            | Command::Reconcile { .. }
+            | Command::Redrive { .. }
+            | Command::Audit { .. }
+    ) {
+        settings.database.transport(settings.env)?;
+    }
     match cli.command {
         Command::Serve { roles } => serve(settings, roles).await,
         Command::Migrate => {

@@ -404,6 +404,9 @@ pub struct DatabaseSettings {
     /// run with a login that may only read and write rows; `fcfs-coupon migrate`, run with the
     /// owner's login, then does that part.
     pub migrate: bool,
+    /// Production connects only over TLS that verifies the server (`sslmode=verify-full` or
+    /// `verify-ca` on the URL) unless this says plaintext is fine (a unix socket, a sidecar).
+    pub allow_plaintext: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -413,11 +416,35 @@ impl Default for DatabaseSettings {
             max_connections: 10,
             consumer_connections: 4,
             migrate: true,
+            allow_plaintext: false,
         }
     }
 }
 
 impl DatabaseSettings {
+    /// How the connection is protected, for the start-up log, or why production must not use
+    /// it: sqlx's default (`prefer`) falls back to plaintext without a word, and `require` does
+    /// not check whom it talks to.
+    pub fn transport(&self, env: Environment) -> anyhow::Result<&'static str> {
+        use sqlx::postgres::PgSslMode;
+        let verified = match self.connect_options()?.get_ssl_mode() {
+            PgSslMode::VerifyFull => return Ok("TLS, server certificate and host name verified"),
+            PgSslMode::VerifyCa => return Ok("TLS, server certificate verified"),
+            PgSslMode::Require => "TLS without verifying the server",
+            PgSslMode::Prefer | PgSslMode::Allow => "TLS if the server offers it, else plaintext",
+            PgSslMode::Disable => "plaintext",
+        };
+        if env == Environment::Production && !self.allow_plaintext {
+            anyhow::bail!(
+                "APP_DATABASE__URL would connect with {verified}: production needs \
+                 `sslmode=verify-full` (and `sslrootcert=` for a private CA) on the URL, or \
+                 APP_DATABASE__ALLOW_PLAINTEXT=true where the link needs no TLS (a unix socket, a \
+                 sidecar)"
+            );
+        }
+        Ok(verified)
+    }
+
     pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
         let options: PgConnectOptions = self
             .url
@@ -917,6 +944,33 @@ mod tests {
         // Free-form librdkafka properties are not settings of ours; strings stay strings.
         let settings = from_toml("[kafka.properties]\n\"sasl.password\" = \"0123\"").unwrap();
         assert_eq!(settings.kafka.properties["sasl.password"], "0123");
+    }
+
+    #[test]
+    fn production_reaches_postgresql_only_over_verified_tls_unless_told_otherwise() {
+        let database = |url: &str, allow_plaintext| DatabaseSettings {
+            url: url.to_owned().into(),
+            allow_plaintext,
+            ..DatabaseSettings::default()
+        };
+        let (production, development) = (Environment::Production, Environment::Development);
+        for url in [
+            "postgres://app@db/fcfs",
+            "postgres://app@db/fcfs?sslmode=prefer",
+            "postgres://app@db/fcfs?sslmode=require",
+            "postgres://app@db/fcfs?sslmode=disable",
+        ] {
+            let refused = database(url, false).transport(production).unwrap_err();
+            assert!(refused.to_string().contains("sslmode=verify-full"), "{url}");
+            assert!(database(url, true).transport(production).is_ok());
+            assert!(database(url, false).transport(development).is_ok());
+        }
+        for url in [
+            "postgres://app@db/fcfs?sslmode=verify-full",
+            "postgres://app@db/fcfs?sslmode=verify-ca&sslrootcert=/etc/ca.pem",
+        ] {
+            assert!(database(url, false).transport(production).is_ok(), "{url}");
+        }
     }
 
     #[test]

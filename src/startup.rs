@@ -178,6 +178,8 @@ fn warn_about_development_secret(settings: &Settings) {
 /// PostgreSQL (the database created if missing, then migrated, unless `APP_DATABASE__MIGRATE`
 /// is false), Redis and the metrics.
 async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+    let transport = settings.database.transport(settings.env)?;
+    tracing::info!(transport, "PostgreSQL connection");
     if settings.database.migrate {
         settings.database.create_if_missing().await?;
     }

@@ -50,6 +50,19 @@ async fn production_refuses_to_serve_or_mint_without_a_real_secret() {
 }
 
 #[tokio::test]
+async fn production_refuses_a_database_url_that_could_fall_back_to_plaintext() {
+    // The suite's PostgreSQL URL carries no sslmode: sqlx would "prefer" TLS and quietly
+    // settle for plaintext.
+    let secret = "k".repeat(32);
+    for args in [&["serve"][..], &["migrate"], &["audit", "--coupon", "1"]] {
+        let (ok, stderr) = in_production(args, Some(&secret)).await;
+        assert!(!ok, "{args:?} started");
+        assert!(stderr.contains("sslmode=verify-full"), "{args:?}: {stderr}");
+        assert!(stderr.contains("APP_DATABASE__ALLOW_PLAINTEXT"), "{stderr}");
+    }
+}
+
+#[tokio::test]
 async fn serve_runs_with_a_login_that_may_only_read_and_write_rows() {
     // Arrange: the owner's login migrates; the service gets a login with DML rights only.
     let owner = isolated_settings();
