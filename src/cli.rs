@@ -1,5 +1,5 @@
-//! The command line: `serve`, `migrate`, `reconcile`, `audit`, `redrive`, `token`, `openapi`. The
-//! benchmark is a crate of its own (`bench/`).
+//! The command line: `serve`, `migrate`, `reconcile`, `audit`, `redrive`, `token`, `openapi`,
+//! `check-config`. The benchmark is a crate of its own (`bench/`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -73,6 +73,9 @@ pub enum Command {
     },
     /// Print the OpenAPI document (what `openapi/openapi.json` must contain).
     Openapi,
+    /// Print the effective settings (secrets redacted), how each connection is protected, the
+    /// warnings production deserves, and every refusal `serve` would meet; exit 1 on a refusal.
+    CheckConfig,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -147,6 +150,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("{count} discrepancies");
             }
             Ok(())
+        }
+        Command::CheckConfig => {
+            let found = ops::check_config::check(&settings);
+            print!("{}", ops::check_config::report(&settings, &found));
+            if found.refusals.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} refusal(s): see above", found.refusals.len())
+            }
         }
         Command::Openapi => {
             println!("{}", api::spec_json());

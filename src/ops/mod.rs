@@ -2,6 +2,7 @@
 //! PostgreSQL; `audit` compares the two; `port` serves metrics and health to operators.
 
 pub mod audit;
+pub mod check_config;
 pub mod health;
 pub mod port;
 pub mod reconcile;

@@ -148,3 +148,54 @@ async fn librdkafka_properties_pass_through_and_a_bad_one_stops_the_start_by_nam
     assert!(!ok);
     assert!(stderr.contains("security.protocol"), "{stderr}");
 }
+
+#[tokio::test]
+async fn check_config_lists_every_refusal_at_once_and_prints_no_secret() {
+    // Arrange: production with a short secret, a plaintext-capable database URL, and a Kafka
+    // password among the librdkafka properties.
+    let run = |extra: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fcfs-coupon"));
+        command
+            .arg("check-config")
+            .env("APP_ENV", "production")
+            .env("APP_KAFKA__PROPERTIES__SASL_PASSWORD", "hunter22-kafka")
+            .envs(extra.iter().copied());
+        async move { command.output().await.expect("the binary runs") }
+    };
+
+    // Act
+    let refused = run(&[("APP_AUTH__JWT_SECRET", "short-s3cret")]).await;
+    let fine = run(&[
+        (
+            "APP_AUTH__JWT_SECRET",
+            "a-production-secret-of-at-least-32-bytes!",
+        ),
+        ("APP_DATABASE__ALLOW_PLAINTEXT", "true"),
+    ])
+    .await;
+
+    // Assert: both refusals named, exit 1; nothing secret printed; once fixed, exit 0 with
+    // production's warnings.
+    assert!(!refused.status.success());
+    let printed = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        printed.contains("production needs at least 32"),
+        "{printed}"
+    );
+    assert!(printed.contains("sslmode=verify-full"), "{printed}");
+    for secret in ["short-s3cret", "hunter22-kafka"] {
+        assert!(!printed.contains(secret), "{secret} printed");
+    }
+    let printed = String::from_utf8_lossy(&fine.stdout);
+    assert!(fine.status.success(), "{printed}");
+    assert!(
+        printed.contains("refusals (serve would not start): none"),
+        "{printed}"
+    );
+    assert!(printed.contains("APP_REDIS__ACK_REPLICAS=0"), "{printed}");
+    assert!(
+        printed.contains("APP_DATABASE__ALLOW_PLAINTEXT=true"),
+        "{printed}"
+    );
+    assert!(!printed.contains("production-secret"), "the secret printed");
+}
