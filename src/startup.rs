@@ -82,7 +82,7 @@ impl Application {
         hold_lost_coupons(&reconciler).await;
         let (issuer, consumer) = pipeline(settings, roles, &shared).await?;
         let ops = OpsPort::bind(
-            &settings.ops.addr,
+            settings,
             shared.metrics.clone(),
             dependencies(settings, roles, &shared)?,
         )
@@ -297,6 +297,8 @@ impl Http {
             limiter: Arc::new(limiter),
             client_address: Arc::new(ClientAddress::new(&settings.http.trusted_proxies)?),
             list_cache: Arc::default(),
+            ready_cache: Arc::default(),
+            stats_cache: Arc::default(),
             metrics: shared.metrics,
             status_poll: settings.issuer.period()?,
         };

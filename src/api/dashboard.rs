@@ -12,12 +12,13 @@ use super::archive;
 use super::problem::{declared, ApiError};
 use super::views::StateView;
 use super::{coupon_id, ApiTags, AppState};
+use crate::domain::CouponId;
 use crate::gate::{Backlog, GateError};
 
 type StatsError = ApiError<{ declared::READ_COUPON }>;
 
 /// One event's numbers at one instant, cheap to poll every second.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct CouponStats {
     pub coupon_id: i64,
@@ -67,42 +68,50 @@ impl DashboardApi {
         coupon: Path<i64>,
     ) -> Result<StatsResponse, StatsError> {
         let id = coupon_id(coupon.0)?;
-        let (snapshot, backlog) =
-            match tokio::try_join!(state.gate.snapshot(id, None), state.gate.backlog(id)) {
-                // Retired: nothing in the pipeline, every winner issued; the application count
-                // was kept in PostgreSQL.
-                Err(GateError::Retired) => {
-                    let a = archive::archived(&state, id, None)
-                        .await?
-                        .ok_or_else(|| StatsError::no_coupon(id))?;
-                    let backlog = Backlog {
-                        applications: a.applications,
-                        admitted: u64::from(a.issued),
-                        pending: 0,
-                        inflight: 0,
-                    };
-                    (Some(archive::snapshot_of(&a)), backlog)
-                }
-                other => other?,
-            };
-        let s = snapshot.ok_or_else(|| StatsError::no_coupon(id))?;
-        Ok(StatsResponse::Stats(Json(CouponStats {
-            coupon_id: id.get(),
-            name: s.coupon.name.as_str().to_owned(),
-            stock: s.coupon.stock.get(),
-            applications: backlog.applications,
-            admitted: backlog.admitted,
-            published: backlog.published(),
-            issued: s.issued,
-            pending: backlog.pending,
-            inflight: backlog.inflight,
-            remaining: s.remaining(),
-            state: s.state().into(),
-            opens_at: s.coupon.window.opens_at(),
-            closes_at: s.coupon.window.closes_at(),
-            now: s.now,
-        })))
+        let stats = (state.stats_cache)
+            .get(id, || read_stats(&state, id))
+            .await?;
+        Ok(StatsResponse::Stats(Json(CouponStats::clone(&stats))))
     }
+}
+
+/// Two Redis reads (PostgreSQL once retired); served at most once a second per event.
+async fn read_stats(state: &AppState, id: CouponId) -> Result<CouponStats, StatsError> {
+    let (snapshot, backlog) =
+        match tokio::try_join!(state.gate.snapshot(id, None), state.gate.backlog(id)) {
+            // Retired: nothing in the pipeline, every winner issued; the application count
+            // was kept in PostgreSQL.
+            Err(GateError::Retired) => {
+                let a = archive::archived(state, id, None)
+                    .await?
+                    .ok_or_else(|| StatsError::no_coupon(id))?;
+                let backlog = Backlog {
+                    applications: a.applications,
+                    admitted: u64::from(a.issued),
+                    pending: 0,
+                    inflight: 0,
+                };
+                (Some(archive::snapshot_of(&a)), backlog)
+            }
+            other => other?,
+        };
+    let s = snapshot.ok_or_else(|| StatsError::no_coupon(id))?;
+    Ok(CouponStats {
+        coupon_id: id.get(),
+        name: s.coupon.name.as_str().to_owned(),
+        stock: s.coupon.stock.get(),
+        applications: backlog.applications,
+        admitted: backlog.admitted,
+        published: backlog.published(),
+        issued: s.issued,
+        pending: backlog.pending,
+        inflight: backlog.inflight,
+        remaining: s.remaining(),
+        state: s.state().into(),
+        opens_at: s.coupon.window.opens_at(),
+        closes_at: s.coupon.window.closes_at(),
+        now: s.now,
+    })
 }
 
 /// The live event page: static, no build step; it polls the endpoints above.

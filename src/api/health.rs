@@ -59,16 +59,20 @@ impl HealthApi {
         }))
     }
 
-    /// Whether Redis, PostgreSQL and the Kafka broker answer, each within two seconds.
+    /// Whether Redis, PostgreSQL and the Kafka broker answer, each within two seconds; checked
+    /// at most once a second for every caller together (the ops port's probe checks live).
     #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: Data<&AppState>) -> ReadyResponse {
-        let checked = Dependencies {
+        let dependencies = Dependencies {
             redis: Some(state.gate.clone()),
             postgres: Some(state.db.clone()),
             kafka: Some(state.broker.clone()),
-        }
-        .check()
-        .await;
+        };
+        let checked = state
+            .ready_cache
+            .get(|| async move { Ok::<_, std::convert::Infallible>(dependencies.check().await) })
+            .await;
+        let Ok(checked) = checked;
         let up = |status: Option<bool>| {
             if status == Some(true) {
                 CheckStatus::Up

@@ -6,9 +6,12 @@ use tokio::sync::Semaphore;
 
 use super::rate_limit::ApplyLimiter;
 use crate::auth::Verifier;
+use crate::domain::CouponId;
 use crate::gate::Gate;
 use crate::kafka::BrokerProbe;
 use crate::metrics::Metrics;
+use crate::ops::health::Checked;
+use crate::store::CouponSummary;
 
 /// What every handler may use; cheap to clone (each field is a handle or an `Arc`).
 #[derive(Clone)]
@@ -26,7 +29,11 @@ pub struct AppState {
     pub client_address: Arc<super::ClientAddress>,
     pub metrics: Arc<Metrics>,
     /// `GET /coupons`, at most a second old (public: anyone may poll it).
-    pub list_cache: Arc<super::ListCache>,
+    pub list_cache: Arc<super::Fresh<Vec<CouponSummary>>>,
+    /// `GET /health/ready` on the public port, at most a second old (the ops port checks live).
+    pub ready_cache: Arc<super::Fresh<Checked>>,
+    /// `GET /coupons/{id}/stats`, at most a second old per event.
+    pub stats_cache: Arc<super::FreshByKey<CouponId, super::dashboard::CouponStats>>,
     /// The issuer's period (from its schedule): when a polled status can next change.
     pub status_poll: Duration,
 }

@@ -3,6 +3,7 @@
 //! probed too. Kept off the public port: metrics tell competitors and attackers too much.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use poem::listener::TcpAcceptor;
@@ -13,12 +14,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::health::Dependencies;
+use crate::api::{IdleCutoff, RequestGuard};
+use crate::configuration::Settings;
 use crate::metrics::Metrics;
 
 pub struct OpsPort {
     listener: TcpListener,
     port: u16,
     state: OpsState,
+    /// The public port's limits (body, headers, request time, idle connections): an ops port
+    /// reachable by more than the scraper must not be an easier target.
+    guard: RequestGuard,
+    idle_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -29,10 +36,11 @@ struct OpsState {
 
 impl OpsPort {
     pub async fn bind(
-        addr: &str,
+        settings: &Settings,
         metrics: Arc<Metrics>,
         dependencies: Dependencies,
     ) -> anyhow::Result<Self> {
+        let addr = &settings.ops.addr;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the ops port APP_OPS__ADDR={addr}"))?;
@@ -43,6 +51,8 @@ impl OpsPort {
                 metrics,
                 dependencies,
             },
+            guard: RequestGuard::new(&settings.http),
+            idle_timeout: settings.http.idle_timeout(),
         })
     }
 
@@ -55,8 +65,10 @@ impl OpsPort {
             .at("/metrics", get(prometheus))
             .at("/health/live", get(live))
             .at("/health/ready", get(ready))
+            .with(self.guard)
             .data(self.state);
-        Server::new_with_acceptor(TcpAcceptor::from_tokio(self.listener)?)
+        let acceptor = TcpAcceptor::from_tokio(self.listener)?;
+        Server::new_with_acceptor(IdleCutoff::new(acceptor, self.idle_timeout))
             .run_with_graceful_shutdown(routes, shutdown.cancelled_owned(), None)
             .await
             .context("ops port failed")

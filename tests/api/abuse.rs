@@ -257,3 +257,88 @@ async fn forwarded_addresses_from_an_untrusted_peer_are_ignored() {
         ]
     );
 }
+
+/// `PING`s a Redis server has answered since its stats were last reset.
+async fn pings(server: &crate::helpers::PrivateRedis) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut server.connection().await)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn public_readiness_and_stats_are_read_once_a_second_whatever_the_crowd() {
+    // Arrange: the service's own Redis, so its PINGs can be counted.
+    let redis = crate::helpers::PrivateRedis::start().await;
+    let app = spawn_app_with(|s| {
+        s.redis.url = format!("redis://127.0.0.1:{}", redis.port).into();
+        s.rate_limit.per_user_per_sec = 0;
+    })
+    .await;
+    let coupon = app.create_stock(5).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+
+    // Act: 200 readiness probes at once on the public port.
+    let probes = futures::future::join_all((0..200).map(|_| app.get("/health/ready"))).await;
+
+    // Assert: all answered ready; Redis was pinged once for all of them (twice at most, if the
+    // second turned while they ran).
+    assert!(probes.iter().all(|r| r.status() == StatusCode::OK));
+    let pinged = pings(&redis).await;
+    assert!((1..=2).contains(&pinged), "{pinged} PINGs for 200 probes");
+
+    // Stats: a copy at most a second old, then the change.
+    let url = format!("/coupons/{coupon}/stats");
+    let stats = || async {
+        app.get(&url)
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(stats().await["admitted"], 0);
+    assert_eq!(app.apply(coupon, 7).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(stats().await["admitted"], 0, "served from the copy");
+    let fresh = crate::helpers::eventually("the next copy", Duration::from_secs(3), || async {
+        let s = stats().await;
+        (s["admitted"] == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(fresh["stock"], 5);
+}
+
+#[tokio::test]
+async fn the_ops_port_refuses_oversized_headers_and_cuts_idle_connections_like_the_public_one() {
+    let idle = Duration::from_secs(1);
+    let app = spawn_app_with(|s| {
+        s.http.idle_timeout_ms = idle.as_millis() as u64;
+        s.http.request_timeout_ms = idle.as_millis() as u64;
+    })
+    .await;
+    let resp = app
+        .client
+        .get(format!("{}/metrics", app.ops_address))
+        .header("x-padding", "p".repeat(32 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let host = app.ops_address.trim_start_matches("http://").to_owned();
+    let mut stalled = TcpStream::connect(&host).await.unwrap();
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stalled, 3 * idle).await;
+    assert!(!answer.contains(" 200"), "{answer:?}");
+}
