@@ -705,6 +705,8 @@ pub struct AuthSettings {
     /// An identity provider's JWKS: keys by `kid`, fetched again for an unknown one at most
     /// every 10 s.
     pub jwks_url: Option<String>,
+    /// A private CA that signed the JWKS endpoint's certificate (PEM).
+    pub jwks_ca_file: Option<std::path::PathBuf>,
     /// Required `iss`, when set.
     pub issuer: Option<String>,
     /// Required `aud`, when set.
@@ -729,6 +731,7 @@ impl Default for AuthSettings {
             jwt_secret: None,
             public_key_file: None,
             jwks_url: None,
+            jwks_ca_file: None,
             issuer: None,
             audience: None,
             leeway_secs: 30,
@@ -762,6 +765,17 @@ impl AuthSettings {
                 "APP_AUTH__ISSUER and APP_AUTH__AUDIENCE are required with an identity provider \
                  (APP_AUTH__JWKS_URL or APP_AUTH__PUBLIC_KEY_FILE): without them a token the \
                  same keys signed for another application would be accepted here"
+            );
+        }
+        if env == Environment::Production
+            && self
+                .jwks_url
+                .as_deref()
+                .is_some_and(|u| !u.starts_with("https://"))
+        {
+            anyhow::bail!(
+                "APP_AUTH__JWKS_URL must be https:// in production: keys fetched in plaintext \
+                 can be swapped on the way (a private CA goes in APP_AUTH__JWKS_CA_FILE)"
             );
         }
         if !self.local_tokens(env) && !self.has_provider() {
@@ -919,6 +933,10 @@ mod tests {
         // Asked for explicitly, they come back, with the secret's rules.
         auth.local_tokens = Some(true);
         assert!(auth.checked_secret(production).is_err());
+        auth.jwks_url = Some("http://idp.example.test/jwks".into());
+        let https = auth.check(production).unwrap_err().to_string();
+        assert!(https.contains("must be https://"), "{https}");
+        assert!(auth.check(development).is_ok());
         // Off without a provider: nobody could sign in.
         let auth = AuthSettings {
             local_tokens: Some(false),

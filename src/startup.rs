@@ -286,10 +286,18 @@ impl Http {
         secret: Option<&SecretString>,
     ) -> anyhow::Result<Self> {
         let limiter = ApplyLimiter::new(&settings.rate_limit, &shared.gate);
+        let tokens = Arc::new(Verifier::new(&settings.auth, secret)?);
+        // The provider's keys before the first caller: a wrong URL must not start "ready".
+        if let Err(e) = tokens.prime().await {
+            if settings.env == crate::configuration::Environment::Production {
+                return Err(e);
+            }
+            tracing::warn!(error = format!("{e:#}"), "starting without the identity provider's keys; tokens it signed answer 503 until they can be fetched");
+        }
         let state = AppState {
             gate: shared.gate,
             db: shared.db,
-            tokens: Arc::new(Verifier::new(&settings.auth, secret)?),
+            tokens,
             broker: BrokerProbe::new(&settings.kafka)?,
             apply_permits: Arc::new(tokio::sync::Semaphore::new(
                 settings.http.apply_concurrency.max(1),

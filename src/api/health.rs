@@ -22,11 +22,16 @@ pub struct Readiness {
     pub redis: CheckStatus,
     pub postgres: CheckStatus,
     pub kafka: CheckStatus,
+    /// The identity provider's keys (only with `APP_AUTH__JWKS_URL`): down while none could be
+    /// fetched, and tokens it signed answer 503.
+    #[oai(skip_serializing_if_is_none)]
+    pub identity_provider: Option<CheckStatus>,
 }
 
 #[derive(ApiResponse)]
 pub enum ReadyResponse {
-    /// Redis, PostgreSQL and the Kafka broker all answer.
+    /// Redis, PostgreSQL and the Kafka broker all answer (and the identity provider's keys are
+    /// at hand, when there is one).
     #[oai(status = 200)]
     Ready(Json<Readiness>),
     /// At least one dependency does not answer; the body says which.
@@ -80,13 +85,16 @@ impl HealthApi {
                 CheckStatus::Down
             }
         };
+        let keys = state.tokens.keys_ready().await;
         let mut readiness = Readiness {
             status: CheckStatus::Up,
             redis: up(checked.redis),
             postgres: up(checked.postgres),
             kafka: up(checked.kafka),
+            identity_provider: keys.map(|ready| up(Some(ready))),
         };
-        if [readiness.redis, readiness.postgres, readiness.kafka].contains(&CheckStatus::Down) {
+        let parts = [readiness.redis, readiness.postgres, readiness.kafka];
+        if parts.contains(&CheckStatus::Down) || keys == Some(false) {
             readiness.status = CheckStatus::Down;
             ReadyResponse::NotReady(Json(readiness))
         } else {

@@ -4,7 +4,7 @@ use poem_openapi::SecurityScheme;
 
 use super::problem::{ApiError, ErrorCode, Problem};
 use super::state::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, TokenError};
 
 /// `Authorization: Bearer <JWT>`: HS256 from this service (mint one with `fcfs-coupon token
 /// --user 42 [--admin]`) or RS256/ES256 from the configured identity provider; the user id claim
@@ -27,8 +27,18 @@ async fn verify(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
         .tokens
         .verify(&bearer.token)
         .await
-        .map_err(|e| refuse(e.to_string()))
+        .map_err(|e| match e {
+            // The caller may hold a good token: ask again, do not sign in again.
+            TokenError::KeysUnavailable => poem::Error::from_response(
+                Problem::new(ErrorCode::Unavailable, e.to_string())
+                    .into_http(Some(KEYS_RETRY_AFTER.as_secs())),
+            ),
+            _ => refuse(e.to_string()),
+        })
 }
+
+/// When asking again may find the provider's keys (its refetch limit).
+const KEYS_RETRY_AFTER: std::time::Duration = crate::auth::JWKS_REFRESH_AT_MOST_EVERY;
 
 impl BearerAuth {
     pub fn require_admin<const C: u32>(&self) -> Result<Caller, ApiError<C>> {

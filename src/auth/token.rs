@@ -34,6 +34,9 @@ pub enum TokenError {
     Invalid,
     #[error("the token's user id claim must be a positive integer")]
     BadSubject,
+    /// Not the token's fault: the identity provider's keys cannot be had right now.
+    #[error("the identity provider's keys cannot be fetched right now; try again shortly")]
+    KeysUnavailable,
 }
 
 /// Signs the service's own HS256 tokens (`fcfs-coupon token`, the tests); `Verifier` checks

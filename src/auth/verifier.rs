@@ -8,25 +8,17 @@
 //! checks are the provider's; the service's own HS256 tokens carry `sub` and need only its secret.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::time::Duration;
 
 use anyhow::Context;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
-use tokio::sync::{Mutex, RwLock};
-use tokio::time::Instant;
 
+use super::jwks::Jwks;
 use super::token::{TokenError, ADMIN_ROLE};
 use super::Caller;
 use crate::configuration::AuthSettings;
 use crate::domain::UserId;
-
-/// An identity provider's key set is fetched again for an unknown `kid` at most this often, so
-/// tokens with made-up key ids cannot make the service hammer the provider.
-pub const JWKS_REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Verifier {
     /// The service's own HS256 key; `None` when they are off (`APP_AUTH__LOCAL_TOKENS`).
@@ -81,13 +73,35 @@ impl Verifier {
         Ok(Self {
             secret: secret.map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
             pem,
-            jwks: settings.jwks_url.clone().map(Jwks::new).transpose()?,
+            jwks: (settings.jwks_url.clone())
+                .map(|url| Jwks::new(url, settings.jwks_ca_file.as_deref()))
+                .transpose()?,
             user_claim: settings.user_claim.clone(),
             admin_claim: settings.admin_claim.split('.').map(str::to_owned).collect(),
             admin_value: settings.admin_value.clone(),
             own_rules: rules(Algorithm::HS256),
             provider_rules: [rules(Algorithm::RS256), rules(Algorithm::ES256)],
         })
+    }
+
+    /// Fetches the provider's key set, when there is one; the number of keys.
+    pub async fn prime(&self) -> anyhow::Result<Option<usize>> {
+        match &self.jwks {
+            Some(jwks) => jwks
+                .prime()
+                .await
+                .map(Some)
+                .context("APP_AUTH__JWKS_URL: fetching the identity provider's keys"),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the provider's keys are at hand; `None` without a JWKS.
+    pub async fn keys_ready(&self) -> Option<bool> {
+        match &self.jwks {
+            Some(jwks) => Some(jwks.ready().await),
+            None => None,
+        }
     }
 
     pub async fn verify(&self, token: &str) -> Result<Caller, TokenError> {
@@ -147,8 +161,9 @@ impl Verifier {
             _ => return Err(TokenError::Invalid),
         };
         match jwks.key(kid).await {
-            Some((key, algorithm)) if algorithm == header.alg => Ok((Cow::Owned(key), rules)),
-            _ => Err(TokenError::Invalid),
+            Ok(Some((key, algorithm))) if algorithm == header.alg => Ok((Cow::Owned(key), rules)),
+            Ok(_) => Err(TokenError::Invalid),
+            Err(_) => Err(TokenError::KeysUnavailable),
         }
     }
 }
@@ -202,105 +217,4 @@ fn validation(
     }
     validation.set_required_spec_claims(&required);
     validation
-}
-
-/// An identity provider's published keys, by `kid`.
-struct Jwks {
-    url: String,
-    client: reqwest::Client,
-    keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
-    /// When the set was last fetched; held while fetching, so one fetch runs at a time.
-    fetched: Mutex<Option<Instant>>,
-}
-
-impl Jwks {
-    fn new(url: String) -> anyhow::Result<Self> {
-        Ok(Self {
-            url,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .context("building the JWKS client")?,
-            keys: RwLock::default(),
-            fetched: Mutex::default(),
-        })
-    }
-
-    async fn key(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
-        if let Some(key) = self.keys.read().await.get(kid) {
-            return Some(key.clone());
-        }
-        let mut fetched = self.fetched.lock().await;
-        // Another request may have fetched it while this one waited.
-        if let Some(key) = self.keys.read().await.get(kid) {
-            return Some(key.clone());
-        }
-        if fetched.is_some_and(|at| at.elapsed() < JWKS_REFRESH_AT_MOST_EVERY) {
-            return None;
-        }
-        *fetched = Some(Instant::now());
-        match self.fetch().await {
-            Ok(keys) => {
-                let found = keys.get(kid).cloned();
-                *self.keys.write().await = keys;
-                found
-            }
-            Err(e) => {
-                tracing::warn!(error = ?e, url = %shown(&self.url), "fetching the JWKS failed");
-                None
-            }
-        }
-    }
-
-    async fn fetch(&self) -> anyhow::Result<HashMap<String, (DecodingKey, Algorithm)>> {
-        // Errors name no URL: it may carry a token (see `shown`).
-        let set: JwkSet = self
-            .client
-            .get(&self.url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(reqwest::Error::without_url)?
-            .json()
-            .await
-            .map_err(reqwest::Error::without_url)?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let algorithm = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
-                    Algorithm::ES256
-                }
-                _ => continue,
-            };
-            if let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk)) {
-                keys.insert(kid.clone(), (key, algorithm));
-            }
-        }
-        tracing::info!(url = %shown(&self.url), keys = keys.len(), "fetched the identity provider's keys");
-        Ok(keys)
-    }
-}
-
-/// A URL as logs may show it: no user, password or query (a JWKS URL may carry a token).
-fn shown(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut url) => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.set_query(None);
-            url.set_fragment(None);
-            url.to_string()
-        }
-        Err(_) => "(not a URL)".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn logged_urls_carry_no_credentials() {
-        let shown = super::shown("https://app:pw@idp.example.test/keys?token=s3cret#x");
-        assert_eq!(shown, "https://idp.example.test/keys");
-    }
 }

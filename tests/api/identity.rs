@@ -3,7 +3,7 @@
 //! Keys are generated per test with the machine's `openssl`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +11,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use p256::pkcs8::DecodePrivateKey;
 use poem::listener::TcpAcceptor;
 use poem::web::{Data, Json};
-use poem::{get, handler, EndpointExt, Route, Server};
+use poem::{get, handler, EndpointExt, IntoResponse, Route, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -241,17 +241,28 @@ fn in_production_with_a_provider_the_service_mints_no_tokens_of_its_own() {
     );
 }
 
-/// A JWKS endpoint the test controls: the set it serves, and how often it was fetched.
+/// A JWKS endpoint the test controls: the set it serves, how often it was fetched, whether it
+/// is failing, and the `max-age` it announces.
 #[derive(Default)]
 struct Provider {
     keys: Mutex<Vec<Value>>,
     fetches: AtomicU32,
+    failing: AtomicBool,
+    max_age_secs: Mutex<Option<u64>>,
 }
 
 #[handler]
-fn jwks(provider: Data<&Arc<Provider>>) -> Json<Value> {
+fn jwks(provider: Data<&Arc<Provider>>) -> poem::Response {
     provider.fetches.fetch_add(1, Ordering::SeqCst);
-    Json(json!({ "keys": *provider.keys.lock().unwrap() }))
+    if provider.failing.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let mut response = Json(json!({ "keys": *provider.keys.lock().unwrap() })).into_response();
+    if let Some(age) = *provider.max_age_secs.lock().unwrap() {
+        let value = format!("public, max-age={age}").parse().unwrap();
+        response.headers_mut().insert("cache-control", value);
+    }
+    response
 }
 
 async fn serve(provider: Arc<Provider>) -> String {
@@ -318,4 +329,73 @@ async fn jwks_keys_are_found_by_kid_refreshed_at_most_every_ten_seconds_and_rota
         "a retired key"
     );
     assert_eq!(app.admitted(coupon).await, [1, 7]);
+}
+
+#[tokio::test]
+async fn jwks_keys_are_fetched_at_start_kept_fresh_by_max_age_and_missing_keys_answer_503() {
+    // Arrange: a provider that fails at first; the service starts anyway (development).
+    let keys = KeyDir::new();
+    let (k1, k1_public) = keys.ec("k1");
+    let (k2, k2_public) = keys.ec("k2");
+    let provider = Arc::new(Provider::default());
+    *provider.keys.lock().unwrap() = vec![k1_public];
+    *provider.max_age_secs.lock().unwrap() = Some(1);
+    provider.failing.store(true, Ordering::SeqCst);
+    let url = serve(provider.clone()).await;
+    let app = spawn_app_with(|s| {
+        s.auth.jwks_url = Some(url);
+        s.auth.issuer = Some(ISSUER.into());
+        s.auth.audience = Some(AUDIENCE.into());
+        s.rate_limit.per_user_per_sec = 0;
+    })
+    .await;
+    let coupon = app.create_stock(10).await;
+    let fetches = || provider.fetches.load(Ordering::SeqCst);
+    let token = |kid: &str, key: &[u8], user: i64| {
+        sign(Algorithm::ES256, Some(kid), key, &claims("sub", user))
+    };
+    assert_eq!(fetches(), 1, "fetched at start");
+
+    // Without keys: 503 with Retry-After (the token may be fine), readiness says why.
+    let resp = app
+        .apply_with(&coupon.to_string(), Some(&token("k1", &k1, 1)))
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["identityProvider"], "down", "{ready}");
+
+    // The provider recovers: within its refetch limit the keys come, and readiness follows.
+    provider.failing.store(false, Ordering::SeqCst);
+    let within = fcfs_coupon::auth::JWKS_REFRESH_AT_MOST_EVERY + Duration::from_secs(5);
+    eventually("the keys fetched", within, || async {
+        (apply(&app, coupon, &token("k1", &k1, 1)).await == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
+    eventually("ready", Duration::from_secs(3), || async {
+        (app.get("/health/ready").await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    // max-age=1: a known kid past it fetches the set again, so a key the provider withdrew
+    // stops working without waiting for an unknown kid.
+    let before = fetches();
+    *provider.keys.lock().unwrap() = vec![k2_public];
+    eventually("k1 withdrawn", Duration::from_secs(5), || async {
+        (apply(&app, coupon, &token("k1", &k1, 2)).await == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert!(fetches() > before);
+    assert_eq!(
+        apply(&app, coupon, &token("k2", &k2, 3)).await,
+        StatusCode::ACCEPTED
+    );
+    // (User 2 may have got in with k1 while the set was still fresh.)
+    let admitted = app.admitted(coupon).await;
+    assert!(
+        admitted.contains(&1) && admitted.contains(&3),
+        "{admitted:?}"
+    );
 }
