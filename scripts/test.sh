@@ -12,6 +12,8 @@ ensure_build_tools
 command -v docker-compose >/dev/null || apt_install docker-compose
 # The dashboard test drives Debian's Chromium with playwright-core (pinned in tests/browser).
 command -v chromium >/dev/null || apt_install chromium
+# The TLS terminator in front of the test broker (tls::kafka_over_tls_…).
+command -v stunnel >/dev/null || apt_install stunnel4
 command -v npm >/dev/null || apt_install nodejs npm
 npm ci --prefix tests/browser --no-audit --no-fund --silent
 # The contract fuzzer (tests/api/fuzz.rs): schemathesis, pinned, in a virtualenv of its own.

@@ -28,6 +28,7 @@ mod proxy;
 mod redis_server;
 mod sentinel;
 mod strict_json;
+mod stunnel;
 pub use broker::DurableBroker;
 pub use browser::{artifact, browser_script};
 pub use certs::KeyDir;
@@ -41,6 +42,7 @@ pub use proxy::TcpProxy;
 pub use redis_server::{until_redis_answers, PrivateRedis};
 pub use sentinel::SentinelSet;
 pub use strict_json::parse_strict;
+pub use stunnel::Stunnel;
 
 /// A cron expression that never fires in a test's lifetime: the test runs issuer ticks itself.
 /// Two ticks, a year apart, so it has a period (what `retryAfterMs` tells pollers).

@@ -1,11 +1,16 @@
-//! TLS to PostgreSQL and Redis with a certificate authority the test makes: with the right CA
-//! the pipeline runs over it; with another CA the connection is refused, with a clear error.
+//! TLS to PostgreSQL, Redis and Kafka with a certificate authority the test makes: with the
+//! right CA the pipeline runs over it; with another CA the connection is refused, with a clear
+//! error.
 
+use std::time::Duration;
+
+use fcfs_coupon::startup::Application;
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 
 use crate::helpers::{
-    assert_problem, isolated_settings, spawn_app_with, start, KeyDir, PrivatePostgres, PrivateRedis,
+    assert_problem, isolated_settings, spawn_app_with, start, DurableBroker, KeyDir,
+    PrivatePostgres, PrivateRedis, ALL_ROLES,
 };
 
 #[tokio::test]
@@ -100,4 +105,46 @@ async fn redis_over_tls_serves_the_gate_and_a_wrong_ca_is_refused() {
         "UNAVAILABLE",
     )
     .await;
+}
+
+#[tokio::test]
+async fn kafka_over_tls_carries_the_pipeline_and_a_wrong_ca_is_refused() {
+    // Arrange: a broker reachable only through a TLS terminator (it advertises the TLS port),
+    // a CA that signed the terminator's certificate, and another CA.
+    let keys = KeyDir::new();
+    let ca = keys.ca("ca");
+    let stranger = keys.ca("stranger");
+    let (cert, key) = keys.server("ca", "server");
+    let (_broker, tls) = DurableBroker::behind_tls(&cert, &key).await;
+    let over_tls = |root: &std::path::Path| {
+        let mut settings = isolated_settings();
+        settings.kafka.brokers = format!("127.0.0.1:{}", tls.port);
+        let properties = &mut settings.kafka.properties;
+        properties.insert("security.protocol".into(), "SSL".into());
+        properties.insert("ssl.ca.location".into(), root.display().to_string());
+        settings
+    };
+
+    // The right CA: the issuer publishes over TLS and the consumer reads it back.
+    let app = start(over_tls(&ca)).await;
+    let coupon = app.create_stock(3).await;
+    for user in 1..=3 {
+        assert_eq!(app.apply(coupon, user).await.status(), StatusCode::ACCEPTED);
+    }
+    app.wait_for_rows(coupon, 3).await;
+    let positions: Vec<i32> = app.issued_rows(coupon).await.iter().map(|r| r.1).collect();
+    assert_eq!(positions, [1, 2, 3]);
+
+    // Another CA: the start fails (creating the topics never gets past the handshake).
+    let wrong = over_tls(&stranger);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(90),
+        Application::build(&wrong, &ALL_ROLES),
+    )
+    .await
+    .expect("the start gives up")
+    .err()
+    .expect("a certificate from another CA is refused");
+    eprintln!("a wrong CA: {refused:#}");
+    assert!(format!("{refused:#}").contains("creating Kafka topics"));
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::{free_port, until_listening, TcpProxy};
+use super::{free_port, until_listening, Stunnel, TcpProxy};
 
 pub struct DurableBroker {
     child: Option<Child>,
@@ -29,6 +29,15 @@ impl DurableBroker {
         let mut broker = Self::launch(Some(port)).await;
         broker.proxy = Some(TcpProxy::on(listener, format!("127.0.0.1:{}", broker.port)));
         broker
+    }
+
+    /// A broker that clients reach over TLS only: it advertises the port of a TLS terminator
+    /// in front of it (`cert`/`key`), returned with it.
+    pub async fn behind_tls(cert: &std::path::Path, key: &std::path::Path) -> (Self, Stunnel) {
+        let tls_port = free_port();
+        let broker = Self::launch(Some(tls_port)).await;
+        let tls = Stunnel::start(tls_port, broker.port, cert, key).await;
+        (broker, tls)
     }
 
     async fn launch(advertised: Option<u16>) -> Self {
