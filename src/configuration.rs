@@ -547,6 +547,9 @@ pub struct KafkaSettings {
     /// `min.insync.replicas` of the topics the service creates (with `acks=all`, how many
     /// replicas must have a message before it is acknowledged); unset: the broker's default.
     pub min_insync_replicas: Option<i32>,
+    /// Create the issue and dead-letter topics at start when missing. `false` for a broker
+    /// whose ACLs do not let the service create topics (an operator creates them).
+    pub create_topics: bool,
     /// librdkafka properties for every client, passed through as given
     /// (`APP_KAFKA__PROPERTIES__SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`: `_` in
     /// the variable's name is `.` in the property's).
@@ -574,6 +577,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("min_insync_replicas", &self.min_insync_replicas)
+            .field("create_topics", &self.create_topics)
             .field("properties", &properties)
             .finish()
     }
@@ -596,6 +600,7 @@ impl Default for KafkaSettings {
             partitions: 6,
             replication_factor: 1,
             min_insync_replicas: None,
+            create_topics: true,
             properties: Default::default(),
         }
     }

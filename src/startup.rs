@@ -240,7 +240,11 @@ async fn pipeline(
     if !issues && !consumes {
         return Ok((None, None));
     }
-    kafka::ensure_topics(&settings.kafka).await?;
+    if settings.kafka.create_topics {
+        kafka::ensure_topics(&settings.kafka).await?;
+    } else {
+        tracing::info!("APP_KAFKA__CREATE_TOPICS=false: the topics must exist already");
+    }
     let publisher = Publisher::new(&settings.kafka, settings.issuer.send_timeout())?;
     let issuer = issues.then(|| {
         Issuer::new(
