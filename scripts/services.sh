@@ -51,7 +51,11 @@ redis_up() {
     if redis_usable 6379; then say "redis: already listening on 6379"; return; fi
     say "redis: the one on 6379 runs without AOF or wants a password; using a private one on 6380"
     REDIS_PORT=6380
-    if listening 6380; then say "redis: already listening on 6380"; return; fi
+    if listening 6380; then
+      # Ours from an earlier run, or someone else's: only a usable one is taken.
+      redis_usable 6380 || die "redis: something on 6380 is not a Redis this project can use (no password, AOF on); free the port or set APP_REDIS__URL"
+      say "redis: already listening on 6380"; return
+    fi
   fi
   mkdir -p "$STATE_DIR/redis"
   # AOF on: a restart keeps admitted winners (see README, "Guarantees").
@@ -70,7 +74,10 @@ postgres_up() {
     if pg_usable 5432; then say "postgres: already listening on 5432"; return; fi
     say "postgres: the one on 5432 wants a password; using a private one on 5433"
     PG_PORT=5433
-    if listening 5433; then say "postgres: already listening on 5433"; return; fi
+    if listening 5433; then
+      pg_usable 5433 || die "postgres: something on 5433 is not a PostgreSQL where postgres logs in without a password; free the port or set APP_DATABASE__URL"
+      say "postgres: already listening on 5433"; return
+    fi
   fi
   # A cluster the OS already has (Debian's pg_ctlcluster) keeps its data and settings.
   if [ "$PG_PORT" = 5432 ] && command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | awk '$3 == 5432' | grep -q .; then
@@ -78,9 +85,27 @@ postgres_up() {
     cluster=$(pg_lsclusters -h | awk '$3 == 5432 {print $1" "$2; exit}')
     # shellcheck disable=SC2086
     as_root pg_ctlcluster --skip-systemctl-redirect $cluster start
+    wait_for postgres 5432 60
+    if ! pg_usable 5432; then
+      # A stock cluster asks `postgres` for a password over TCP: put it back as it was.
+      say "postgres: cluster $cluster wants a password; stopping it again and using a private one on 5433"
+      # shellcheck disable=SC2086
+      as_root pg_ctlcluster --skip-systemctl-redirect $cluster stop
+      PG_PORT=5433
+      postgres_up
+      return
+    fi
     mark_started postgres "cluster $cluster"
   else
-    [ -n "$(pg_bin)" ] || apt_install postgresql
+    if [ -z "$(pg_bin)" ]; then
+      apt_install postgresql
+      # Debian's package may have created and started a cluster of its own on 5432: decide
+      # again with it in view, rather than start a second server on its port.
+      if [ "$PG_PORT" = 5432 ] && { listening 5432 || pg_lsclusters -h 2>/dev/null | awk '$3 == 5432' | grep -q .; }; then
+        postgres_up
+        return
+      fi
+    fi
     local bin data owner
     bin=$(pg_bin)
     # The server refuses to run as root; as root it runs as the postgres user, in a directory
