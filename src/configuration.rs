@@ -359,22 +359,10 @@ impl RedisSettings {
             RedisMode::Sentinel if self.node_urls().is_empty() => anyhow::bail!(
                 "APP_REDIS__MODE=sentinel needs APP_REDIS__NODES (the sentinels, host:port,…)"
             ),
-            // The sentinels and the master they name would be reached in plaintext: refused,
-            // never downgraded.
-            RedisMode::Sentinel if self.url.expose_secret().starts_with("rediss://") => {
-                anyhow::bail!(
-                    "APP_REDIS__MODE=sentinel does not support rediss:// yet: the sentinels and \
-                     the master would be reached without TLS. Use redis:// on a private network, \
-                     or standalone mode with TLS"
-                )
-            }
             RedisMode::Sentinel => {}
             RedisMode::Cluster if self.node_urls().is_empty() => anyhow::bail!(
                 "APP_REDIS__MODE=cluster needs APP_REDIS__NODES (seed nodes, host:port,…)"
             ),
-            RedisMode::Cluster if self.url.expose_secret().starts_with("rediss://") => {
-                anyhow::bail!("APP_REDIS__MODE=cluster does not support rediss:// yet")
-            }
             RedisMode::Cluster => {}
         }
         if self.ack_replicas > 0
@@ -1040,10 +1028,7 @@ mod tests {
         assert!(s.check().is_err(), "sentinel mode without sentinels");
         s.redis.nodes = "127.0.0.1:26379, 127.0.0.1:26380".into();
         assert!(s.check().is_ok());
-        s.redis.url = "rediss://:pw@127.0.0.1:6379".to_owned().into();
-        let refused = s.check().unwrap_err().to_string();
-        assert!(refused.contains("does not support rediss://"), "{refused}");
-        s.redis.url = RedisSettings::default().url;
+
         assert_eq!(
             s.redis.node_urls(),
             ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"]

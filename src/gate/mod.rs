@@ -142,22 +142,16 @@ impl crate::configuration::RedisSettings {
     fn connector(&self) -> anyhow::Result<connections::Connector> {
         use crate::configuration::RedisMode;
         Ok(match self.mode {
-            RedisMode::Standalone if self.url.expose_secret().starts_with("rediss://") => {
-                let root_cert = match &self.ca_file {
-                    Some(path) => Some(std::fs::read(path).with_context(|| {
-                        format!("APP_REDIS__CA_FILE: reading {}", path.display())
-                    })?),
-                    None => None,
-                };
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert,
-                };
+            RedisMode::Standalone if self.tls() => {
+                let certificates = self.certificates()?;
                 let client = redis::Client::build_with_tls(self.url.expose_secret(), certificates)
                     .map_err(|e| anyhow!(e).context("APP_REDIS__URL over TLS"))?;
                 connections::Connector::Tls(Box::new(client))
             }
             RedisMode::Standalone => connections::Connector::Server(self.pool()?),
+            RedisMode::Sentinel if self.tls() => connections::Connector::Sentinel(Box::new(
+                tokio::sync::Mutex::new(self.sentinel_client_over_tls()?),
+            )),
             RedisMode::Sentinel => {
                 let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
                     .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))?;
@@ -178,16 +172,79 @@ impl crate::configuration::RedisSettings {
         })
     }
 
+    /// `rediss://`: every connection of the gate speaks TLS, whatever the mode.
+    fn tls(&self) -> bool {
+        self.url.expose_secret().starts_with("rediss://")
+    }
+
+    /// The CA that signed the servers' certificates (`APP_REDIS__CA_FILE`), or the system's.
+    fn certificates(&self) -> anyhow::Result<redis::TlsCertificates> {
+        let root_cert = match &self.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("APP_REDIS__CA_FILE: reading {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(redis::TlsCertificates {
+            client_tls: None,
+            root_cert,
+        })
+    }
+
+    /// Sentinels and the master they name, both over TLS, both verified against the same CA;
+    /// the URL's user and password are the master's.
+    fn sentinel_client_over_tls(&self) -> anyhow::Result<redis::sentinel::SentinelClient> {
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+        let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
+            .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))?;
+        let mut sentinels = Vec::new();
+        for node in self.node_urls() {
+            let tls_node = node.replacen("redis://", "rediss://", 1);
+            let info = redis::IntoConnectionInfo::into_connection_info(tls_node.as_str())
+                .map_err(|e| anyhow!(e).context("APP_REDIS__NODES"))?;
+            sentinels.push(info.addr().clone());
+        }
+        let certificates = self.certificates()?;
+        let master = self.sentinel_master.clone();
+        let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
+            .map_err(|e| anyhow!(e).context("APP_REDIS__NODES"))?
+            .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_sentinel_certificates(certificates.clone())
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_redis_certificates(certificates);
+        if let Some(user) = url.redis_settings().username() {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = url.redis_settings().password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        builder
+            .build()
+            .map_err(|e| anyhow!(e).context("APP_REDIS__NODES over TLS"))
+    }
+
     /// A client of the cluster whose seed nodes `APP_REDIS__NODES` names; the URL's user and
     /// password apply to every node. It retries a call `retries` times through redirections
     /// and topology changes (within the gate's timeout).
     fn cluster_client(&self, retries: u32) -> anyhow::Result<redis::cluster::ClusterClient> {
         let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
             .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))?;
-        let mut builder = redis::cluster::ClusterClientBuilder::new(self.node_urls())
+        let mut nodes = self.node_urls();
+        if self.tls() {
+            nodes = (nodes.iter())
+                .map(|n| n.replacen("redis://", "rediss://", 1))
+                .collect();
+        }
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
             .connection_timeout(self.timeout())
             .response_timeout(self.timeout())
             .retries(retries);
+        if self.tls() {
+            builder = builder
+                .tls(redis::TlsMode::Secure)
+                .certs(self.certificates()?);
+        }
         if let Some(user) = url.redis_settings().username() {
             builder = builder.username(user);
         }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use secrecy::ExposeSecret;
 
-use crate::configuration::{Environment, RedisMode, Settings};
+use crate::configuration::{Environment, Settings};
 
 #[derive(Debug, Default)]
 pub struct Findings {
@@ -57,7 +57,7 @@ pub fn check(settings: &Settings) -> Findings {
                 .into(),
         );
     }
-    if !redis_tls && settings.redis.mode == RedisMode::Standalone {
+    if !redis_tls {
         warn("Redis without TLS: APP_REDIS__URL=rediss://… with APP_REDIS__CA_FILE".into());
     }
     if kafka.eq_ignore_ascii_case("PLAINTEXT") || kafka.eq_ignore_ascii_case("SASL_PLAINTEXT") {

@@ -40,7 +40,7 @@ pub use postgres_server::PrivatePostgres;
 pub use process::{free_port, run_command, ServiceProcess};
 pub use proxy::TcpProxy;
 pub use redis_server::{until_redis_answers, PrivateRedis};
-pub use sentinel::SentinelSet;
+pub use sentinel::{SentinelSet, TlsSentinel};
 pub use strict_json::parse_strict;
 pub use stunnel::Stunnel;
 

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 
 use crate::helpers::{
     assert_problem, isolated_settings, spawn_app_with, start, DurableBroker, KeyDir,
-    PrivatePostgres, PrivateRedis, ALL_ROLES,
+    PrivateCluster, PrivatePostgres, PrivateRedis, TlsSentinel, ALL_ROLES,
 };
 
 #[tokio::test]
@@ -105,6 +105,112 @@ async fn redis_over_tls_serves_the_gate_and_a_wrong_ca_is_refused() {
         "UNAVAILABLE",
     )
     .await;
+}
+
+#[tokio::test]
+async fn sentinel_mode_over_tls_reaches_sentinel_and_master_verified_and_a_wrong_ca_is_refused() {
+    let keys = KeyDir::new();
+    let ca = keys.ca("ca");
+    let stranger = keys.ca("stranger");
+    let (cert, key) = keys.server("ca", "server");
+    let set = TlsSentinel::start(&cert, &key, &ca).await;
+    let sentinel_mode = |s: &mut fcfs_coupon::configuration::Settings, root: &std::path::Path| {
+        s.redis.mode = fcfs_coupon::configuration::RedisMode::Sentinel;
+        s.redis.nodes = format!("127.0.0.1:{}", set.port);
+        // In sentinel mode the URL gives the scheme and credentials; the sentinel names the
+        // master's address.
+        s.redis.url = "rediss://127.0.0.1".to_owned().into();
+        s.redis.ca_file = Some(root.to_owned());
+        s.redis.timeout_ms = 2_000;
+    };
+
+    // The right CA: the sentinel names the master, and the gate admits over TLS to it.
+    let app = spawn_app_with(|s| sentinel_mode(s, &ca)).await;
+    let coupon = app.create_stock(2).await;
+    assert_eq!(app.apply(coupon, 1).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(app.position_status(coupon, 1).await, "ADMITTED");
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(std::fs::read(&ca).unwrap()),
+    };
+    let master = format!("rediss://127.0.0.1:{}", set.master.port);
+    let mut direct = redis::Client::build_with_tls(master, certificates)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let queued: i64 = redis::cmd("ZCARD")
+        .arg(app.keys(coupon).queue)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1, "the admission is on the TLS master");
+
+    // Another CA: nothing connects; clients get 503, never a plaintext fallback.
+    let wrong = spawn_app_with(|s| sentinel_mode(s, &stranger)).await;
+    let refused = format!("{:?}", wrong.gate.ping().await.unwrap_err());
+    eprintln!("a wrong CA: {refused}");
+    assert_problem(
+        wrong.apply(coupon, 2).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cluster_mode_over_tls_admits_on_verified_masters_and_a_wrong_ca_is_refused() {
+    let keys = KeyDir::new();
+    let ca = keys.ca("ca");
+    let stranger = keys.ca("stranger");
+    let (cert, key) = keys.server("ca", "server");
+    let cluster = PrivateCluster::with_tls(&cert, &key, &ca).await;
+    let cluster_mode = |s: &mut fcfs_coupon::configuration::Settings, root: &std::path::Path| {
+        s.redis.mode = fcfs_coupon::configuration::RedisMode::Cluster;
+        s.redis.nodes = cluster.seeds();
+        s.redis.url = "rediss://127.0.0.1".to_owned().into();
+        s.redis.ca_file = Some(root.to_owned());
+        s.redis.timeout_ms = 2_000;
+        s.rate_limit.per_user_per_sec = 0;
+    };
+
+    // The right CA: events on every master, each admitting over TLS.
+    let app = spawn_app_with(|s| cluster_mode(s, &ca)).await;
+    let mut coupons = Vec::new();
+    for _ in 0..6 {
+        let coupon = app.create_stock(2).await;
+        assert_eq!(app.apply(coupon, 1).await.status(), StatusCode::ACCEPTED);
+        assert_eq!(app.position_status(coupon, 1).await, "ADMITTED");
+        coupons.push(coupon);
+    }
+
+    // Six events on three masters: each master holds some, reached over TLS.
+    for node in &cluster.nodes {
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&ca).unwrap()),
+        };
+        let url = format!("rediss://127.0.0.1:{}", node.port);
+        let mut conn = redis::Client::build_with_tls(url, certificates)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        eprintln!("master {}: {keys} keys", node.port);
+        assert!(keys > 0, "master {} holds nothing", node.port);
+    }
+
+    // Another CA: the gate reaches no node (the service then answers 503, as above).
+    let mut wrong = isolated_settings();
+    cluster_mode(&mut wrong, &stranger);
+    let refused = wrong.redis.gate().unwrap().ping().await.unwrap_err();
+    eprintln!("a wrong CA: {refused:?}");
+    assert!(matches!(
+        refused,
+        fcfs_coupon::gate::GateError::Unavailable(_)
+    ));
+    assert_eq!(coupons.len(), 6);
 }
 
 #[tokio::test]

@@ -66,6 +66,67 @@ impl PrivateCluster {
         cluster
     }
 
+    /// Three masters speaking TLS only, to clients and to each other (`tls-cluster yes`), with
+    /// `cert`/`key` signed by `ca`.
+    pub async fn with_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Self {
+        let dir = KeyDir::new();
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let config = dir.path().join(format!("nodes-{i}.conf"));
+            let bus = free_port().to_string();
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                config.to_str().unwrap(),
+                "--cluster-port",
+                &bus,
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+            ];
+            nodes.push(PrivateRedis::with_tls_and(cert, key, ca, &args).await);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let cli = |args: &[&str]| {
+            let mut command = tokio::process::Command::new("redis-cli");
+            command
+                .args(["--tls", "--cacert", ca.to_str().unwrap()])
+                .args(args);
+            command
+        };
+        let created = cli(&["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .expect("redis-cli is installed");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create over TLS: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        for node in &nodes {
+            let port = node.port.to_string();
+            eventually("the TLS cluster ok", Duration::from_secs(30), || async {
+                let info = cli(&["-p", &port, "cluster", "info"]).output().await.ok()?;
+                String::from_utf8_lossy(&info.stdout)
+                    .contains("cluster_state:ok")
+                    .then_some(())
+            })
+            .await;
+        }
+        Self { nodes, _dir: dir }
+    }
+
     /// `APP_REDIS__NODES` for this cluster.
     pub fn seeds(&self) -> String {
         self.nodes

@@ -49,6 +49,16 @@ impl PrivateRedis {
         key: &std::path::Path,
         ca: &std::path::Path,
     ) -> Self {
+        Self::with_tls_and(cert, key, ca, &[]).await
+    }
+
+    /// TLS only, with more arguments (a cluster node's).
+    pub async fn with_tls_and(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
         let port = free_port();
         let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
         let child = Command::new("redis-server")
@@ -70,6 +80,7 @@ impl PrivateRedis {
             ])
             .args(["--tls-cert-file", &path(cert), "--tls-key-file", &path(key)])
             .args(["--tls-ca-cert-file", &path(ca)])
+            .args(extra)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -135,3 +135,61 @@ impl SentinelSet {
         port
     }
 }
+
+/// A master and one sentinel that speak TLS only (`--port 0`), the sentinel watching the master
+/// over TLS too (`tls-replication yes`), all with `cert`/`key` signed by `ca`.
+pub struct TlsSentinel {
+    pub master: PrivateRedis,
+    _sentinel: Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TlsSentinel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl TlsSentinel {
+    pub async fn start(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Self {
+        let master = PrivateRedis::with_tls(cert, key, ca).await;
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("sentinel-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port 0\ntls-port {port}\nbind 127.0.0.1\n\
+                 tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\ntls-replication yes\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n",
+                cert.display(),
+                key.display(),
+                ca.display(),
+                master.port
+            ),
+        )
+        .unwrap();
+        let sentinel = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server runs sentinels");
+        super::until_listening("the TLS sentinel", port, Duration::from_secs(10)).await;
+        Self {
+            master,
+            _sentinel: sentinel,
+            port,
+            dir,
+        }
+    }
+}
