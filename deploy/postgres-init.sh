@@ -4,7 +4,7 @@
 # sequence it creates is granted to the service by default privileges.
 set -eu
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<SQL
-CREATE ROLE fcfs_app LOGIN PASSWORD '${APP_DB_PASSWORD}';
+CREATE ROLE fcfs_app LOGIN PASSWORD '${POSTGRES_APP_PASSWORD}';
 GRANT CONNECT ON DATABASE "${POSTGRES_DB}" TO fcfs_app;
 GRANT USAGE ON SCHEMA public TO fcfs_app;
 ALTER DEFAULT PRIVILEGES FOR ROLE "${POSTGRES_USER}" IN SCHEMA public

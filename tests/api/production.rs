@@ -199,3 +199,35 @@ async fn check_config_lists_every_refusal_at_once_and_prints_no_secret() {
     );
     assert!(!printed.contains("production-secret"), "the secret printed");
 }
+
+#[tokio::test]
+async fn every_setting_readme_names_is_one_the_service_knows() {
+    // README is what operators configure from: a name it gives that the service does not know
+    // would be refused at start (or, worse, once was silently ignored).
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut names: Vec<&str> = readme
+        .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|w| w.len() > 4 && w.starts_with("APP_") && !w.ends_with('_'))
+        // Free-form librdkafka properties; the file option; the deliberate typo of the example.
+        .filter(|w| !w.starts_with("APP_KAFKA__PROPERTIES__"))
+        .filter(|w| !["APP_CONFIG_FILE", "APP_AUTH__AUDIANCE"].contains(w))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() > 30, "{names:?}");
+    for name in names {
+        let output = Command::new(env!("CARGO_BIN_EXE_fcfs-coupon"))
+            .arg("check-config")
+            .env("APP_ENV", "development")
+            .env(name, "1")
+            .output()
+            .await
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !said.contains("is not a setting"),
+            "README names {name}: {said}"
+        );
+    }
+}
