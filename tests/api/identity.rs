@@ -275,6 +275,17 @@ async fn serve(provider: Arc<Provider>) -> String {
     url
 }
 
+/// The service trusting the provider at `url` (its issuer and audience), without rate limits.
+async fn jwks_app(url: String) -> TestApp {
+    spawn_app_with(|s| {
+        s.auth.jwks_url = Some(url);
+        s.auth.issuer = Some(ISSUER.into());
+        s.auth.audience = Some(AUDIENCE.into());
+        s.rate_limit.per_user_per_sec = 0;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn jwks_keys_are_found_by_kid_refreshed_at_most_every_ten_seconds_and_rotated() {
     // Arrange: a provider publishing one P-256 key, `k1`.
@@ -284,13 +295,7 @@ async fn jwks_keys_are_found_by_kid_refreshed_at_most_every_ten_seconds_and_rota
     let provider = Arc::new(Provider::default());
     *provider.keys.lock().unwrap() = vec![k1_public];
     let url = serve(provider.clone()).await;
-    let app = spawn_app_with(|s| {
-        s.auth.jwks_url = Some(url);
-        s.auth.issuer = Some(ISSUER.into());
-        s.auth.audience = Some(AUDIENCE.into());
-        s.rate_limit.per_user_per_sec = 0;
-    })
-    .await;
+    let app = jwks_app(url).await;
     let coupon = app.create_stock(10).await;
     let fetches = || provider.fetches.load(Ordering::SeqCst);
 
@@ -342,13 +347,7 @@ async fn jwks_keys_are_fetched_at_start_kept_fresh_by_max_age_and_missing_keys_a
     *provider.max_age_secs.lock().unwrap() = Some(1);
     provider.failing.store(true, Ordering::SeqCst);
     let url = serve(provider.clone()).await;
-    let app = spawn_app_with(|s| {
-        s.auth.jwks_url = Some(url);
-        s.auth.issuer = Some(ISSUER.into());
-        s.auth.audience = Some(AUDIENCE.into());
-        s.rate_limit.per_user_per_sec = 0;
-    })
-    .await;
+    let app = jwks_app(url).await;
     let coupon = app.create_stock(10).await;
     let fetches = || provider.fetches.load(Ordering::SeqCst);
     let token = |kid: &str, key: &[u8], user: i64| {

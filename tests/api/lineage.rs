@@ -112,6 +112,16 @@ async fn an_admission_is_never_confirmed_by_a_server_that_does_not_hold_it() {
 }
 
 /// Every key of the coupon on `server` holds `recovering` (the event is held).
+/// `REPLICAOF NO ONE`: the replica keeps what it has and takes nothing more from its master.
+async fn stop_following(replica: &PrivateRedis) {
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut replica.connection().await)
+        .await
+        .unwrap();
+}
+
 async fn held_on(server: &PrivateRedis, meta: &str) -> bool {
     redis::cmd("HEXISTS")
         .arg(meta)
@@ -169,12 +179,7 @@ async fn a_redis_that_lost_its_last_writes_while_every_instance_was_down_is_held
     // instance stops; five more are admitted on M and published by a bare gate and issuer, so
     // no watcher records their positions and no instance remembers telling them: only the
     // changed server says they may be gone.
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async(&mut m2.connection().await)
-        .await
-        .unwrap();
+    stop_following(&m2).await;
     let _isolation = app.stop().await;
     let gate = settings.redis.gate().unwrap();
     let id = fcfs_coupon::domain::CouponId::new(coupon).unwrap();
@@ -338,12 +343,7 @@ async fn a_winner_whose_place_an_earlier_arrival_kept_after_a_failover_hears_los
         (n == 2).then_some(())
     })
     .await;
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async(&mut m2.connection().await)
-        .await
-        .unwrap();
+    stop_following(&m2).await;
     // User 3 is told place 3 by the service (on M); user 4 is told place 3 too, later, by M2,
     // which never saw user 3 (a bare gate straight to it: the one place two users are told the
     // same place is a loss with APP_REDIS__ACK_REPLICAS=0).
