@@ -1,6 +1,6 @@
 //! TLS to PostgreSQL, Redis and Kafka with a certificate authority the test makes: with the
 //! right CA the pipeline runs over it; with another CA the connection is refused, with a clear
-//! error.
+//! error. And Kafka's SASL login: the right password carries the pipeline, a wrong one is refused.
 
 use std::time::Duration;
 
@@ -268,5 +268,42 @@ async fn kafka_over_tls_carries_the_pipeline_and_a_wrong_ca_is_refused() {
     .err()
     .expect("a certificate from another CA is refused");
     eprintln!("a wrong CA: {refused:#}");
+    assert!(format!("{refused:#}").contains("creating Kafka topics"));
+}
+
+#[tokio::test]
+async fn kafka_with_sasl_scram_carries_the_pipeline_and_a_wrong_password_is_refused() {
+    // Arrange: a broker that requires a SASL login, with one SCRAM-SHA-512 user.
+    let broker = DurableBroker::with_user("coupon-app", "s3cret-scram").await;
+    let logged_in_as = |password: &str| {
+        let mut settings = isolated_settings();
+        settings.kafka.brokers = broker.address();
+        let properties = &mut settings.kafka.properties;
+        properties.insert("security.protocol".into(), "SASL_PLAINTEXT".into());
+        properties.insert("sasl.mechanism".into(), "SCRAM-SHA-512".into());
+        properties.insert("sasl.username".into(), "coupon-app".into());
+        properties.insert("sasl.password".into(), password.into());
+        settings
+    };
+
+    // The right password: the issuer publishes and the consumer reads back.
+    let app = start(logged_in_as("s3cret-scram")).await;
+    let coupon = app.create_stock(3).await;
+    for user in 1..=3 {
+        assert_eq!(app.apply(coupon, user).await.status(), StatusCode::ACCEPTED);
+    }
+    app.wait_for_rows(coupon, 3).await;
+
+    // A wrong one: the start fails.
+    let wrong = logged_in_as("not-the-password");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(90),
+        Application::build(&wrong, &ALL_ROLES),
+    )
+    .await
+    .expect("the start gives up")
+    .err()
+    .expect("a wrong password is refused");
+    eprintln!("a wrong password: {refused:#}");
     assert!(format!("{refused:#}").contains("creating Kafka topics"));
 }

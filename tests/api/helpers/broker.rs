@@ -16,6 +16,8 @@ pub struct DurableBroker {
     /// When the broker sits behind a proxy: every client, whatever address it was given,
     /// reaches the broker through it, because the broker advertises the proxy's address.
     proxy: Option<TcpProxy>,
+    /// Clients must log in (SASL).
+    authentication: bool,
 }
 
 impl DurableBroker {
@@ -40,17 +42,45 @@ impl DurableBroker {
         (broker, tls)
     }
 
-    async fn launch(advertised: Option<u16>) -> Self {
+    /// A broker whose clients must log in with SASL (SCRAM), with one user made for them.
+    pub async fn with_user(name: &str, password: &str) -> Self {
+        // The user is made while the broker is open (its CLI does not log in), then the broker
+        // starts again on the same storage requiring a login.
+        let mut broker = Self::prepared();
+        broker.run(broker.port).await;
+        let made = Command::new("tansu")
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", broker.port))
+            .args(["--mechanism", "scram512", name, password])
+            .output()
+            .await
+            .expect("tansu is installed");
+        assert!(
+            made.status.success(),
+            "tansu user create: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        broker.kill().await;
+        broker.authentication = true;
+        broker.run(broker.port).await;
+        broker
+    }
+
+    fn prepared() -> Self {
         let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let mut broker = Self {
+        Self {
             child: None,
             dir,
-            port,
+            port: free_port(),
             proxy: None,
-        };
-        broker.run(advertised.unwrap_or(port)).await;
+            authentication: false,
+        }
+    }
+
+    async fn launch(advertised: Option<u16>) -> Self {
+        let mut broker = Self::prepared();
+        broker.run(advertised.unwrap_or(broker.port)).await;
         broker
     }
 
@@ -87,6 +117,7 @@ impl DurableBroker {
         let child = Command::new("tansu")
             .current_dir(&self.dir)
             .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+            .args(self.authentication.then_some("--authentication"))
             .args([
                 "--listener-url",
                 &listener,
