@@ -153,8 +153,7 @@ impl crate::configuration::RedisSettings {
                 tokio::sync::Mutex::new(self.sentinel_client_over_tls()?),
             )),
             RedisMode::Sentinel => {
-                let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
-                    .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))?;
+                let url = self.url_info()?;
                 let master = redis::sentinel::SentinelNodeConnectionInfo::default()
                     .set_redis_connection_info(url.redis_settings().clone());
                 let client = redis::sentinel::SentinelClient::build(
@@ -170,6 +169,12 @@ impl crate::configuration::RedisSettings {
                 connections::Connector::Cluster(Box::new(self.cluster_client(CLUSTER_RETRIES)?))
             }
         })
+    }
+
+    /// `APP_REDIS__URL`, parsed: its scheme and credentials serve every mode.
+    fn url_info(&self) -> anyhow::Result<redis::ConnectionInfo> {
+        redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
+            .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))
     }
 
     /// `rediss://`: every connection of the gate speaks TLS, whatever the mode.
@@ -196,8 +201,7 @@ impl crate::configuration::RedisSettings {
     /// the URL's user and password are the master's.
     fn sentinel_client_over_tls(&self) -> anyhow::Result<redis::sentinel::SentinelClient> {
         use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-        let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
-            .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))?;
+        let url = self.url_info()?;
         let mut sentinels = Vec::new();
         for node in self.node_urls() {
             let tls_node = node.replacen("redis://", "rediss://", 1);
@@ -228,8 +232,7 @@ impl crate::configuration::RedisSettings {
     /// password apply to every node. It retries a call `retries` times through redirections
     /// and topology changes (within the gate's timeout).
     fn cluster_client(&self, retries: u32) -> anyhow::Result<redis::cluster::ClusterClient> {
-        let url = redis::IntoConnectionInfo::into_connection_info(self.url.expose_secret())
-            .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))?;
+        let url = self.url_info()?;
         let mut nodes = self.node_urls();
         if self.tls() {
             nodes = (nodes.iter())
