@@ -1,15 +1,17 @@
 //! The command line: `serve`, `migrate`, `reconcile`, `audit`, `redrive`, `token`, `openapi`,
-//! `check-config`. The benchmark is a crate of its own (`bench/`).
+//! `check-config`, `verify`, `fairness-key`. The benchmark is a crate of its own (`bench/`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
 use crate::configuration::Settings;
 use crate::domain::{CouponId, UserId};
+use crate::fairness::{verify, LogKey};
 use crate::ops::{self, Reconciler};
 use crate::startup::{Application, Role};
 use crate::{api, store, telemetry};
@@ -76,9 +78,54 @@ pub enum Command {
     /// Print the effective settings (secrets redacted), how each connection is protected, the
     /// warnings production deserves, and every refusal `serve` would meet; exit 1 on a refusal.
     CheckConfig,
+    /// Check an event's fairness log over HTTP only, as any customer can: the checkpoint's
+    /// signature, a receipt, consistency with a checkpoint saved earlier, and the whole log.
+    /// One line per check; exit 1 when any fails. With `--receipt` and `--key` and no `--url`,
+    /// checks the receipt offline.
+    Verify {
+        /// The service's public address, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        /// The coupon event's id (default: the receipt's).
+        #[arg(long)]
+        coupon: Option<i64>,
+        /// A receipt saved from the position answer (the answer, or its `receipt`).
+        #[arg(long)]
+        receipt: Option<PathBuf>,
+        /// A checkpoint saved earlier (`GET /coupons/{id}/log/checkpoint`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The verifier key to trust (default: what `GET /fairness/key` serves).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Print a new checkpoint signing key (for APP_FAIRNESS__SIGNING_KEY_FILE) on stdout and
+    /// its verifier key on stderr.
+    FairnessKey {
+        /// The key's name, usually the shop's host (it starts every log's origin line).
+        #[arg(long)]
+        name: String,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Neither talks to a dependency: they need no settings.
+    match cli.command {
+        Command::Verify {
+            url,
+            coupon,
+            receipt,
+            checkpoint,
+            key,
+        } => return verify(url, coupon, receipt, checkpoint, key).await,
+        Command::FairnessKey { name } => {
+            let (private, verifier) = LogKey::generate(&name)?;
+            println!("{private}");
+            eprintln!("verifier key: {verifier}");
+            return Ok(());
+        }
+        _ => {}
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     if matches!(
         cli.command,
@@ -164,7 +211,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", api::spec_json());
             Ok(())
         }
+        Command::Verify { .. } | Command::FairnessKey { .. } => unreachable!("handled above"),
     }
+}
+
+async fn verify(
+    url: Option<String>,
+    coupon: Option<i64>,
+    receipt: Option<PathBuf>,
+    checkpoint: Option<PathBuf>,
+    key: Option<String>,
+) -> anyhow::Result<()> {
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let request = verify::Request {
+        url,
+        coupon: coupon.map(CouponId::new).transpose()?,
+        receipt: receipt
+            .map(read)
+            .transpose()?
+            .map(|r| verify::Receipt::parse(&r))
+            .transpose()?,
+        saved_checkpoint: checkpoint.map(read).transpose()?,
+        key,
+    };
+    let checks = verify::verify(request).await?;
+    for check in &checks {
+        println!("{check}");
+    }
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} checks failed", checks.len());
+    }
+    Ok(())
 }
 
 async fn serve(settings: Settings, mut roles: Vec<Role>) -> anyhow::Result<()> {

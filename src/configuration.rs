@@ -32,6 +32,53 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub log: LogSettings,
     pub ops: OpsSettings,
+    pub fairness: FairnessSettings,
+}
+
+/// Verifiable fairness: each event's admissions in a signed, append-only Merkle log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FairnessSettings {
+    /// Whether the log is built and served.
+    pub enabled: bool,
+    /// The Ed25519 key that signs checkpoints, in signed-note form (`PRIVATE+KEY+…`;
+    /// `fcfs-coupon fairness-key` writes one). Production requires it when the log is on.
+    pub signing_key_file: Option<std::path::PathBuf>,
+}
+
+impl Default for FairnessSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            signing_key_file: None,
+        }
+    }
+}
+
+impl FairnessSettings {
+    /// The key that signs checkpoints, `None` when the log is off; in development without a
+    /// file, the built-in development key.
+    pub fn key(&self, env: Environment) -> anyhow::Result<Option<crate::fairness::LogKey>> {
+        use crate::fairness::LogKey;
+        if !self.enabled {
+            return Ok(None);
+        }
+        let key = match &self.signing_key_file {
+            Some(path) => LogKey::from_file(path)?,
+            None if env == Environment::Development => LogKey::development(),
+            None => anyhow::bail!(
+                "APP_FAIRNESS__SIGNING_KEY_FILE is not set: production signs each event's log \
+                 with its own key (`fcfs-coupon fairness-key --name <your domain> > key` makes \
+                 one), or set APP_FAIRNESS__ENABLED=false to run without the log"
+            ),
+        };
+        if env == Environment::Production && key.is_development() {
+            anyhow::bail!(
+                "APP_FAIRNESS__SIGNING_KEY_FILE holds the public development key; make your own"
+            );
+        }
+        Ok(Some(key))
+    }
 }
 
 /// The ops port: metrics and health for operators, in every process.

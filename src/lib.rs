@@ -12,6 +12,7 @@ pub mod cli;
 pub mod configuration;
 pub mod consumer;
 pub mod domain;
+pub mod fairness;
 pub mod gate;
 pub mod issuer;
 pub mod kafka;

@@ -17,6 +17,7 @@ use crate::api::{self, AppState, ApplyLimiter, ClientAddress, IdleCutoff, Reques
 use crate::auth::Verifier;
 use crate::configuration::Settings;
 use crate::consumer::IssueConsumer;
+use crate::fairness::{LogBuilder, LogKey};
 use crate::gate::Gate;
 use crate::issuer::Issuer;
 use crate::kafka::{self, BrokerProbe, Publisher};
@@ -31,6 +32,10 @@ use crate::store;
 const WATCHER_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The Redis watcher's PostgreSQL connections: one look a second, plus a restore.
 const WATCHER_CONNECTIONS: u32 = 2;
+
+/// The fairness log builder's connections, and how often it appends and signs.
+const LOG_BUILDER_CONNECTIONS: u32 = 2;
+const LOG_BUILDER_PERIOD: Duration = Duration::from_secs(1);
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +58,8 @@ pub struct Application {
     port: Option<u16>,
     issuer: Option<Issuer>,
     consumer: Option<IssueConsumer>,
+    /// Appends persisted winners to each event's fairness log (with the consumer).
+    log_builder: Option<LogBuilder>,
     /// Metrics and health for operators, whatever the roles.
     ops: OpsPort,
 }
@@ -72,6 +79,7 @@ impl Application {
         settings.kafka.check_properties()?;
         warn_about_development_secret(settings);
         let shared = connect(settings).await?;
+        let log_key = log_key(settings)?;
         // Pools of their own: a flood of reads on the API cannot take the watcher's connections.
         let watcher_db = settings
             .database
@@ -81,6 +89,15 @@ impl Application {
             .with_metrics(shared.metrics.clone());
         hold_lost_coupons(&reconciler).await;
         let (issuer, consumer) = pipeline(settings, roles, &shared).await?;
+        let log_builder = match &log_key {
+            Some(key) if roles.contains(&Role::Consumer) => Some(LogBuilder::new(
+                settings.database.pool_of(LOG_BUILDER_CONNECTIONS).await?,
+                shared.gate.clone(),
+                key.clone(),
+                LOG_BUILDER_PERIOD,
+            )),
+            _ => None,
+        };
         let ops = OpsPort::bind(
             settings,
             shared.metrics.clone(),
@@ -88,7 +105,7 @@ impl Application {
         )
         .await?;
         let http = if roles.contains(&Role::Api) {
-            Some(Http::bind(settings, shared, secret.as_ref()).await?)
+            Some(Http::bind(settings, shared, secret.as_ref(), log_key).await?)
         } else {
             None
         };
@@ -98,8 +115,14 @@ impl Application {
             reconciler,
             issuer,
             consumer,
+            log_builder,
             ops,
         })
+    }
+
+    /// A handle on this process's fairness log builder, for running it by hand.
+    pub fn log_builder(&self) -> Option<LogBuilder> {
+        self.log_builder.clone()
     }
 
     /// The bound ops port (`/metrics`, `/health/*`).
@@ -155,15 +178,37 @@ impl Application {
             .map(|i| Box::pin(i.run_scheduled(shutdown.clone())));
         let consumer = self.consumer.map(|c| Box::pin(c.run(shutdown.clone())));
         let ops = Some(Box::pin(self.ops.serve(shutdown.clone())));
-        let (http, issuer, consumer, ops, ()) = tokio::join!(
+        let log = self.log_builder.map(|b| Box::pin(b.run(shutdown.clone())));
+        let (http, issuer, consumer, ops, log, ()) = tokio::join!(
             supervise("api", http, &shutdown),
             supervise("issuer", issuer, &shutdown),
             supervise("consumer", consumer, &shutdown),
             supervise("ops port", ops, &shutdown),
+            supervise("fairness log", log, &shutdown),
             self.reconciler.watch(shutdown.clone()),
         );
-        http.and(issuer).and(consumer).and(ops)
+        http.and(issuer).and(consumer).and(ops).and(log)
     }
+}
+
+/// The checkpoint signing key, announced: its verifier key is what customers check against.
+fn log_key(settings: &Settings) -> anyhow::Result<Option<Arc<LogKey>>> {
+    let Some(key) = settings.fairness.key(settings.env)? else {
+        tracing::info!("APP_FAIRNESS__ENABLED=false: no fairness log");
+        return Ok(None);
+    };
+    if key.is_development() {
+        tracing::warn!(
+            verifier_key = key.verifier_key(),
+            "fairness log signed with the built-in DEVELOPMENT key; set APP_FAIRNESS__SIGNING_KEY_FILE"
+        );
+    } else {
+        tracing::info!(
+            verifier_key = key.verifier_key(),
+            "fairness log checkpoints signed"
+        );
+    }
+    Ok(Some(Arc::new(key)))
 }
 
 fn warn_about_development_secret(settings: &Settings) {
@@ -288,6 +333,7 @@ impl Http {
         settings: &Settings,
         shared: Shared,
         secret: Option<&SecretString>,
+        fairness: Option<Arc<LogKey>>,
     ) -> anyhow::Result<Self> {
         let limiter = ApplyLimiter::new(&settings.rate_limit, &shared.gate);
         let tokens = Arc::new(Verifier::new(&settings.auth, secret)?);
@@ -313,6 +359,8 @@ impl Http {
             stats_cache: Arc::default(),
             metrics: shared.metrics,
             status_poll: settings.issuer.period()?,
+            fairness,
+            log_cache: Arc::default(),
         };
         let listener = TcpListener::bind(&settings.http.addr)
             .await

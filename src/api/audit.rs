@@ -80,6 +80,7 @@ pub enum KindView {
     LostPosition,
     PublishedWithoutRow,
     WinnerFailed,
+    LogMismatch,
 }
 
 impl From<DiscrepancyKind> for KindView {
@@ -98,6 +99,7 @@ impl From<DiscrepancyKind> for KindView {
             K::LostPosition => Self::LostPosition,
             K::PublishedWithoutRow => Self::PublishedWithoutRow,
             K::WinnerFailed => Self::WinnerFailed,
+            K::LogMismatch => Self::LogMismatch,
         }
     }
 }

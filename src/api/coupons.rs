@@ -140,7 +140,9 @@ impl CouponsApi {
         let snapshot = archive::snapshot(&state, id, None)
             .await?
             .ok_or_else(|| ReadError::no_coupon(id))?;
-        Ok(CouponResponse::Event(Json(CouponView::from(&snapshot))))
+        let mut view = CouponView::from(&snapshot);
+        view.log = super::fairness::log_view(&state, id).await;
+        Ok(CouponResponse::Event(Json(view)))
     }
 }
 

@@ -7,6 +7,7 @@ mod catch;
 mod client_address;
 mod coupons;
 mod dashboard;
+mod fairness;
 mod fresh;
 mod guard;
 mod health;
@@ -43,6 +44,8 @@ enum ApiTags {
     Issues,
     /// Liveness and readiness.
     Health,
+    /// The verifiable record of arrivals: signed checkpoints, proofs and leaves.
+    Fairness,
 }
 
 type Apis = (
@@ -53,6 +56,7 @@ type Apis = (
     issues::IssuesApi,
     audit::AuditApi,
     health::HealthApi,
+    fairness::FairnessApi,
 );
 
 /// The OpenAPI service; needs no running dependency, so the spec can be generated anywhere.
@@ -66,6 +70,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             issues::IssuesApi,
             audit::AuditApi,
             health::HealthApi,
+            fairness::FairnessApi,
         ),
         "fcfs-coupon",
         env!("CARGO_PKG_VERSION"),

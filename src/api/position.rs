@@ -13,6 +13,9 @@ use super::{coupon_id, ApiTags, AppState};
 use crate::domain::CouponState;
 use crate::gate::Snapshot;
 
+/// When a winner whose leaf is not in the log yet may ask again for their receipt.
+const RECEIPT_POLL_MS: u64 = 1_000;
+
 type PositionError = ApiError<{ declared::POSITION }>;
 
 #[derive(ApiResponse)]
@@ -47,6 +50,19 @@ impl PositionApi {
             .await?
             .ok_or_else(|| PositionError::no_coupon(id))?;
         let status = status_of(&snapshot);
+        let logged = matches!(
+            status,
+            ApplicationStatus::Issued | ApplicationStatus::Failed
+        );
+        let receipt = match snapshot.ticket {
+            Some(t) if logged => super::fairness::receipt(&state, id, user, t.position.get()).await,
+            _ => None,
+        };
+        let mut retry_after_ms = retry_after_ms(&snapshot, status, state.status_poll.as_millis());
+        if logged && receipt.is_none() && state.fairness.is_some() {
+            // The builder appends within about a second of the row.
+            retry_after_ms = Some(RECEIPT_POLL_MS);
+        }
         Ok(PositionResponse::Position(Json(PositionView {
             coupon_id: id.get(),
             user_id: user.get(),
@@ -57,7 +73,8 @@ impl PositionApi {
             admitted: snapshot.admitted,
             issued: snapshot.issued,
             applied_at: snapshot.ticket.map(|t| t.applied_at),
-            retry_after_ms: retry_after_ms(&snapshot, status, state.status_poll.as_millis()),
+            retry_after_ms,
+            receipt,
         })))
     }
 }

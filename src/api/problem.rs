@@ -414,6 +414,10 @@ pub mod declared {
     pub const USER: u32 = READ | codes(&[Unauthorized]);
     pub const POSITION: u32 = USER | codes(&[InvalidRequest, CouponNotFound]);
     pub const APPLY: u32 = POSITION | codes(&[EventNotOpen, EventClosed, SoldOut, RateLimited]);
+    /// The fairness log's public reads (404 `NOT_FOUND` when the log is off).
+    pub const LOG: u32 = READ_COUPON | codes(&[NotFound]);
+    /// The verifier key needs no data store: 404 `NOT_FOUND` when the log is off.
+    pub const KEY: u32 = codes(&[NotFound]);
     pub const ADMIN_COUPON: u32 = POSITION | codes(&[Forbidden]);
     pub const CREATE: u32 = USER
         | codes(&[

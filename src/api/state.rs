@@ -36,4 +36,8 @@ pub struct AppState {
     pub stats_cache: Arc<super::FreshByKey<CouponId, super::dashboard::CouponStats>>,
     /// The issuer's period (from its schedule): when a polled status can next change.
     pub status_poll: Duration,
+    /// The key checkpoints are signed with; `None` when the fairness log is off.
+    pub fairness: Option<Arc<crate::fairness::LogKey>>,
+    /// Each event's fairness log head for its view, at most a second old.
+    pub log_cache: Arc<super::FreshByKey<CouponId, Option<crate::fairness::store::LogHead>>>,
 }

@@ -76,6 +76,9 @@ pub struct CouponView {
     #[oai(skip_serializing_if_is_none)]
     pub closes_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The event's fairness log: its size, whether it is complete, its latest checkpoint.
+    #[oai(skip_serializing_if_is_none)]
+    pub log: Option<super::fairness::LogView>,
 }
 
 impl From<&Snapshot> for CouponView {
@@ -91,6 +94,7 @@ impl From<&Snapshot> for CouponView {
             opens_at: s.coupon.window.opens_at(),
             closes_at: s.coupon.window.closes_at(),
             created_at: s.coupon.created_at,
+            log: None,
         }
     }
 }
@@ -108,6 +112,7 @@ impl Example for CouponView {
             opens_at: None,
             closes_at: None,
             created_at: example_time(),
+            log: None,
         }
     }
 }
@@ -175,6 +180,10 @@ pub struct PositionView {
     /// When asking again may give a different answer; absent once the answer is final.
     #[oai(skip_serializing_if_is_none)]
     pub retry_after_ms: Option<u64>,
+    /// Once the winner's place is in the event's fairness log: a receipt to keep, which
+    /// proves the place (`fcfs-coupon verify --receipt`, or the dashboard's "verify my place").
+    #[oai(skip_serializing_if_is_none)]
+    pub receipt: Option<super::fairness::ReceiptView>,
 }
 
 impl Example for PositionView {
@@ -190,6 +199,7 @@ impl Example for PositionView {
             issued: 37,
             applied_at: Some(example_time()),
             retry_after_ms: Some(1000),
+            receipt: None,
         }
     }
 }

@@ -10,6 +10,7 @@ mod issuing;
 mod keys;
 mod latch;
 mod limits;
+mod line;
 mod locks;
 mod losers;
 mod rebuild;
@@ -33,6 +34,7 @@ pub use inspect::GateState;
 pub use issuing::{Backlog, Claim};
 pub use keys::CouponKeys;
 pub use limits::Bucket;
+pub use line::Holder;
 pub use recovery::{HoldId, HoldReason, Restoration, Standing, Survey, LOST_PREFIX};
 pub use snapshot::Snapshot;
 

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::PgPool;
 
 use crate::domain::{CouponId, Status};
+use crate::fairness;
 use crate::gate::{Gate, GateError, GateState, LOST_PREFIX};
 use crate::store::{self, StoreError};
 
@@ -94,6 +95,9 @@ pub enum DiscrepancyKind {
     /// Its message could never be persisted (see `failed_event`); once the cause is fixed,
     /// `fcfs-coupon redrive --coupon N` publishes it again.
     WinnerFailed,
+    /// The fairness log and PostgreSQL disagree: a row changed, deleted or inserted after its
+    /// leaf was appended (see `crate::fairness::audit`).
+    LogMismatch,
 }
 
 /// How long after admission a published winner may wait for its row before it is reported.
@@ -114,18 +118,44 @@ pub async fn audit(
     if retired && redis.stock.is_none() {
         redis.retired = true;
     }
-    let (rows, issued_count) = store::persisted_winners(db, coupon).await?;
-    let rows: Vec<(i64, u32)> = rows
+    let (winners, issued_count) = store::persisted_winners(db, coupon).await?;
+    let rows: Vec<(i64, u32)> = winners
         .iter()
         .map(|w| (w.user.get(), w.position.get()))
         .collect();
-    Ok(Some(compare(
+    let mut report = compare(
         coupon,
         definition.stock.get(),
         &redis,
         &rows,
         u64::from(issued_count),
-    )))
+    );
+    let leaves = fairness::store::leaves(db, coupon, 1, u32::MAX)
+        .await
+        .map_err(StoreError::from)?;
+    report.add(
+        fairness::audit::mismatches(&leaves, &winners)
+            .into_iter()
+            .map(|m| Discrepancy {
+                kind: DiscrepancyKind::LogMismatch,
+                user_id: m.user_id,
+                position: Some(m.position),
+                detail: m.detail,
+            }),
+    );
+    Ok(Some(report))
+}
+
+impl AuditReport {
+    fn add(&mut self, more: impl IntoIterator<Item = Discrepancy>) {
+        for d in more {
+            self.discrepancy_count += 1;
+            self.consistent = false;
+            if self.discrepancies.len() < LISTED {
+                self.discrepancies.push(d);
+            }
+        }
+    }
 }
 
 /// What the checks found, in the order they found it.

@@ -28,6 +28,14 @@ pub fn check(settings: &Settings) -> Findings {
     };
     refuse(settings.auth.checked_secret(env).map(drop));
     refuse(settings.kafka.check_properties());
+    match settings.fairness.key(env) {
+        Ok(Some(key)) => found.notes.push(format!(
+            "Fairness log: checkpoints signed, verifier key {}",
+            key.verifier_key()
+        )),
+        Ok(None) => found.notes.push("Fairness log: off".into()),
+        Err(e) => found.refusals.push(format!("{e:#}")),
+    }
     match settings.database.transport(env) {
         Ok(transport) => found.notes.push(format!("PostgreSQL: {transport}")),
         Err(e) => found.refusals.push(format!("{e:#}")),

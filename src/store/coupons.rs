@@ -45,6 +45,13 @@ pub struct CouponSummary {
 }
 
 /// The newest events first.
+pub async fn coupon_exists(db: &sqlx::PgPool, coupon: CouponId) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM coupon WHERE id = $1)")
+        .bind(coupon.get())
+        .fetch_one(db)
+        .await
+}
+
 pub async fn list_coupons(db: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<CouponSummary>> {
     sqlx::query_as(
         "SELECT id, name, stock, opens_at, closes_at, created_at FROM coupon ORDER BY id DESC LIMIT $1",

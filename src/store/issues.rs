@@ -133,11 +133,7 @@ pub async fn coupon_issues(
     after_position: i32,
     limit: i64,
 ) -> sqlx::Result<Option<Vec<IssueRecord>>> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM coupon WHERE id = $1)")
-        .bind(coupon.get())
-        .fetch_one(db)
-        .await?;
-    if !exists {
+    if !super::coupon_exists(db, coupon).await? {
         return Ok(None);
     }
     let rows = sqlx::query_as(

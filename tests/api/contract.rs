@@ -102,7 +102,7 @@ async fn each_operation_declares_only_what_it_can_answer() {
         ),
         ("GET", "/coupons", set(&["200", "500", "503"])),
         ("GET", "/coupons/{couponId}", public_store.clone()),
-        ("GET", "/coupons/{couponId}/stats", public_store),
+        ("GET", "/coupons/{couponId}/stats", public_store.clone()),
         (
             "POST",
             "/coupons/{couponId}/issue",
@@ -125,6 +125,27 @@ async fn each_operation_declares_only_what_it_can_answer() {
             "GET",
             "/coupons/{couponId}/audit",
             set(&["200", "400", "401", "403", "404", "500", "503"]),
+        ),
+        ("GET", "/fairness/key", set(&["200", "404"])),
+        (
+            "GET",
+            "/coupons/{couponId}/log/checkpoint",
+            public_store.clone(),
+        ),
+        (
+            "GET",
+            "/coupons/{couponId}/log/proof/inclusion",
+            public_store.clone(),
+        ),
+        (
+            "GET",
+            "/coupons/{couponId}/log/proof/consistency",
+            public_store.clone(),
+        ),
+        (
+            "GET",
+            "/coupons/{couponId}/log/leaves",
+            public_store.clone(),
         ),
         ("GET", "/health/live", set(&["200"])),
         ("GET", "/health/ready", set(&["200", "503"])),

@@ -13,6 +13,8 @@ mod clock;
 mod cluster;
 mod contract;
 mod dashboard;
+mod fairness;
+mod fairness_builder;
 mod faults;
 mod fuzz;
 mod helpers;

@@ -50,6 +50,69 @@ async fn production_refuses_to_serve_or_mint_without_a_real_secret() {
 }
 
 #[tokio::test]
+async fn production_signs_the_fairness_log_only_with_a_key_of_its_own() {
+    // Arrange: a start that would get past every other check; three key files.
+    let settings = isolated_settings();
+    let _cleanup = Isolation::of(&settings);
+    let file = |name: &str, contents: &str| {
+        let path = std::env::temp_dir().join(format!("{}-{name}", settings.redis.key_prefix));
+        std::fs::write(&path, contents).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let generated = Command::new(env!("CARGO_BIN_EXE_fcfs-coupon"))
+        .args(["fairness-key", "--name", "shop.example"])
+        .output()
+        .await
+        .unwrap();
+    let own = file("own", &String::from_utf8(generated.stdout).unwrap());
+    let verifier = String::from_utf8(generated.stderr).unwrap();
+    let development = file(
+        "development",
+        "PRIVATE+KEY+fcfs-coupon-development+00000000+AQ==",
+    );
+    let garbage = file("garbage", "not a key");
+    let check = |key: Option<String>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fcfs-coupon"));
+        command
+            .arg("check-config")
+            .env("APP_ENV", "production")
+            .env("APP_AUTH__JWT_SECRET", "k".repeat(32))
+            .env("APP_DATABASE__ALLOW_PLAINTEXT", "true")
+            .env_remove("APP_FAIRNESS__SIGNING_KEY_FILE");
+        if let Some(key) = key {
+            command.env("APP_FAIRNESS__SIGNING_KEY_FILE", key);
+        }
+        async move {
+            let out = command.output().await.unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.success(), text)
+        }
+    };
+
+    // Act
+    let (none_ok, none) = check(None).await;
+    let (garbage_ok, garbage) = check(Some(garbage)).await;
+    let (development_ok, development) = check(Some(development)).await;
+    let (own_ok, own) = check(Some(own)).await;
+
+    // Assert
+    assert!(
+        !none_ok && none.contains("APP_FAIRNESS__SIGNING_KEY_FILE is not set"),
+        "{none}"
+    );
+    assert!(
+        !garbage_ok && garbage.contains("does not hold a signed-note Ed25519 private key"),
+        "{garbage}"
+    );
+    assert!(!development_ok, "{development}");
+    assert!(own_ok, "{own}");
+    let verifier = verifier.trim().strip_prefix("verifier key: ").unwrap();
+    assert!(verifier.starts_with("shop.example+"), "{verifier}");
+    assert!(own.contains(&format!("verifier key {verifier}")), "{own}");
+}
+
+#[tokio::test]
 async fn production_refuses_a_database_url_that_could_fall_back_to_plaintext() {
     // The suite's PostgreSQL URL carries no sslmode: sqlx would "prefer" TLS and quietly
     // settle for plaintext.
@@ -171,6 +234,7 @@ async fn check_config_lists_every_refusal_at_once_and_prints_no_secret() {
             "a-production-secret-of-at-least-32-bytes!",
         ),
         ("APP_DATABASE__ALLOW_PLAINTEXT", "true"),
+        ("APP_FAIRNESS__ENABLED", "false"),
     ])
     .await;
 

@@ -1,0 +1,208 @@
+//! The log in PostgreSQL: its head, leaves and stored hashes, and the proofs read from them.
+
+use sqlx::{PgPool, Postgres, Transaction};
+use tlog_tiles::Hash;
+
+use super::tree::{needed, Known};
+use crate::domain::CouponId;
+
+/// An event's log as last signed.
+#[derive(Debug, Clone)]
+pub struct LogHead {
+    pub size: u64,
+    pub checkpoint: Option<String>,
+    pub complete: bool,
+}
+
+pub async fn head(db: &PgPool, coupon: CouponId) -> sqlx::Result<Option<LogHead>> {
+    let row: Option<(i64, Option<String>, bool)> =
+        sqlx::query_as("SELECT size, checkpoint, complete FROM fairness_log WHERE coupon_id = $1")
+            .bind(coupon.get())
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(size, checkpoint, complete)| LogHead {
+        size: size as u64,
+        checkpoint,
+        complete,
+    }))
+}
+
+/// A stored leaf and the nonce that opens its commitment (private).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredLeaf {
+    pub position: i32,
+    pub leaf: Vec<u8>,
+    pub nonce: Option<Vec<u8>>,
+}
+
+/// Leaves at positions `start..end` (1-based, end exclusive), in order.
+pub async fn leaves(
+    db: &PgPool,
+    coupon: CouponId,
+    start: u32,
+    end: u32,
+) -> sqlx::Result<Vec<StoredLeaf>> {
+    sqlx::query_as(
+        "SELECT position, leaf, nonce FROM fairness_leaf \
+         WHERE coupon_id = $1 AND position >= $2 AND position < $3 ORDER BY position",
+    )
+    .bind(coupon.get())
+    .bind(start as i64)
+    .bind(end as i64)
+    .fetch_all(db)
+    .await
+}
+
+/// Stored hashes by index, from the pool or inside a transaction.
+pub async fn read_hashes<'e, E>(db: E, coupon: CouponId, indexes: &[u64]) -> sqlx::Result<Known>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT idx, hash FROM fairness_hash WHERE coupon_id = $1 AND idx = ANY($2)",
+    )
+    .bind(coupon.get())
+    .bind(indexes.iter().map(|&i| i as i64).collect::<Vec<_>>())
+    .fetch_all(db)
+    .await?;
+    Ok(Known(
+        rows.into_iter()
+            .filter_map(|(i, h)| Some((i as u64, Hash(h.try_into().ok()?))))
+            .collect(),
+    ))
+}
+
+/// Why a proof cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    /// The sizes asked for do not fit the log (beyond its size, or not ordered).
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("the stored tree is inconsistent: {0}")]
+    Tree(tlog_tiles::Error),
+}
+
+async fn prove<T>(
+    db: &PgPool,
+    coupon: CouponId,
+    compute: impl Fn(Dyn) -> Result<T, tlog_tiles::Error>,
+) -> Result<T, ProofError> {
+    let indexes = needed(|r| compute(Dyn(r))).map_err(|e| ProofError::OutOfRange(e.to_string()))?;
+    let known = read_hashes(db, coupon, &indexes).await?;
+    compute(Dyn(&known)).map_err(ProofError::Tree)
+}
+
+/// `tlog_tiles` takes a sized reader; both passes go through one closure over this.
+pub struct Dyn<'a>(&'a dyn tlog_tiles::HashReader);
+
+impl tlog_tiles::HashReader for Dyn<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        self.0.read_hashes(indexes)
+    }
+}
+
+fn within(size: u64, head: u64) -> Result<(), ProofError> {
+    if size > head {
+        return Err(ProofError::OutOfRange(format!(
+            "the log has {head} leaves, not {size}"
+        )));
+    }
+    Ok(())
+}
+
+/// RFC 6962 inclusion proof of `position`'s leaf in the tree of `size` leaves.
+pub async fn inclusion(
+    db: &PgPool,
+    coupon: CouponId,
+    position: u64,
+    size: u64,
+    head: u64,
+) -> Result<Vec<Hash>, ProofError> {
+    within(size, head)?;
+    if position == 0 || position > size {
+        return Err(ProofError::OutOfRange(format!(
+            "position must be 1 to {size}, the tree's size"
+        )));
+    }
+    prove(db, coupon, |r| {
+        tlog_tiles::prove_record(size, position - 1, &r)
+    })
+    .await
+}
+
+/// RFC 6962 consistency proof from the tree of `from` leaves to the tree of `to`.
+pub async fn consistency(
+    db: &PgPool,
+    coupon: CouponId,
+    from: u64,
+    to: u64,
+    head: u64,
+) -> Result<Vec<Hash>, ProofError> {
+    within(to, head)?;
+    if from == 0 || from > to {
+        return Err(ProofError::OutOfRange(format!(
+            "from must be 1 to {to} (to)"
+        )));
+    }
+    prove(db, coupon, |r| tlog_tiles::prove_tree(to, from, &r)).await
+}
+
+/// A leaf about to be appended: its position, bytes and private nonce (none for LOST).
+pub type NewLeaf = (
+    u32,
+    [u8; super::LEAF_BYTES],
+    Option<[u8; super::NONCE_BYTES]>,
+);
+
+/// What one append writes, in the builder's transaction.
+pub struct Appended<'a> {
+    pub coupon: CouponId,
+    pub leaves: &'a [NewLeaf],
+    pub hashes: &'a [(u64, Hash)],
+    pub size: u64,
+    pub root: Hash,
+    pub checkpoint: &'a str,
+    pub complete: bool,
+}
+
+pub async fn append(tx: &mut Transaction<'_, Postgres>, a: &Appended<'_>) -> sqlx::Result<()> {
+    let id = a.coupon.get();
+    sqlx::query(
+        "INSERT INTO fairness_leaf (coupon_id, position, leaf, nonce) \
+         SELECT $1, * FROM UNNEST($2::int[], $3::bytea[], $4::bytea[])",
+    )
+    .bind(id)
+    .bind(a.leaves.iter().map(|l| l.0 as i32).collect::<Vec<_>>())
+    .bind(a.leaves.iter().map(|l| l.1.to_vec()).collect::<Vec<_>>())
+    .bind(
+        a.leaves
+            .iter()
+            .map(|l| l.2.map(|n| n.to_vec()))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO fairness_hash (coupon_id, idx, hash) \
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::bytea[])",
+    )
+    .bind(id)
+    .bind(a.hashes.iter().map(|h| h.0 as i64).collect::<Vec<_>>())
+    .bind(a.hashes.iter().map(|h| h.1 .0.to_vec()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE fairness_log SET size = $2, root = $3, checkpoint = $4, complete = $5, \
+         signed_at = now() WHERE coupon_id = $1",
+    )
+    .bind(id)
+    .bind(a.size as i64)
+    .bind(a.root.0.to_vec())
+    .bind(a.checkpoint)
+    .bind(a.complete)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
