@@ -2,7 +2,8 @@
 # The spike benchmark, end to end: services up, a release build of the service started on its
 # own prefix, database and topic, `fcfs-bench spike` against it, the service stopped.
 #   scripts/bench.sh [spike options]      e.g. --users 100000 --stock 10000 --concurrency 256
-#   scripts/bench.sh issuance [--winners 10000]   the pipeline's drain alone (no HTTP)
+#   scripts/bench.sh issuance [--winners 10000] [--rounds 2]   the pipeline's drain alone (no
+#                                     HTTP), fairness log off and on in alternating rounds
 #   scripts/bench.sh durability [--calls 20000]    admissions/s with and without a replica's WAIT
 #   --redis-mode standalone|cluster   (spike) the service on the scripts' Redis (default) or on
 #                                     the local cluster (scripts/services.sh cluster up)

@@ -26,6 +26,13 @@ end|-- (mutated)|clock::a_redis_clock_stepped_back"
   "src/gate/confirm.rs|let _ = waiting.send(Ok(here && confirmed >= replicas));|let _ = waiting.send(Ok(confirmed >= replicas));|lineage::an_admission_is_never_confirmed"
   "src/issuer/mod.rs|if claiming.elapsed() > self.claim_window && !claim.winners.is_empty() {|if false {|issuance::a_claim_older_than_the_claim_window"
   "src/gate/restore.lua|redis.call('HSET', KEYS[8], user, string.format('%d:%.0f', w[4], w[2]))|redis.call('HSET', KEYS[6], user, 'FAILED')|lineage::a_winner_whose_place_an_earlier_arrival_kept"
+  # Verifiable fairness: the log's order, its commitments, and the checks that expose a rewrite.
+  "src/fairness/builder.rs|while u64::from(position as u32) > next && !blocked {|while false {|fairness_builder::leaves_wait_for_their_place"
+  "src/fairness/leaf.rs|h.update(nonce);|let _ = nonce;|fairness::a_forged_receipt_does_not_verify"
+  "src/fairness/verify.rs|if from.size() == to.size() && from.hash() != to.hash() {|if false {|fairness::a_rewritten_log_fails_from_every_checkpoint"
+  "src/fairness/verify.rs|if leaf.arrived_us <= last_arrival {|if false {|fairness::a_rewritten_log_fails_from_every_checkpoint"
+  "src/fairness/audit.rs|(LeafKind::Issued, None) => say(|(LeafKind::Issued, None) if false => say(|fairness::the_audit_reports_rows_changed_or_deleted"
+  "src/api/dashboard.html|if (!same(commitment, leaf.slice(22))) throw|if (false) throw|fairness::the_dashboard_verifies_a_winners_place"
 )
 
 survived=0

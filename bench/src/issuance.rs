@@ -1,9 +1,12 @@
-//! How fast the pipeline drains a sold-out event: admits N winners through the gate (64 at a
-//! time), then measures the time from the last admission to the last persisted row, and the
-//! consumer's rows per second. Runs the real service (issuer + consumer) in-process against the
-//! local Redis, PostgreSQL and Kafka broker, on its own database, prefix and topic.
+//! How fast the pipeline drains a sold-out event, with the fairness log off and on in
+//! alternating rounds: admits N winners through the gate (64 at a time), then measures the time
+//! from the last admission to the last persisted row, and the consumer's rows per second; with
+//! the log on, also how long after the last row the log is complete, the leaves per second its
+//! builder appended, and the bytes the log takes per leaf in PostgreSQL. Each round runs the real
+//! service (issuer + consumer) in-process against the local Redis, PostgreSQL and Kafka broker,
+//! on a database, prefix and topic of its own.
 //!
-//!     cargo run --release -p fcfs-bench -- issuance [--winners 10000]
+//!     cargo run --release -p fcfs-bench -- issuance [--winners 10000] [--rounds 2]
 
 use std::time::{Duration, Instant};
 
@@ -18,8 +21,58 @@ use futures::{stream, StreamExt};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(winners: u32) -> anyhow::Result<()> {
-    let id = format!("bench{}", std::process::id());
+/// One round's figures.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    drain_ms: i64,
+    rows_per_sec: f64,
+    /// With the log on: (last row → log complete in ms, leaves/s appended, bytes per leaf).
+    log: Option<(i64, f64, f64)>,
+}
+
+pub async fn run(winners: u32, rounds: u32) -> anyhow::Result<()> {
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for fairness in [false, true] {
+            let r = run_once(winners, fairness, round).await?;
+            println!(
+                "round {round}, log {}: last admission → last row {} ms, {:.0} rows/s{}",
+                if fairness { "on " } else { "off" },
+                r.drain_ms,
+                r.rows_per_sec,
+                r.log.map_or(String::new(), |(after, per_sec, bytes)| format!(
+                    "; log complete {after} ms after the last row, {per_sec:.0} leaves/s, {bytes:.0} bytes/leaf"
+                )),
+            );
+            if fairness { &mut on } else { &mut off }.push(r);
+        }
+    }
+    let median = |rounds: &[Round], f: fn(&Round) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (drain_off, drain_on) = (
+        median(&off, |r| r.drain_ms as f64),
+        median(&on, |r| r.drain_ms as f64),
+    );
+    println!("winners:                                    {winners}");
+    println!("drain, median, log off / on:                {drain_off:.0} ms / {drain_on:.0} ms");
+    println!(
+        "drain with the log ÷ without:               {:.2}",
+        drain_on / drain_off.max(1.0)
+    );
+    println!(
+        "log builder, median:                        {:.0} leaves/s, complete {:.0} ms after the last row, {:.0} bytes/leaf",
+        median(&on, |r| r.log.map_or(0.0, |l| l.1)),
+        median(&on, |r| r.log.map_or(0.0, |l| l.0 as f64)),
+        median(&on, |r| r.log.map_or(0.0, |l| l.2)),
+    );
+    Ok(())
+}
+
+async fn run_once(winners: u32, fairness: bool, round: u32) -> anyhow::Result<Round> {
+    let id = format!("bench{}r{round}{}", std::process::id(), u8::from(fairness));
     let mut settings = Settings::load(None)?;
     let base = settings.database.url.expose_secret().to_owned();
     let server = base
@@ -30,6 +83,7 @@ pub async fn run(winners: u32) -> anyhow::Result<()> {
     settings.redis.key_prefix = format!("test-{id}");
     settings.kafka.topic = format!("test-{id}");
     settings.kafka.group_id = format!("test-{id}");
+    settings.fairness.enabled = fairness;
     // In-process: no ops port a running service could already hold.
     settings.ops.addr = "127.0.0.1:0".into();
 
@@ -54,49 +108,82 @@ pub async fn run(winners: u32) -> anyhow::Result<()> {
     tx.commit().await?;
     gate.open(coupon.id, &hold).await?;
 
-    let started = Instant::now();
     let admitted = stream::iter(1..=i64::from(winners))
         .map(|u| admit(&gate, coupon.id, u))
         .buffer_unordered(64)
         .collect::<Vec<_>>()
         .await;
     let last_admission = Utc::now();
-    let admit_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(admitted.iter().all(|ok| *ok), "not every user was admitted");
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (count, first, last) = loop {
-        let (count, first, last): (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-            sqlx::query_as("SELECT count(*), min(issued_at), max(issued_at) FROM coupon_issue WHERE coupon_id = $1")
-                .bind(coupon.id.get())
-                .fetch_one(&db)
-                .await?;
-        if count == i64::from(winners) {
-            break (count, first.context("no rows")?, last.context("no rows")?);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {count} of {winners} rows after 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let (first, last) = until(winners, "rows", || {
+        sqlx::query_as(
+            "SELECT count(*), min(issued_at), max(issued_at) FROM coupon_issue WHERE coupon_id = $1",
+        )
+        .bind(coupon.id.get())
+        .fetch_one(&db)
+    })
+    .await?;
+    let log = if fairness {
+        let (first_leaf, last_leaf) = until(winners, "leaves", || {
+            sqlx::query_as(
+                "SELECT count(*), min(appended_at), max(appended_at) FROM fairness_leaf WHERE coupon_id = $1",
+            )
+            .bind(coupon.id.get())
+            .fetch_one(&db)
+        })
+        .await?;
+        let appending_ms = (last_leaf - first_leaf).num_milliseconds().max(1);
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT (pg_total_relation_size('fairness_leaf') + pg_total_relation_size('fairness_hash') \
+             + pg_total_relation_size('fairness_log'))::bigint",
+        )
+        .fetch_one(&db)
+        .await?;
+        Some((
+            (last_leaf - last).num_milliseconds(),
+            f64::from(winners) * 1000.0 / appending_ms as f64,
+            bytes as f64 / f64::from(winners),
+        ))
+    } else {
+        None
     };
-    let drain = (last - last_admission).num_milliseconds();
     let consume_ms = (last - first).num_milliseconds().max(1);
-    println!("winners:                           {count}");
-    println!(
-        "admission (gate, 64 in flight):    {admit_secs:.2} s ({:.0} admissions/s)",
-        f64::from(winners) / admit_secs
-    );
-    println!("last admission → last row:         {drain} ms");
-    println!(
-        "first row → last row:              {consume_ms} ms ({:.0} rows/s persisted)",
-        count as f64 * 1000.0 / consume_ms as f64
-    );
 
     shutdown.cancel();
     service.await??;
     db.close().await;
-    Ok(())
+    Ok(Round {
+        drain_ms: (last - last_admission).num_milliseconds(),
+        rows_per_sec: f64::from(winners) * 1000.0 / consume_ms as f64,
+        log,
+    })
+}
+
+type Span = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// Polls `count` until it reaches `winners` (two minutes at most); the first and last times.
+async fn until<F, Fut>(
+    winners: u32,
+    what: &str,
+    count: F,
+) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<Span>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (n, first, last) = count().await?;
+        if n == i64::from(winners) {
+            return Ok((first.context("none")?, last.context("none")?));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {n} of {winners} {what} after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn admit(gate: &Gate, coupon: CouponId, user: i64) -> bool {

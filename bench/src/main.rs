@@ -14,11 +14,14 @@ struct Cli {
 enum Command {
     /// Drive a running service with a crowd; report throughput, latency and the pipeline.
     Spike(spike::BenchOptions),
-    /// Admit winners straight through the gate and time the pipeline's drain to PostgreSQL
-    /// (runs the issuer and the consumer in-process on a database, prefix and topic of its own).
+    /// Admit winners straight through the gate and time the pipeline's drain to PostgreSQL,
+    /// with the fairness log off and on in alternating rounds (runs the issuer and the consumer
+    /// in-process, each round on a database, prefix and topic of its own).
     Issuance {
         #[arg(long, default_value_t = 10_000)]
         winners: u32,
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
     },
     /// Admission-script calls per second through the gate against a master with one replica,
     /// with `APP_REDIS__ACK_REPLICAS` 0 and 1 in alternating rounds (starts its own servers).
@@ -39,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
             let report = spike::run(&Settings::load(None)?, &options).await?;
             report.print_summary();
         }
-        Command::Issuance { winners } => issuance::run(winners).await?,
+        Command::Issuance { winners, rounds } => issuance::run(winners, rounds).await?,
         Command::Durability {
             calls,
             concurrency,

@@ -217,19 +217,29 @@ fn off<const C: u32>() -> ApiError<C> {
     )
 }
 
-/// The event's log head; 404 for an unknown event, 503 until its first checkpoint is signed
-/// (within about a second of its creation).
+/// The event's log head; 404 for an unknown event. Before the builder's first append (within
+/// about a second of the event's creation) the log is empty, and its checkpoint is signed here:
+/// Ed25519 signatures are deterministic, so it is the very note the builder signs for size 0.
 async fn head(state: &AppState, raw: i64) -> Result<(CouponId, LogHead), LogError> {
     let id = coupon_id(raw)?;
-    if state.fairness.is_none() {
+    let Some(key) = &state.fairness else {
         return Err(off());
-    }
+    };
     match store::head(&state.db, id).await? {
         Some(head) if head.checkpoint.is_some() => Ok((id, head)),
-        _ if crate::store::coupon_exists(&state.db, id).await? => Err(LogError::new(
-            ErrorCode::Unavailable,
-            "This event's log has no signed checkpoint yet; try again in a second.",
-        )),
+        _ if crate::store::coupon_exists(&state.db, id).await? => {
+            let empty = key
+                .sign(id, 0, tlog_tiles::EMPTY_HASH)
+                .map_err(LogError::internal)?;
+            Ok((
+                id,
+                LogHead {
+                    size: 0,
+                    checkpoint: Some(empty),
+                    complete: false,
+                },
+            ))
+        }
         _ => Err(LogError::no_coupon(id)),
     }
 }

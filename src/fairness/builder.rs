@@ -146,7 +146,8 @@ impl LogBuilder {
                 complete = next > handed_out;
             }
         }
-        // A new log gets its first, empty checkpoint at once, so it can be watched from 0.
+        // A new log's first, empty checkpoint is stored at once (the API signs the same note
+        // for it until then).
         if new.is_empty() && !complete && signed {
             return Ok(0);
         }

@@ -11,7 +11,7 @@ use base64::prelude::{Engine, BASE64_STANDARD};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{artifact, eventually, run_command, spawn_app, TestApp};
+use crate::helpers::{artifact, browser_script, eventually, run_command, spawn_app, TestApp};
 
 /// 19-digit user ids: none can appear in a hash, a size or a time by chance.
 fn user(i: i64) -> i64 {
@@ -448,6 +448,12 @@ async fn a_rewritten_log_fails_from_every_checkpoint_and_receipt_handed_out_befo
         swapped_report.contains("FAIL receipt in the latest log"),
         "{swapped_report}"
     );
+    // The swapped rows kept their arrival times: the new order gives itself away too.
+    assert!(
+        swapped_report
+            .contains("FAIL whole log: position 3 arrived no later than the one before it"),
+        "{swapped_report}"
+    );
     assert!(
         dropped_report.contains("FAIL consistency: the log shrank: 8 leaves then, 7 now"),
         "{dropped_report}"
@@ -456,4 +462,51 @@ async fn a_rewritten_log_fails_from_every_checkpoint_and_receipt_handed_out_befo
         dropped_report.contains("FAIL receipt in the latest log"),
         "{dropped_report}"
     );
+}
+
+#[tokio::test]
+async fn the_dashboard_verifies_a_winners_place_in_the_browser() {
+    // Arrange: a finished event, a winner and someone who did not get in.
+    let app = spawn_app().await;
+    let (coupon, winners) = app.finished_event(6).await;
+    let loser = (1..=20).map(user).find(|u| !winners.contains(u)).unwrap();
+    app.receipt(coupon, winners[2]).await;
+    let screenshot = artifact("dashboard-verify.png");
+
+    // Act: paste each token into "verify my place".
+    let run = browser_script(
+        "verify.mjs",
+        &[
+            &app.address,
+            &coupon.to_string(),
+            &app.user_token(winners[2]),
+            &app.user_token(loser),
+            screenshot.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .await
+    .expect("node runs");
+
+    // Assert: verified in the browser for the winner, refused when forged, none for the loser.
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("checkpoint: fcfs-coupon-development/coupons/{coupon} 6")
+    );
+    assert!(
+        lines[1].starts_with("winner: Verified: position 3 of 6 in the signed log"),
+        "{said}"
+    );
+    assert_eq!(
+        lines[2],
+        "forged: NOT verified: the leaf does not commit to you with this nonce"
+    );
+    assert_eq!(lines[3], "loser: No receipt: your status is SOLD_OUT");
 }

@@ -1,5 +1,6 @@
 // Walks Swagger UI as a new user would: Authorize with the admin token, create an event with
-// POST /coupons, authorize as a user, apply, read the position. Prints one JSON line with what
+// POST /coupons, authorize as a user, apply, read the position; then the fairness log's verifier
+// key and the event's checkpoint. Prints one JSON line with what
 // each step answered; exits non-zero (with a screenshot) when a step does not answer as it should.
 //   node swagger.mjs <base-url> <admin-token> <user-token> <screenshot.png>
 import { chromium } from "playwright-core";
@@ -28,6 +29,9 @@ try {
   seen.apply = await execute(page, "Applications", "applyForCoupon", (block) =>
     block.locator('input[placeholder="couponId"]').fill(couponId));
   seen.position = await execute(page, "Applications", "getPosition", (block) =>
+    block.locator('input[placeholder="couponId"]').fill(couponId));
+  seen.key = await execute(page, "Fairness", "getFairnessKey", async () => {});
+  seen.checkpoint = await execute(page, "Fairness", "getLogCheckpoint", (block) =>
     block.locator('input[placeholder="couponId"]').fill(couponId));
   console.log(JSON.stringify(seen));
 } finally {

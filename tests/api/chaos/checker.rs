@@ -22,6 +22,19 @@ pub struct Facts {
     pub memory_lost: bool,
     /// An instance was SIGKILLed too: the one that answered may have died with the memory.
     pub instance_killed: bool,
+    /// The event's fairness log once settled; `None`: not checked (hand-written histories).
+    pub log: Option<LogFacts>,
+}
+
+/// The fairness log as anyone sees it, with what `verify` and the audit's comparison said.
+#[derive(Debug, Default, Clone)]
+pub struct LogFacts {
+    /// The latest signed checkpoint's size.
+    pub size: i64,
+    /// Each leaf's kind by position.
+    pub kinds: BTreeMap<i64, String>,
+    /// `fcfs-coupon verify`'s failed checks and the audit's LOG_MISMATCHes.
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -181,6 +194,9 @@ pub fn check(history: &[Op], facts: &Facts) -> Verdict {
         );
         flag("5 public numbers", vec![], detail);
     }
+    if let Some(log) = &facts.log {
+        check_log(log, facts, &mut flag);
+    }
     if facts.failed_events > 0 {
         flag(
             "6 failed_event empty",
@@ -189,6 +205,37 @@ pub fn check(history: &[Op], facts: &Facts) -> Verdict {
         );
     }
     verdict
+}
+
+/// Rule 7, the fairness log: a leaf for every place handed out, each row's place marked ISSUED
+/// (or FAILED, then redriven), no ISSUED leaf without its row, and nothing `verify` or the
+/// audit's comparison refuses.
+fn check_log(log: &LogFacts, facts: &Facts, flag: &mut impl FnMut(&'static str, Vec<i64>, String)) {
+    if log.size != facts.admitted {
+        flag(
+            "7 the log",
+            vec![],
+            format!(
+                "{} leaves for {} places handed out",
+                log.size, facts.admitted
+            ),
+        );
+    }
+    let rows: BTreeMap<i64, i64> = facts.rows.iter().map(|&(u, p)| (p, u)).collect();
+    for (&p, &user) in &rows {
+        let kind = log.kinds.get(&p).map_or("none", String::as_str);
+        if !matches!(kind, "ISSUED" | "FAILED") {
+            flag("7 the log", vec![user], format!("row at {p}, leaf {kind}"));
+        }
+    }
+    for (&p, kind) in &log.kinds {
+        if kind == "ISSUED" && !rows.contains_key(&p) {
+            flag("7 the log", vec![], format!("ISSUED leaf at {p}, no row"));
+        }
+    }
+    for problem in &log.problems {
+        flag("7 the log", vec![], problem.clone());
+    }
 }
 
 /// A final answer README documents for a told winner Redis lost (`ACK_REPLICAS=0` only):

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::checker::{check, Facts, Verdict};
+use super::checker::{check, Facts, LogFacts, Verdict};
 use super::history::{Kind, Op};
 
 /// An application by `user`, sent at `sent` ms and answered `took` ms later.
@@ -110,4 +110,32 @@ fn a_place_told_twice_is_excused_only_by_the_double_loss() {
     );
     facts.instance_killed = true;
     assert!(check(&history, &facts).violations.is_empty());
+}
+
+#[test]
+fn a_log_that_disagrees_with_the_rows_is_named() {
+    let history = [apply(1, 0, 202, Some(1)), apply(2, 5, 202, Some(2))];
+    let log = |kinds: &[(i64, &str)], problems: &[&str]| LogFacts {
+        size: kinds.len() as i64,
+        kinds: kinds.iter().map(|(p, k)| (*p, k.to_string())).collect(),
+        problems: problems.iter().map(|p| p.to_string()).collect(),
+    };
+    let with = |log| Facts {
+        log: Some(log),
+        ..settled(&[(1, 1), (2, 2)])
+    };
+    let clean = with(log(&[(1, "ISSUED"), (2, "ISSUED")], &[]));
+    assert!(rules(&check(&history, &clean)).is_empty());
+    // A place without its leaf; a row whose leaf says LOST; what verify refused.
+    for broken in [
+        log(&[(1, "ISSUED")], &[]),
+        log(&[(1, "ISSUED"), (2, "LOST")], &[]),
+        log(&[(1, "ISSUED"), (2, "ISSUED")], &["FAIL whole log: …"]),
+    ] {
+        let named = rules(&check(&history, &with(broken)));
+        assert!(
+            !named.is_empty() && named.iter().all(|r| *r == "7 the log"),
+            "{named:?}"
+        );
+    }
 }

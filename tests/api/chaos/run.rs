@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use fcfs_coupon::auth::TokenKeys;
 use fcfs_coupon::configuration::Settings;
+use fcfs_coupon::domain::CouponId;
+use fcfs_coupon::fairness::{self, verify, Leaf};
 use futures::future::join_all;
 use futures::FutureExt;
 use serde_json::Value;
 
-use super::checker::{self, Facts, Verdict};
+use super::checker::{self, Facts, LogFacts, Verdict};
 use super::generator::Crowd;
 use super::history::{History, Kind, Op};
 use super::nemesis;
@@ -20,6 +22,8 @@ use super::schedule::Schedule;
 use super::system::System;
 use crate::helpers::{committed_total, topic_messages, TestApp};
 
+/// How long the fairness log may take, once settled, to hold every place handed out.
+const LOG_WAIT: Duration = Duration::from_secs(20);
 /// How long the pipeline may take to settle once everything is healed.
 const SETTLE: Duration = Duration::from_secs(30);
 /// Nothing in progress and nothing changed for this long: what is left will not change.
@@ -79,6 +83,7 @@ pub async fn run(seed: u64) -> Report {
     let poller = crowd(origin, Instant::now() + SETTLE);
     let settled = settle(&poller, &app, &schedule, &told).await;
     let mut facts = facts(&applicants, &app, &schedule, &told).await;
+    facts.log = Some(log_facts(&poller, &app, facts.admitted).await);
     facts.memory_lost = schedule.loses_memory();
     facts.instance_killed = schedule.kills_an_instance();
     let history = applicants.history.ops();
@@ -174,6 +179,63 @@ async fn facts(crowd: &Crowd, app: &TestApp, schedule: &Schedule, told: &BTreeSe
         issued: public["issued"].as_i64().unwrap_or(-1),
         finals,
         ..Facts::default()
+    }
+}
+
+/// The log once it has a leaf for every place handed out (or `LOG_WAIT` ran out), what `verify`
+/// says of it over HTTP, and the audit's comparison of its leaves with the rows.
+async fn log_facts(crowd: &Crowd, app: &TestApp, admitted: i64) -> LogFacts {
+    let id = CouponId::new(crowd.coupon).unwrap();
+    let deadline = Instant::now() + LOG_WAIT;
+    let size = loop {
+        let head = fairness::store::head(&app.db, id).await.ok().flatten();
+        let size = head.map_or(0, |h| h.size as i64);
+        if size >= admitted || Instant::now() > deadline {
+            break size;
+        }
+        // The builder appends once a second; this is what is waited for.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let leaves = fairness::store::leaves(&app.db, id, 1, u32::MAX)
+        .await
+        .unwrap();
+    let kinds = (leaves.iter())
+        .map(|l| {
+            let kind = Leaf::from_bytes(&l.leaf).map_or("malformed", |l| l.kind.name());
+            (i64::from(l.position), kind.to_owned())
+        })
+        .collect();
+    let (winners, _) = fcfs_coupon::store::persisted_winners(&app.db, id)
+        .await
+        .unwrap();
+    let mut problems: Vec<String> = fairness::audit::mismatches(&leaves, &winners)
+        .into_iter()
+        .map(|m| format!("LOG_MISMATCH at {}: {}", m.position, m.detail))
+        .collect();
+    let base = crowd
+        .addresses
+        .read()
+        .unwrap()
+        .iter()
+        .flatten()
+        .next()
+        .cloned();
+    let checks = verify::verify(verify::Request {
+        url: base,
+        coupon: Some(id),
+        receipt: None,
+        saved_checkpoint: None,
+        key: None,
+    })
+    .await;
+    match checks {
+        Ok(checks) => problems.extend(checks.iter().filter(|c| !c.passed).map(|c| c.to_string())),
+        Err(e) => problems.push(format!("verify could not run: {e:#}")),
+    }
+    LogFacts {
+        size,
+        kinds,
+        problems,
     }
 }
 
