@@ -15,21 +15,16 @@ CREATE TABLE fairness_log (
 
 -- One leaf per position. `leaf` is the canonical byte string that is hashed (see README,
 -- "Verifiable fairness"); the nonce opens the leaf's commitment to its user and is shown only
--- to that user (the position answer's receipt) and to the audit.
+-- to that user (the position answer's receipt) and to the audit. `hashes` are the tree's
+-- stored hashes this leaf's append completed (Go's sumdb/tlog: the leaf hash, then one per
+-- subtree it closed, 32 bytes each, two on average), so a proof reads O(log n) rows and an
+-- append writes one row per leaf.
 CREATE TABLE fairness_leaf (
     coupon_id   BIGINT      NOT NULL REFERENCES coupon (id),
     position    INTEGER     NOT NULL CHECK (position > 0),
     leaf        BYTEA       NOT NULL,
     nonce       BYTEA,
+    hashes      BYTEA       NOT NULL CHECK (length(hashes) >= 32 AND length(hashes) % 32 = 0),
     appended_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (coupon_id, position)
-);
-
--- The tree's stored hashes (Go's sumdb/tlog layout: `stored_hash_index(level, n)`), so a proof
--- reads O(log n) rows.
-CREATE TABLE fairness_hash (
-    coupon_id BIGINT NOT NULL REFERENCES coupon (id),
-    idx       BIGINT NOT NULL CHECK (idx >= 0),
-    hash      BYTEA  NOT NULL CHECK (length(hash) = 32),
-    PRIMARY KEY (coupon_id, idx)
 );

@@ -2,6 +2,7 @@
 # Breaks the mechanisms the promise rests on, one at a time, and runs the tests that guard each:
 # every mutation must turn at least one of them red. Prints a line per mutation; exits non-zero
 # when a mutation survives. Needs the services (scripts/services.sh up) and a built tree.
+#   scripts/mutations.sh [pattern]    only the mutations whose guarding tests contain the pattern
 set -euo pipefail
 SCRIPT_NAME=mutations
 cd "$(dirname "$0")/.."
@@ -39,6 +40,7 @@ survived=0
 for mutation in "${MUTATIONS[@]}"; do
   IFS='|' read -r -d '' file text replacement tests <<<"$mutation" || true
   tests=${tests%$'\n'}
+  [[ "$tests" == *"${1:-}"* ]] || continue
   python3 - "$file" "$text" "$replacement" <<'PY'
 import sys
 path, old, new = sys.argv[1:4]

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use fcfs_coupon::configuration::Settings;
-use fcfs_coupon::domain::{CouponId, CouponName, EventWindow, Stock, UserId};
+use std::sync::Arc;
+
+use fcfs_coupon::domain::{CouponId, CouponName, EventWindow, Position, Stock, UserId, Winner};
+use fcfs_coupon::fairness::{LogBuilder, LogKey};
 use fcfs_coupon::gate::{Admission, Gate};
 use fcfs_coupon::startup::{Application, Role};
 use fcfs_coupon::store::{insert_coupon, NewCoupon};
@@ -26,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 struct Round {
     drain_ms: i64,
     rows_per_sec: f64,
-    /// With the log on: (last row → log complete in ms, leaves/s appended, bytes per leaf).
-    log: Option<(i64, f64, f64)>,
+    /// With the log on: last row → every leaf appended, in ms.
+    log_after_ms: Option<i64>,
 }
 
 pub async fn run(winners: u32, rounds: u32) -> anyhow::Result<()> {
@@ -40,8 +43,8 @@ pub async fn run(winners: u32, rounds: u32) -> anyhow::Result<()> {
                 if fairness { "on " } else { "off" },
                 r.drain_ms,
                 r.rows_per_sec,
-                r.log.map_or(String::new(), |(after, per_sec, bytes)| format!(
-                    "; log complete {after} ms after the last row, {per_sec:.0} leaves/s, {bytes:.0} bytes/leaf"
+                r.log_after_ms.map_or(String::new(), |after| format!(
+                    "; every leaf appended {after} ms after the last row"
                 )),
             );
             if fairness { &mut on } else { &mut off }.push(r);
@@ -63,16 +66,69 @@ pub async fn run(winners: u32, rounds: u32) -> anyhow::Result<()> {
         drain_on / drain_off.max(1.0)
     );
     println!(
-        "log builder, median:                        {:.0} leaves/s, complete {:.0} ms after the last row, {:.0} bytes/leaf",
-        median(&on, |r| r.log.map_or(0.0, |l| l.1)),
-        median(&on, |r| r.log.map_or(0.0, |l| l.0 as f64)),
-        median(&on, |r| r.log.map_or(0.0, |l| l.2)),
+        "every leaf appended after the last row:     {:.0} ms (median)",
+        median(&on, |r| r.log_after_ms.unwrap_or_default() as f64),
+    );
+    let (per_sec, bytes) = builder_alone(winners * 5).await?;
+    println!(
+        "log builder alone, {} rows waiting:       {per_sec:.0} leaves/s, {bytes:.0} bytes/leaf in PostgreSQL",
+        winners * 5
     );
     Ok(())
 }
 
-async fn run_once(winners: u32, fairness: bool, round: u32) -> anyhow::Result<Round> {
-    let id = format!("bench{}r{round}{}", std::process::id(), u8::from(fairness));
+/// The builder on a backlog: `rows` persisted rows and an empty log, one `build_once` timed;
+/// then the log's tables' size per leaf.
+async fn builder_alone(rows: u32) -> anyhow::Result<(f64, f64)> {
+    let settings = settings_for(&format!("bench{}alone", std::process::id()))?;
+    settings.database.create_if_missing().await?;
+    let db = settings.database.pool().await?;
+    fcfs_coupon::store::migrate(&db).await?;
+    let mut tx = db.begin().await?;
+    let coupon = insert_coupon(
+        &mut tx,
+        NewCoupon {
+            name: CouponName::new("bench")?,
+            stock: Stock::new(rows.into())?,
+            window: EventWindow::default(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let start = Utc::now();
+    for chunk in (1..=rows).collect::<Vec<_>>().chunks(5_000) {
+        let winners: Vec<Winner> = chunk
+            .iter()
+            .map(|&p| Winner {
+                coupon: coupon.id,
+                user: UserId::new(i64::from(p)).unwrap(),
+                position: Position::new(p).unwrap(),
+                applied_at: start + chrono::Duration::microseconds(i64::from(p)),
+            })
+            .collect();
+        fcfs_coupon::store::persist_batch(&db, &winners).await?;
+    }
+    let builder = LogBuilder::new(
+        db.clone(),
+        settings.redis.gate()?,
+        Arc::new(LogKey::development()),
+        Duration::from_secs(1),
+    );
+    let started = Instant::now();
+    let appended = builder.build_once().await?;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(appended == u64::from(rows), "{appended} of {rows} leaves");
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT (pg_total_relation_size('fairness_leaf') + pg_total_relation_size('fairness_log'))::bigint",
+    )
+    .fetch_one(&db)
+    .await?;
+    db.close().await;
+    Ok((f64::from(rows) / secs, bytes as f64 / f64::from(rows)))
+}
+
+/// The service's settings on a database, prefix and topic of their own.
+fn settings_for(id: &str) -> anyhow::Result<Settings> {
     let mut settings = Settings::load(None)?;
     let base = settings.database.url.expose_secret().to_owned();
     let server = base
@@ -83,9 +139,18 @@ async fn run_once(winners: u32, fairness: bool, round: u32) -> anyhow::Result<Ro
     settings.redis.key_prefix = format!("test-{id}");
     settings.kafka.topic = format!("test-{id}");
     settings.kafka.group_id = format!("test-{id}");
-    settings.fairness.enabled = fairness;
     // In-process: no ops port a running service could already hold.
     settings.ops.addr = "127.0.0.1:0".into();
+    Ok(settings)
+}
+
+async fn run_once(winners: u32, fairness: bool, round: u32) -> anyhow::Result<Round> {
+    let mut settings = settings_for(&format!(
+        "bench{}r{round}{}",
+        std::process::id(),
+        u8::from(fairness)
+    ))?;
+    settings.fairness.enabled = fairness;
 
     settings.database.create_if_missing().await?;
     let app = Application::build(&settings, &[Role::Issuer, Role::Consumer]).await?;
@@ -124,8 +189,8 @@ async fn run_once(winners: u32, fairness: bool, round: u32) -> anyhow::Result<Ro
         .fetch_one(&db)
     })
     .await?;
-    let log = if fairness {
-        let (first_leaf, last_leaf) = until(winners, "leaves", || {
+    let log_after_ms = if fairness {
+        until(winners, "leaves", || {
             sqlx::query_as(
                 "SELECT count(*), min(appended_at), max(appended_at) FROM fairness_leaf WHERE coupon_id = $1",
             )
@@ -133,18 +198,7 @@ async fn run_once(winners: u32, fairness: bool, round: u32) -> anyhow::Result<Ro
             .fetch_one(&db)
         })
         .await?;
-        let appending_ms = (last_leaf - first_leaf).num_milliseconds().max(1);
-        let bytes: i64 = sqlx::query_scalar(
-            "SELECT (pg_total_relation_size('fairness_leaf') + pg_total_relation_size('fairness_hash') \
-             + pg_total_relation_size('fairness_log'))::bigint",
-        )
-        .fetch_one(&db)
-        .await?;
-        Some((
-            (last_leaf - last).num_milliseconds(),
-            f64::from(winners) * 1000.0 / appending_ms as f64,
-            bytes as f64 / f64::from(winners),
-        ))
+        Some((Utc::now() - last).num_milliseconds())
     } else {
         None
     };
@@ -156,7 +210,7 @@ async fn run_once(winners: u32, fairness: bool, round: u32) -> anyhow::Result<Ro
     Ok(Round {
         drain_ms: (last - last_admission).num_milliseconds(),
         rows_per_sec: f64::from(winners) * 1000.0 / consume_ms as f64,
-        log,
+        log_after_ms,
     })
 }
 

@@ -255,29 +255,7 @@ fn proof_view(proof: Result<Vec<tlog_tiles::Hash>, ProofError>) -> Result<ProofR
     }
 }
 
-/// What a winner can keep and check, offline or against any later checkpoint: their leaf, the
-/// nonce that opens its commitment, and its inclusion proof in the signed tree.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct ReceiptView {
-    pub coupon_id: i64,
-    pub user_id: i64,
-    pub position: u32,
-    pub kind: String,
-    pub arrived_at_us: i64,
-    /// Hex SHA-256(nonce ‖ user id in decimal).
-    pub commitment: String,
-    /// Hex; private to this user: with it, the commitment is shown to be theirs.
-    pub nonce: String,
-    /// Base64 of the leaf's canonical bytes.
-    pub leaf: String,
-    /// The size of the tree `checkpoint` signs and `inclusionProof` is against.
-    pub tree_size: u64,
-    /// Base64 hashes: the RFC 6962 audit path of leaf index `position - 1`.
-    pub inclusion_proof: Vec<String>,
-    /// The signed checkpoint (c2sp.org/tlog-checkpoint).
-    pub checkpoint: String,
-}
+pub use crate::fairness::verify::Receipt as ReceiptView;
 
 /// The caller's receipt, once their leaf is in the log; `None` before that, with the log
 /// off, or when PostgreSQL cannot answer now (the position answer does not depend on it).
@@ -326,7 +304,7 @@ async fn read_receipt(
     Ok(Some(ReceiptView {
         coupon_id: coupon.get(),
         user_id: user.get(),
-        position,
+        position: position.into(),
         kind: leaf.kind.name().into(),
         arrived_at_us: leaf.arrived_us,
         commitment: hex(&leaf.commitment),

@@ -151,7 +151,7 @@ impl LogBuilder {
         if new.is_empty() && !complete && signed {
             return Ok(0);
         }
-        let (hashes, root) = self.hashes(&mut tx, coupon, size, &new).await?;
+        let root = self.hash(&mut tx, coupon, size, &mut new).await?;
         let new_size = size + new.len() as u64;
         let checkpoint = self.key.sign(coupon, new_size, root)?;
         store::append(
@@ -159,7 +159,6 @@ impl LogBuilder {
             &Appended {
                 coupon,
                 leaves: &new,
-                hashes: &hashes,
                 size: new_size,
                 root,
                 checkpoint: &checkpoint,
@@ -174,29 +173,28 @@ impl LogBuilder {
         Ok(new.len() as u64)
     }
 
-    /// The new stored hashes and the new root: the tree's right edge (the roots of the perfect
-    /// subtrees that make up `size` leaves) is all an append reads of the old tree.
-    async fn hashes(
+    /// Fills in each new leaf's stored hashes and returns the new root: the tree's right edge
+    /// (the roots of the perfect subtrees that make up `size` leaves) is all an append reads of
+    /// the old tree.
+    async fn hash(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         coupon: CouponId,
         size: u64,
-        new: &[NewLeaf],
-    ) -> anyhow::Result<(Vec<(u64, tlog_tiles::Hash)>, tlog_tiles::Hash)> {
+        new: &mut [NewLeaf],
+    ) -> anyhow::Result<tlog_tiles::Hash> {
         let edge = tlog_tiles::sub_tree_index(0, size, vec![]);
         let mut known: Known = store::read_hashes(&mut **tx, coupon, &edge).await?;
-        let mut written = Vec::new();
-        for (i, (_, bytes, _)) in new.iter().enumerate() {
+        for (i, leaf) in new.iter_mut().enumerate() {
             let n = size + i as u64;
-            let stored = tlog_tiles::stored_hashes(n, bytes, &known)?;
+            let stored = tlog_tiles::stored_hashes(n, &leaf.bytes, &known)?;
             let first = tlog_tiles::stored_hash_index(0, n);
             for (j, hash) in stored.into_iter().enumerate() {
                 known.0.insert(first + j as u64, hash);
-                written.push((first + j as u64, hash));
+                leaf.hashes.extend_from_slice(&hash.0);
             }
         }
-        let root = tlog_tiles::tree_hash(size + new.len() as u64, &known)?;
-        Ok((written, root))
+        Ok(tlog_tiles::tree_hash(size + new.len() as u64, &known)?)
     }
 
     /// The leaf for a position no row holds, when the gate says none ever will: its winner was
@@ -218,7 +216,7 @@ impl LogBuilder {
                     arrived_us: score_us,
                     commitment: [0; 32],
                 };
-                Some((place.get(), leaf.to_bytes(), None))
+                Some(NewLeaf::new(place.get(), leaf.to_bytes(), None))
             }
             Some(Holder::Failed { user, score_us }) => {
                 let nonce = new_nonce();
@@ -229,7 +227,7 @@ impl LogBuilder {
                     arrived_us: score_us,
                     commitment: commitment(&nonce, user),
                 };
-                Some((place.get(), leaf.to_bytes(), Some(nonce)))
+                Some(NewLeaf::new(place.get(), leaf.to_bytes(), Some(nonce)))
             }
             Some(Holder::Other) | None => None,
         })
@@ -271,5 +269,5 @@ fn issued(
         arrived_us: applied_at.timestamp_micros(),
         commitment: commitment(&nonce, UserId::new(user)?),
     };
-    Ok((position, leaf.to_bytes(), Some(nonce)))
+    Ok(NewLeaf::new(position, leaf.to_bytes(), Some(nonce)))
 }

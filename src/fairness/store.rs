@@ -53,21 +53,37 @@ pub async fn leaves(
     .await
 }
 
-/// Stored hashes by index, from the pool or inside a transaction.
+/// Stored hashes by index, from the pool or inside a transaction. A stored hash is kept with
+/// the leaf whose append completed it: node `n` of level `l` with leaf `((n + 1) << l) - 1`, at
+/// offset `l`.
 pub async fn read_hashes<'e, E>(db: E, coupon: CouponId, indexes: &[u64]) -> sqlx::Result<Known>
 where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
-    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT idx, hash FROM fairness_hash WHERE coupon_id = $1 AND idx = ANY($2)",
+    let places: Vec<(u64, i64, usize)> = indexes
+        .iter()
+        .map(|&index| {
+            let (level, node) = tlog_tiles::split_stored_hash_index(index);
+            let leaf = ((node + 1) << level) - 1;
+            (index, leaf as i64 + 1, usize::from(level) * 32)
+        })
+        .collect();
+    let rows: Vec<(i32, Vec<u8>)> = sqlx::query_as(
+        "SELECT position, hashes FROM fairness_leaf WHERE coupon_id = $1 AND position = ANY($2)",
     )
     .bind(coupon.get())
-    .bind(indexes.iter().map(|&i| i as i64).collect::<Vec<_>>())
+    .bind(places.iter().map(|p| p.1).collect::<Vec<_>>())
     .fetch_all(db)
     .await?;
+    let by_position: std::collections::HashMap<i64, Vec<u8>> =
+        rows.into_iter().map(|(p, h)| (i64::from(p), h)).collect();
     Ok(Known(
-        rows.into_iter()
-            .filter_map(|(i, h)| Some((i as u64, Hash(h.try_into().ok()?))))
+        places
+            .into_iter()
+            .filter_map(|(index, position, at)| {
+                let hash = by_position.get(&position)?.get(at..at + 32)?;
+                Some((index, Hash(hash.try_into().ok()?)))
+            })
             .collect(),
     ))
 }
@@ -149,18 +165,34 @@ pub async fn consistency(
     prove(db, coupon, |r| tlog_tiles::prove_tree(to, from, &r)).await
 }
 
-/// A leaf about to be appended: its position, bytes and private nonce (none for LOST).
-pub type NewLeaf = (
-    u32,
-    [u8; super::LEAF_BYTES],
-    Option<[u8; super::NONCE_BYTES]>,
-);
+/// A leaf about to be appended: its position, bytes, private nonce (none for LOST), and the
+/// stored hashes its append completes (filled in last).
+pub struct NewLeaf {
+    pub position: u32,
+    pub bytes: [u8; super::LEAF_BYTES],
+    pub nonce: Option<[u8; super::NONCE_BYTES]>,
+    pub hashes: Vec<u8>,
+}
+
+impl NewLeaf {
+    pub fn new(
+        position: u32,
+        bytes: [u8; super::LEAF_BYTES],
+        nonce: Option<[u8; super::NONCE_BYTES]>,
+    ) -> Self {
+        Self {
+            position,
+            bytes,
+            nonce,
+            hashes: Vec::with_capacity(64),
+        }
+    }
+}
 
 /// What one append writes, in the builder's transaction.
 pub struct Appended<'a> {
     pub coupon: CouponId,
     pub leaves: &'a [NewLeaf],
-    pub hashes: &'a [(u64, Hash)],
     pub size: u64,
     pub root: Hash,
     pub checkpoint: &'a str,
@@ -170,27 +202,34 @@ pub struct Appended<'a> {
 pub async fn append(tx: &mut Transaction<'_, Postgres>, a: &Appended<'_>) -> sqlx::Result<()> {
     let id = a.coupon.get();
     sqlx::query(
-        "INSERT INTO fairness_leaf (coupon_id, position, leaf, nonce) \
-         SELECT $1, * FROM UNNEST($2::int[], $3::bytea[], $4::bytea[])",
+        "INSERT INTO fairness_leaf (coupon_id, position, leaf, nonce, hashes) \
+         SELECT $1, * FROM UNNEST($2::int[], $3::bytea[], $4::bytea[], $5::bytea[])",
     )
     .bind(id)
-    .bind(a.leaves.iter().map(|l| l.0 as i32).collect::<Vec<_>>())
-    .bind(a.leaves.iter().map(|l| l.1.to_vec()).collect::<Vec<_>>())
     .bind(
         a.leaves
             .iter()
-            .map(|l| l.2.map(|n| n.to_vec()))
+            .map(|l| l.position as i32)
             .collect::<Vec<_>>(),
     )
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO fairness_hash (coupon_id, idx, hash) \
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::bytea[])",
+    .bind(
+        a.leaves
+            .iter()
+            .map(|l| l.bytes.to_vec())
+            .collect::<Vec<_>>(),
     )
-    .bind(id)
-    .bind(a.hashes.iter().map(|h| h.0 as i64).collect::<Vec<_>>())
-    .bind(a.hashes.iter().map(|h| h.1 .0.to_vec()).collect::<Vec<_>>())
+    .bind(
+        a.leaves
+            .iter()
+            .map(|l| l.nonce.map(|n| n.to_vec()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        a.leaves
+            .iter()
+            .map(|l| l.hashes.as_slice())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
     sqlx::query(

@@ -40,24 +40,31 @@ fn check(name: &'static str, outcome: anyhow::Result<String>) -> Check {
     }
 }
 
-/// A winner's receipt, as the position answer carries it.
-#[derive(Debug, Clone, Deserialize)]
+/// What a winner can keep and check, offline or against any later checkpoint: their leaf, the
+/// nonce that opens its commitment, and its inclusion proof in the signed tree. The position
+/// answer carries it (`receipt`), and `verify --receipt` reads it back.
+#[derive(Debug, Clone, Deserialize, poem_openapi::Object)]
 #[serde(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase")]
 pub struct Receipt {
     pub coupon_id: i64,
     pub user_id: i64,
     pub position: u64,
+    /// ISSUED or FAILED.
     pub kind: String,
+    /// The gate's arrival time, µs since the Unix epoch by Redis' clock.
     pub arrived_at_us: i64,
-    /// Hex.
+    /// Hex SHA-256(nonce ‖ user id in decimal).
     pub commitment: String,
-    /// Hex.
+    /// Hex; private to this user: with it, the commitment is shown to be theirs.
     pub nonce: String,
-    /// Base64 of the canonical leaf bytes.
+    /// Base64 of the leaf's canonical bytes.
     pub leaf: String,
+    /// The size of the tree `checkpoint` signs and `inclusionProof` is against.
     pub tree_size: u64,
-    /// Base64 hashes, RFC 6962 audit path.
+    /// Base64 hashes: the RFC 6962 audit path of leaf index `position - 1`.
     pub inclusion_proof: Vec<String>,
+    /// The signed checkpoint (c2sp.org/tlog-checkpoint).
     pub checkpoint: String,
 }
 

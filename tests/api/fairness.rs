@@ -107,7 +107,6 @@ impl TestApp {
         .chain(&[
             "ALTER TABLE coupon_issue ADD CONSTRAINT coupon_issue_position_key UNIQUE (coupon_id, position)",
             "DELETE FROM fairness_leaf WHERE coupon_id = $1",
-            "DELETE FROM fairness_hash WHERE coupon_id = $1",
             "UPDATE fairness_log SET size = 0, root = NULL, checkpoint = NULL, complete = false WHERE coupon_id = $1",
         ]) {
             let query = sqlx::query(statement);
