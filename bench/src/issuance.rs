@@ -36,7 +36,13 @@ struct Round {
 pub async fn run(winners: u32, rounds: u32) -> anyhow::Result<()> {
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        for fairness in [false, true] {
+        // Each order in turn, so a machine getting busier or quieter favours neither.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for fairness in order {
             let r = run_once(winners, fairness, round).await?;
             println!(
                 "round {round}, log {}: last admission → last row {} ms, {:.0} rows/s{}",
@@ -64,6 +70,14 @@ pub async fn run(winners: u32, rounds: u32) -> anyhow::Result<()> {
     println!(
         "drain with the log ÷ without:               {:.2}",
         drain_on / drain_off.max(1.0)
+    );
+    let (rows_off, rows_on) = (
+        median(&off, |r| r.rows_per_sec),
+        median(&on, |r| r.rows_per_sec),
+    );
+    println!(
+        "rows/s persisted, median, log off / on:     {rows_off:.0} / {rows_on:.0} ({:.2})",
+        rows_on / rows_off.max(1.0)
     );
     println!(
         "every leaf appended after the last row:     {:.0} ms (median)",

@@ -53,39 +53,83 @@ pub async fn leaves(
     .await
 }
 
-/// Stored hashes by index, from the pool or inside a transaction. A stored hash is kept with
-/// the leaf whose append completed it: node `n` of level `l` with leaf `((n + 1) << l) - 1`, at
-/// offset `l`.
+/// Where a stored hash is kept: with the leaf whose append completed it (node `n` of level `l`
+/// with leaf `((n + 1) << l) - 1`, 1-based position one more), at byte offset `32 l`.
+fn place(index: u64) -> (i64, usize) {
+    let (level, node) = tlog_tiles::split_stored_hash_index(index);
+    let leaf = ((node + 1) << level) - 1;
+    (leaf as i64 + 1, usize::from(level) * 32)
+}
+
+/// The hashes at `indexes`, out of the rows (position → stored hashes) that hold them.
+fn known(indexes: &[u64], rows: &std::collections::HashMap<i64, Vec<u8>>) -> Known {
+    Known(
+        indexes
+            .iter()
+            .filter_map(|&index| {
+                let (position, at) = place(index);
+                let hash = rows.get(&position)?.get(at..at + 32)?;
+                Some((index, Hash(hash.try_into().ok()?)))
+            })
+            .collect(),
+    )
+}
+
+/// Stored hashes by index, from the pool or inside a transaction.
 pub async fn read_hashes<'e, E>(db: E, coupon: CouponId, indexes: &[u64]) -> sqlx::Result<Known>
 where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
-    let places: Vec<(u64, i64, usize)> = indexes
-        .iter()
-        .map(|&index| {
-            let (level, node) = tlog_tiles::split_stored_hash_index(index);
-            let leaf = ((node + 1) << level) - 1;
-            (index, leaf as i64 + 1, usize::from(level) * 32)
-        })
-        .collect();
     let rows: Vec<(i32, Vec<u8>)> = sqlx::query_as(
         "SELECT position, hashes FROM fairness_leaf WHERE coupon_id = $1 AND position = ANY($2)",
     )
     .bind(coupon.get())
-    .bind(places.iter().map(|p| p.1).collect::<Vec<_>>())
+    .bind(indexes.iter().map(|&i| place(i).0).collect::<Vec<_>>())
     .fetch_all(db)
     .await?;
-    let by_position: std::collections::HashMap<i64, Vec<u8>> =
-        rows.into_iter().map(|(p, h)| (i64::from(p), h)).collect();
-    Ok(Known(
-        places
-            .into_iter()
-            .filter_map(|(index, position, at)| {
-                let hash = by_position.get(&position)?.get(at..at + 32)?;
-                Some((index, Hash(hash.try_into().ok()?)))
-            })
-            .collect(),
-    ))
+    let rows = rows.into_iter().map(|(p, h)| (i64::from(p), h)).collect();
+    Ok(known(indexes, &rows))
+}
+
+/// The leaf at `position` and its inclusion proof in the tree of `size` leaves, in one query
+/// (a winner's receipt, asked for by everyone polling their position).
+pub async fn leaf_with_proof(
+    db: &PgPool,
+    coupon: CouponId,
+    position: u32,
+    size: u64,
+) -> Result<Option<(StoredLeaf, Vec<Hash>)>, ProofError> {
+    let index = u64::from(position).saturating_sub(1);
+    let indexes = needed(|r| tlog_tiles::prove_record(size, index, r))
+        .map_err(|e| ProofError::OutOfRange(e.to_string()))?;
+    let mut positions: Vec<i64> = indexes.iter().map(|&i| place(i).0).collect();
+    positions.push(i64::from(position));
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        leaf: StoredLeaf,
+        hashes: Vec<u8>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT position, leaf, nonce, hashes FROM fairness_leaf \
+         WHERE coupon_id = $1 AND position = ANY($2)",
+    )
+    .bind(coupon.get())
+    .bind(positions)
+    .fetch_all(db)
+    .await?;
+    let mut leaf = None;
+    let mut hashes = std::collections::HashMap::new();
+    for row in rows {
+        hashes.insert(i64::from(row.leaf.position), row.hashes);
+        if row.leaf.position as u32 == position {
+            leaf = Some(row.leaf);
+        }
+    }
+    let Some(leaf) = leaf else { return Ok(None) };
+    let proof = tlog_tiles::prove_record(size, index, &known(&indexes, &hashes))
+        .map_err(ProofError::Tree)?;
+    Ok(Some((leaf, proof)))
 }
 
 /// Why a proof cannot be given.
