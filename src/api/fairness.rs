@@ -257,6 +257,26 @@ fn proof_view(proof: Result<Vec<tlog_tiles::Hash>, ProofError>) -> Result<ProofR
 
 pub use crate::fairness::verify::Receipt as ReceiptView;
 
+/// Whether `position`'s leaf is in the log, by the head at most a second old; `None` with the
+/// log off or PostgreSQL not answering now.
+pub(super) async fn receipt_ready(
+    state: &AppState,
+    coupon: CouponId,
+    position: u32,
+) -> Option<bool> {
+    state.fairness.as_ref()?;
+    let head = state
+        .log_cache
+        .get(coupon, || store::head(&state.db, coupon))
+        .await
+        .ok()?;
+    Some(
+        head.as_ref()
+            .as_ref()
+            .is_some_and(|h| h.size >= u64::from(position)),
+    )
+}
+
 /// The caller's receipt, once their leaf is in the log; `None` before that, with the log
 /// off, or when PostgreSQL cannot answer now (the position answer does not depend on it).
 pub(super) async fn receipt(

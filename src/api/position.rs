@@ -1,7 +1,7 @@
 //! `GET /coupons/{couponId}/position`: where the caller stands, read from Redis.
 
 use poem::web::Data;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
@@ -43,6 +43,9 @@ impl PositionApi {
         /// The coupon event's id.
         #[oai(name = "couponId")]
         coupon: Path<i64>,
+        /// `true`: include the receipt (the leaf's fields, the nonce and an inclusion proof)
+        /// once `receiptReady`. Asked for, not sent to every poll: it is read from PostgreSQL.
+        receipt: Query<Option<bool>>,
     ) -> Result<PositionResponse, PositionError> {
         let id = coupon_id(coupon.0)?;
         let user = auth.0.user;
@@ -54,12 +57,19 @@ impl PositionApi {
             status,
             ApplicationStatus::Issued | ApplicationStatus::Failed
         );
-        let receipt = match snapshot.ticket {
-            Some(t) if logged => super::fairness::receipt(&state, id, user, t.position.get()).await,
+        let place = snapshot.ticket.map(|t| t.position.get()).filter(|_| logged);
+        let receipt_ready = match place {
+            Some(p) => super::fairness::receipt_ready(&state, id, p).await,
+            None => None,
+        };
+        let receipt = match place {
+            Some(p) if receipt_ready == Some(true) && receipt.0 == Some(true) => {
+                super::fairness::receipt(&state, id, user, p).await
+            }
             _ => None,
         };
         let mut retry_after_ms = retry_after_ms(&snapshot, status, state.status_poll.as_millis());
-        if logged && receipt.is_none() && state.fairness.is_some() {
+        if receipt_ready == Some(false) {
             // The builder appends within about a second of the row.
             retry_after_ms = Some(RECEIPT_POLL_MS);
         }
@@ -74,6 +84,7 @@ impl PositionApi {
             issued: snapshot.issued,
             applied_at: snapshot.ticket.map(|t| t.applied_at),
             retry_after_ms,
+            receipt_ready,
             receipt,
         })))
     }

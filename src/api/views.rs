@@ -180,8 +180,12 @@ pub struct PositionView {
     /// When asking again may give a different answer; absent once the answer is final.
     #[oai(skip_serializing_if_is_none)]
     pub retry_after_ms: Option<u64>,
-    /// Once the winner's place is in the event's fairness log: a receipt to keep, which
-    /// proves the place (`fcfs-coupon verify --receipt`, or the dashboard's "verify my place").
+    /// ISSUED or FAILED, with the fairness log on: whether the place is in the event's log
+    /// yet, so that `?receipt=true` returns its receipt.
+    #[oai(skip_serializing_if_is_none)]
+    pub receipt_ready: Option<bool>,
+    /// Asked for with `?receipt=true`, once `receiptReady`: a receipt to keep, which proves the
+    /// place (`fcfs-coupon verify --receipt`, or the dashboard's "verify my place").
     #[oai(skip_serializing_if_is_none)]
     pub receipt: Option<super::fairness::ReceiptView>,
 }
@@ -199,6 +203,7 @@ impl Example for PositionView {
             issued: 37,
             applied_at: Some(example_time()),
             retry_after_ms: Some(1000),
+            receipt_ready: None,
             receipt: None,
         }
     }

@@ -73,9 +73,18 @@ impl TestApp {
         .await;
     }
 
+    /// The position answer with the receipt asked for, once it is there.
     async fn receipt(&self, coupon: i64, user: i64) -> Value {
+        let url = self.url(&format!("/coupons/{coupon}/position?receipt=true"));
         eventually("a receipt", Duration::from_secs(30), || async {
-            let answer: Value = self.position(coupon, user).await.json().await.unwrap();
+            let answer: Value = (self.client.get(&url))
+                .bearer_auth(self.user_token(user))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             (!answer["receipt"].is_null()).then_some(answer)
         })
         .await
@@ -161,6 +170,12 @@ async fn each_winner_proves_their_place_and_anyone_checks_the_whole_order() {
         answer["retryAfterMs"],
         Value::Null,
         "the answer is final with its receipt"
+    );
+    // Polling without asking gets no receipt, only that it is ready.
+    let polled: Value = app.position(coupon, winners[4]).await.json().await.unwrap();
+    assert_eq!(
+        (polled["receiptReady"].clone(), polled["receipt"].clone()),
+        (json!(true), Value::Null)
     );
 }
 

@@ -24,14 +24,15 @@ try {
   };
   await verdict("winner", winner);
   await page.screenshot({ path: screenshot, fullPage: true });
-  await page.route("**/position", async (route) => {
+  const position = (url) => url.pathname.endsWith("/position");
+  await page.route(position, async (route) => {
     const response = await route.fetch();
     const body = await response.json();
     body.receipt.nonce = "00".repeat(16);
     await route.fulfill({ response, json: body });
   });
   await verdict("forged", winner);
-  await page.unroute("**/position");
+  await page.unroute(position);
   await verdict("loser", loser);
 } finally {
   await browser.close();
