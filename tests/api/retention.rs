@@ -47,6 +47,15 @@ async fn a_finished_event_leaves_redis_and_answers_the_same_from_postgres() {
         3
     );
     app.wait_for_rows(coupon, 3).await;
+    // Its fairness log complete too, as the answers show it, so that they can stay the same.
+    eventually("the log complete", Duration::from_secs(10), || async {
+        let view = app.coupon_json(coupon).await;
+        let answer: Value = app.position(coupon, 1).await.json().await.unwrap();
+        (view["log"]["complete"] == Value::Bool(true)
+            && answer["receiptReady"] == Value::Bool(true))
+        .then_some(())
+    })
+    .await;
 
     // The watcher retires it: marked in PostgreSQL, its keys set to expire.
     eventually("the event retired", Duration::from_secs(10), || async {
