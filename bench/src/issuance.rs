@@ -99,15 +99,7 @@ async fn builder_alone(rows: u32) -> anyhow::Result<(f64, f64)> {
     let db = settings.database.pool().await?;
     fcfs_coupon::store::migrate(&db).await?;
     let mut tx = db.begin().await?;
-    let coupon = insert_coupon(
-        &mut tx,
-        NewCoupon {
-            name: CouponName::new("bench")?,
-            stock: Stock::new(rows.into())?,
-            window: EventWindow::default(),
-        },
-    )
-    .await?;
+    let coupon = insert_coupon(&mut tx, event(rows)?).await?;
     tx.commit().await?;
     let start = Utc::now();
     for chunk in (1..=rows).collect::<Vec<_>>().chunks(5_000) {
@@ -139,6 +131,15 @@ async fn builder_alone(rows: u32) -> anyhow::Result<(f64, f64)> {
     .await?;
     db.close().await;
     Ok((f64::from(rows) / secs, bytes as f64 / f64::from(rows)))
+}
+
+/// A bench event of `stock` coupons, open now.
+fn event(stock: u32) -> anyhow::Result<NewCoupon> {
+    Ok(NewCoupon {
+        name: CouponName::new("bench")?,
+        stock: Stock::new(stock.into())?,
+        window: EventWindow::default(),
+    })
 }
 
 /// The service's settings on a database, prefix and topic of their own.
@@ -174,15 +175,7 @@ async fn run_once(winners: u32, fairness: bool, round: u32) -> anyhow::Result<Ro
     let gate = settings.redis.gate()?;
 
     let mut tx = db.begin().await?;
-    let coupon = insert_coupon(
-        &mut tx,
-        NewCoupon {
-            name: CouponName::new("bench")?,
-            stock: Stock::new(winners.into())?,
-            window: EventWindow::default(),
-        },
-    )
-    .await?;
+    let coupon = insert_coupon(&mut tx, event(winners)?).await?;
     let hold = gate.register(&coupon).await?;
     tx.commit().await?;
     gate.open(coupon.id, &hold).await?;

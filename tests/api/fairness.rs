@@ -75,16 +75,9 @@ impl TestApp {
 
     /// The position answer with the receipt asked for, once it is there.
     async fn receipt(&self, coupon: i64, user: i64) -> Value {
-        let url = self.url(&format!("/coupons/{coupon}/position?receipt=true"));
+        let path = format!("/coupons/{coupon}/position?receipt=true");
         eventually("a receipt", Duration::from_secs(30), || async {
-            let answer: Value = (self.client.get(&url))
-                .bearer_auth(self.user_token(user))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let answer = self.get_json_as(&path, user).await;
             (!answer["receipt"].is_null()).then_some(answer)
         })
         .await

@@ -408,6 +408,19 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `GET path` as `user`, the JSON answer.
+    pub async fn get_json_as(&self, path: &str, user: i64) -> Value {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(self.user_token(user))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     pub async fn post_coupon(&self, token: Option<&str>, body: &Value) -> Response {
         let mut req = self.client.post(self.url("/coupons")).json(body);
         if let Some(token) = token {

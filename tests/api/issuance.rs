@@ -284,16 +284,7 @@ async fn issued_coupons_are_listed_for_their_owner_and_the_admin() {
     crowd(&[&app], coupon, [10, 11, 12].into_iter()).await;
     app.wait_for_rows(coupon, 3).await;
 
-    let mine: Value = app
-        .client
-        .get(app.url("/me/coupons"))
-        .bearer_auth(app.user_token(11))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine = app.get_json_as("/me/coupons", 11).await;
     assert_eq!(mine["items"].as_array().unwrap().len(), 1);
     assert_eq!(mine["items"][0]["couponId"], coupon);
 
