@@ -11,7 +11,7 @@ use super::problem::{declared, ApiError, ErrorCode};
 use super::{coupon_id, ApiTags, AppState};
 use crate::domain::CouponId;
 use crate::fairness::store::{self, LogHead, ProofError};
-use crate::fairness::{verify::hex, Leaf};
+use crate::fairness::Leaf;
 
 type LogError = ApiError<{ declared::LOG }>;
 type KeyError = ApiError<{ declared::KEY }>;
@@ -70,7 +70,7 @@ impl LeafView {
             position: leaf.position.get(),
             kind: leaf.kind.name().into(),
             arrived_at_us: leaf.arrived_us,
-            commitment: hex(&leaf.commitment),
+            commitment: hex::encode(leaf.commitment),
             leaf: BASE64_STANDARD.encode(bytes),
         })
     }
@@ -334,8 +334,8 @@ async fn read_receipt(
         position: position.into(),
         kind: leaf.kind.name().into(),
         arrived_at_us: leaf.arrived_us,
-        commitment: hex(&leaf.commitment),
-        nonce: hex(&nonce),
+        commitment: hex::encode(leaf.commitment),
+        nonce: hex::encode(&nonce),
         leaf: BASE64_STANDARD.encode(&stored.leaf),
         tree_size: size,
         inclusion_proof: proof.iter().map(ToString::to_string).collect(),

@@ -86,13 +86,13 @@ impl Receipt {
     fn opened_leaf(&self) -> anyhow::Result<Hash> {
         let bytes = BASE64_STANDARD.decode(&self.leaf).context("leaf")?;
         let leaf = Leaf::from_bytes(&bytes)?;
-        let nonce = from_hex(&self.nonce).context("nonce")?;
+        let nonce = hex::decode(&self.nonce).context("nonce: not hex")?;
         let expected = commitment(&nonce, UserId::new(self.user_id)?);
         if leaf.coupon.get() != self.coupon_id
             || u64::from(leaf.position.get()) != self.position
             || leaf.arrived_us != self.arrived_at_us
             || leaf.kind.name() != self.kind
-            || hex(&leaf.commitment) != self.commitment.to_ascii_lowercase()
+            || hex::encode(leaf.commitment) != self.commitment.to_ascii_lowercase()
         {
             bail!("the receipt's fields are not the leaf's");
         }
@@ -108,14 +108,6 @@ impl Receipt {
     fn proof(&self) -> anyhow::Result<Vec<Hash>> {
         hashes(&self.inclusion_proof)
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
-fn from_hex(s: &str) -> anyhow::Result<Vec<u8>> {
-    hex::decode(s).context("not hex")
 }
 
 fn hashes(encoded: &[String]) -> anyhow::Result<Vec<Hash>> {
