@@ -5,6 +5,11 @@
 #   scripts/bench.sh issuance [--winners 10000] [--rounds 2]   the pipeline's drain alone (no
 #                                     HTTP), fairness log off and on in alternating rounds
 #   scripts/bench.sh durability [--calls 20000]    admissions/s with and without a replica's WAIT
+#   scripts/bench.sh batching [--rounds 2] [spike options]   the spike with batched admission off
+#                                     (APP_GATE__BATCH_WINDOW_US=0) and on, back to back, and a
+#                                     table of both (bench-results/batching/)
+#   scripts/bench.sh ceiling [--applications 200000]   one event's admissions/s through the
+#                                     batched script, no HTTP, 1 vs 16 vs 64 a call
 #   --redis-mode standalone|cluster   (spike) the service on the scripts' Redis (default) or on
 #                                     the local cluster (scripts/services.sh cluster up)
 #   --events K                        (spike) the crowd spread over K events, each of --stock
@@ -42,30 +47,57 @@ case "$redis_mode" in
   *) die "--redis-mode: standalone or cluster, not $redis_mode" ;;
 esac
 cargo build --release --locked -p fcfs-bench
-if [ "${1:-}" = issuance ] || [ "${1:-}" = durability ]; then
+if [ "${1:-}" = issuance ] || [ "${1:-}" = durability ] || [ "${1:-}" = ceiling ]; then
   exec "${CARGO_TARGET_DIR:-target}/release/fcfs-bench" "$@"
 fi
 bin="${CARGO_TARGET_DIR:-target}/release/fcfs-coupon"
-run="bench$(date +%s)"
-export APP_HTTP__ADDR=127.0.0.1:18080 APP_REDIS__KEY_PREFIX="test-$run" \
-  APP_DATABASE__URL="${APP_DATABASE__URL%/*}/fcfs_test_$run" \
-  APP_KAFKA__TOPIC="test-$run" APP_KAFKA__GROUP_ID="test-$run" \
-  APP_LOG__LEVEL=warn APP_AUTH__JWT_SECRET="bench-secret-$run-$(head -c 24 /dev/urandom | base64)" \
-  APP_OPS__ADDR=127.0.0.1:19100 \
+bench="${CARGO_TARGET_DIR:-target}/release/fcfs-bench"
+export APP_HTTP__ADDR=127.0.0.1:18080 APP_LOG__LEVEL=warn APP_OPS__ADDR=127.0.0.1:19100 \
   APP_RATE_LIMIT__PER_ADDRESS_PER_SEC=0 # the whole crowd comes from this one address
-
-roles=()
-[ -n "$pipeline_apart" ] && roles=(--role api)
-"$bin" serve "${roles[@]}" >"bench-service.log" 2>&1 &
-service=$!
+service=
 pipeline=
 trap 'kill $service $pipeline 2>/dev/null; wait $service $pipeline 2>/dev/null || true' EXIT
-wait_for service 18080 60 bench-service.log
-if [ -n "$pipeline_apart" ]; then
-  # Started once the API has created and migrated the database.
-  APP_OPS__ADDR=127.0.0.1:19101 nice -n 10 "$bin" serve --role issuer --role consumer \
-    >"bench-pipeline.log" 2>&1 &
-  pipeline=$!
-  wait_for pipeline 19101 60 bench-pipeline.log
+
+# One spike against a fresh service on its own prefix, database, topic and secret.
+spike_once() {
+  local run="bench$(date +%s%N)"
+  export APP_REDIS__KEY_PREFIX="test-$run" \
+    APP_DATABASE__URL="${APP_DATABASE__URL%/*}/fcfs_test_$run" \
+    APP_KAFKA__TOPIC="test-$run" APP_KAFKA__GROUP_ID="test-$run" \
+    APP_AUTH__JWT_SECRET="bench-secret-$run-$(head -c 24 /dev/urandom | base64)"
+  local roles=()
+  [ -n "$pipeline_apart" ] && roles=(--role api)
+  "$bin" serve "${roles[@]}" >"bench-service.log" 2>&1 &
+  service=$!
+  wait_for service 18080 60 bench-service.log
+  if [ -n "$pipeline_apart" ]; then
+    # Started once the API has created and migrated the database.
+    APP_OPS__ADDR=127.0.0.1:19101 nice -n 10 "$bin" serve --role issuer --role consumer \
+      >"bench-pipeline.log" 2>&1 &
+    pipeline=$!
+    wait_for pipeline 19101 60 bench-pipeline.log
+  fi
+  "$bench" spike --url http://127.0.0.1:18080 --ops-url http://127.0.0.1:19100 \
+    --service-pid "$service" "$@"
+  kill $service $pipeline 2>/dev/null
+  wait $service $pipeline 2>/dev/null || true
+  service= pipeline=
+}
+
+if [ "${1:-}" = batching ]; then
+  # Batched admission off and on, back to back, in alternating rounds.
+  shift
+  rounds=2
+  if [ "${1:-}" = --rounds ]; then rounds=${2:?--rounds needs a number}; shift 2; fi
+  window=${APP_GATE__BATCH_WINDOW_US:-200}
+  reports=()
+  for round in $(seq "$rounds"); do
+    for w in 0 "$window"; do
+      say "round $round: APP_GATE__BATCH_WINDOW_US=$w"
+      APP_GATE__BATCH_WINDOW_US=$w spike_once --out "bench-results/batching/window-$w-round-$round" "$@"
+      reports+=("bench-results/batching/window-$w-round-$round/report.json")
+    done
+  done
+  exec "$bench" compare "${reports[@]}"
 fi
-"${CARGO_TARGET_DIR:-target}/release/fcfs-bench" spike --url http://127.0.0.1:18080 --service-pid "$service" "$@"
+spike_once "$@"

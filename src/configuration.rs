@@ -24,6 +24,7 @@ pub struct Settings {
     pub env: Environment,
     pub http: HttpSettings,
     pub redis: RedisSettings,
+    pub gate: GateSettings,
     pub database: DatabaseSettings,
     pub kafka: KafkaSettings,
     pub issuer: IssuerSettings,
@@ -108,6 +109,7 @@ impl Settings {
     /// Refuses combinations that cannot work, naming the variable to change.
     pub fn check(&self) -> anyhow::Result<()> {
         self.redis.check()?;
+        self.gate.check()?;
         self.rate_limit.check()?;
         crate::api::ClientAddress::new(&self.http.trusted_proxies)?;
         self.issuer.period().context("APP_ISSUER__SCHEDULE")?;
@@ -245,6 +247,54 @@ impl HttpSettings {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+/// Batched admission: each instance sends the applications for one event that arrive close
+/// together in one script call (see `gate::batching`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateSettings {
+    /// The longest an application waits here for others to join its call, in µs; also the
+    /// bound on reordering across instances (README's Guarantees). 0: one call per application.
+    pub batch_window_us: u64,
+    /// The most applications in one call: a full batch goes at once.
+    pub batch_max: usize,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        Self {
+            batch_window_us: 200,
+            batch_max: 64,
+        }
+    }
+}
+
+impl GateSettings {
+    /// Above this a window stops being a batching detail and becomes a visible delay.
+    pub const MAX_WINDOW_US: u64 = 10_000;
+    /// One script call must stay short: Redis runs nothing else meanwhile.
+    pub const MAX_BATCH: usize = 1024;
+
+    pub fn batch_window(&self) -> Duration {
+        Duration::from_micros(self.batch_window_us)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.batch_window_us > Self::MAX_WINDOW_US {
+            anyhow::bail!(
+                "APP_GATE__BATCH_WINDOW_US must be at most {} (0 sends each application alone)",
+                Self::MAX_WINDOW_US
+            );
+        }
+        if !(1..=Self::MAX_BATCH).contains(&self.batch_max) {
+            anyhow::bail!(
+                "APP_GATE__BATCH_MAX must be between 1 and {}",
+                Self::MAX_BATCH
+            );
+        }
+        Ok(())
     }
 }
 

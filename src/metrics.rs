@@ -76,6 +76,8 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     /// Applications inside the gate right now: never more than `http.apply_concurrency`.
     pub apply_in_flight: Gauge,
+    /// Applications per admission script call (`APP_GATE__BATCH_*`).
+    pub apply_batch_size: Histogram,
     /// Sold-out events this instance answers without Redis (see gate::latch).
     pub sold_out_latched: Gauge,
     pub issuer_batch_size: Histogram,
@@ -116,6 +118,7 @@ impl Metrics {
             applies: Family::default(),
             apply_seconds: seconds(),
             apply_in_flight: Gauge::default(),
+            apply_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             sold_out_latched: Gauge::default(),
             issuer_batch_size: sizes(),
             publish_seconds: seconds(),
@@ -144,6 +147,11 @@ impl Metrics {
             "apply_in_flight",
             "Applications inside the gate right now (at most http.apply_concurrency)",
             m.apply_in_flight.clone(),
+        );
+        r.register(
+            "apply_batch_size",
+            "Applications sent to Redis in one admission call",
+            m.apply_batch_size.clone(),
         );
         r.register(
             "sold_out_latched",

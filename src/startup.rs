@@ -235,7 +235,9 @@ async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
         tracing::info!("APP_DATABASE__MIGRATE=false: not creating or migrating the database");
     }
     let metrics = Metrics::new();
-    let gate = settings.redis.gate()?.with_metrics(metrics.clone());
+    let gate = (settings.redis.gate()?)
+        .with_metrics(metrics.clone())
+        .with_batching(&settings.gate);
     Ok(Shared { db, gate, metrics })
 }
 

@@ -139,6 +139,7 @@ fn event(stock: u32) -> anyhow::Result<NewCoupon> {
         name: CouponName::new("bench")?,
         stock: Stock::new(stock.into())?,
         window: EventWindow::default(),
+        batch_window_us: 0,
     })
 }
 

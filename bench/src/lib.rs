@@ -1,7 +1,9 @@
 //! Benchmarks of fcfs-coupon, kept out of the service binary: `spike` drives a running
 //! service over HTTP like a crowd; `issuance` measures how fast the pipeline drains winners;
-//! `durability` measures what waiting for a replica costs an admission.
+//! `durability` measures what waiting for a replica costs an admission; `ceiling` measures one
+//! event's admissions/s through the batched script; `compare` puts spike reports side by side.
 
+pub mod compare;
 pub mod durability;
 pub mod issuance;
 pub mod spike;

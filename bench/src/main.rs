@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use fcfs_bench::{durability, issuance, spike};
+use fcfs_bench::{compare, durability, issuance, spike};
 use fcfs_coupon::configuration::Settings;
 
 /// Benchmarks of fcfs-coupon. Configuration is the service's own (`APP_…` variables).
@@ -33,6 +33,20 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
+    /// One event's admissions per second through the batched admission script straight
+    /// against Redis (no HTTP), per batch size, in alternating rounds.
+    Ceiling {
+        #[arg(long, default_value_t = 200_000)]
+        applications: u32,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        batches: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+    /// Spike reports (report.json) side by side, with medians and ratios to the first run.
+    Compare { reports: Vec<std::path::PathBuf> },
 }
 
 #[tokio::main]
@@ -52,6 +66,22 @@ async fn main() -> anyhow::Result<()> {
                 durability::run(&Settings::load(None)?.redis, calls, concurrency, rounds).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::Ceiling {
+            applications,
+            concurrency,
+            batches,
+            rounds,
+        } => {
+            let redis = Settings::load(None)?.redis;
+            for round in 1..=rounds {
+                for &batch in &batches {
+                    let c =
+                        spike::ceiling::batched(&redis, applications, concurrency, batch).await?;
+                    println!("round {round}: {}", serde_json::to_string(&c)?);
+                }
+            }
+        }
+        Command::Compare { reports } => compare::run(&reports)?,
     }
     Ok(())
 }

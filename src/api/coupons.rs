@@ -59,6 +59,7 @@ impl CreateCoupon {
             name: CouponName::new(&self.name).map_err(ApiError::invalid)?,
             stock: Stock::new(self.stock).map_err(ApiError::invalid)?,
             window: EventWindow::new(self.opens_at, self.closes_at).map_err(ApiError::invalid)?,
+            batch_window_us: 0,
         })
     }
 }
@@ -105,7 +106,12 @@ impl CouponsApi {
         body: Json<CreateCoupon>,
     ) -> Result<CreatedResponse, CreateError> {
         auth.require_admin()?;
-        let coupon = create(&state, body.parse()?).await?;
+        let new = NewCoupon {
+            // Recorded with the event, and signed into its fairness log.
+            batch_window_us: state.gate.batch_window_us(),
+            ..body.parse()?
+        };
+        let coupon = create(&state, new).await?;
         state.list_cache.invalidate().await;
         tracing::info!(coupon_id = %coupon.id, stock = coupon.stock.get(), "coupon event created");
         let snapshot = Snapshot::fresh(coupon);

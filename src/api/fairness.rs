@@ -225,11 +225,14 @@ async fn head(state: &AppState, raw: i64) -> Result<(CouponId, LogHead), LogErro
     let Some(key) = &state.fairness else {
         return Err(off());
     };
-    match store::head(&state.db, id).await? {
-        Some(head) if head.checkpoint.is_some() => Ok((id, head)),
-        _ if crate::store::coupon_exists(&state.db, id).await? => {
+    let head = store::head(&state.db, id).await?;
+    if let Some(head) = head.filter(|h| h.checkpoint.is_some()) {
+        return Ok((id, head));
+    }
+    match crate::store::batch_window_us(&state.db, id).await? {
+        Some(window) => {
             let empty = key
-                .sign(id, 0, tlog_tiles::EMPTY_HASH)
+                .sign(id, 0, tlog_tiles::EMPTY_HASH, window)
                 .map_err(LogError::internal)?;
             Ok((
                 id,
@@ -240,7 +243,7 @@ async fn head(state: &AppState, raw: i64) -> Result<(CouponId, LogHead), LogErro
                 },
             ))
         }
-        _ => Err(LogError::no_coupon(id)),
+        None => Err(LogError::no_coupon(id)),
     }
 }
 

@@ -153,7 +153,10 @@ impl LogBuilder {
         }
         let root = self.hash(&mut tx, coupon, size, &mut new).await?;
         let new_size = size + new.len() as u64;
-        let checkpoint = self.key.sign(coupon, new_size, root)?;
+        let window = crate::store::batch_window_us(&mut *tx, coupon)
+            .await?
+            .unwrap_or_default();
+        let checkpoint = self.key.sign(coupon, new_size, root, window)?;
         store::append(
             &mut tx,
             &Appended {

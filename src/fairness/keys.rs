@@ -93,8 +93,16 @@ impl LogKey {
     }
 
     /// A signed checkpoint (c2sp.org/tlog-checkpoint) of `coupon`'s log.
-    pub fn sign(&self, coupon: CouponId, size: u64, root: Hash) -> anyhow::Result<String> {
-        let checkpoint = Checkpoint::new(&origin(&self.name, coupon), size, root, "")
+    /// Its extension line names the event's batch window (see `batch_window_us`).
+    pub fn sign(
+        &self,
+        coupon: CouponId,
+        size: u64,
+        root: Hash,
+        batch_window_us: u32,
+    ) -> anyhow::Result<String> {
+        let extension = format!("{BATCH_WINDOW} {batch_window_us}\n");
+        let checkpoint = Checkpoint::new(&origin(&self.name, coupon), size, root, &extension)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut note =
             Note::new(&checkpoint.to_bytes(), &[]).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -102,6 +110,20 @@ impl LogKey {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(String::from_utf8(note.to_bytes())?)
     }
+}
+
+/// The checkpoint extension line naming the event's batch window in µs: applications that
+/// arrived this close together may have been decided out of arrival order.
+const BATCH_WINDOW: &str = "batch-window-us";
+
+/// The batch window a checkpoint signs, if it names one.
+pub fn batch_window_us(checkpoint: &Checkpoint) -> Option<u32> {
+    checkpoint.extension().lines().find_map(|l| {
+        l.strip_prefix(BATCH_WINDOW)?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()
+    })
 }
 
 /// The log's identity in its checkpoints: the key's name, then the event.
@@ -151,9 +173,12 @@ mod tests {
         let key = LogKey::development();
         let (_, other) = LogKey::generate("someone-else").unwrap();
         let coupon = CouponId::new(5).unwrap();
-        let note = key.sign(coupon, 3, tlog_tiles::record_hash(b"x")).unwrap();
+        let note = key
+            .sign(coupon, 3, tlog_tiles::record_hash(b"x"), 200)
+            .unwrap();
         let opened = open_checkpoint(&note, key.verifier_key(), coupon).unwrap();
         assert_eq!(opened.size(), 3);
+        assert_eq!(batch_window_us(&opened), Some(200));
         assert!(open_checkpoint(&note, &other, coupon).is_err());
         assert!(open_checkpoint(&note, key.verifier_key(), CouponId::new(6).unwrap()).is_err());
         let forged = note.replacen("\n3\n", "\n4\n", 1);

@@ -14,6 +14,6 @@ mod tree;
 pub mod verify;
 
 pub use builder::LogBuilder;
-pub use keys::{open_checkpoint, origin, LogKey, DEVELOPMENT_KEY_NAME};
+pub use keys::{batch_window_us, open_checkpoint, origin, LogKey, DEVELOPMENT_KEY_NAME};
 pub use leaf::{commitment, BadLeaf, Leaf, LeafKind, LEAF_BYTES, LEAF_VERSION, NONCE_BYTES};
 pub use tree::MemoryTree;

@@ -60,22 +60,43 @@ impl Ticket {
 }
 
 impl Gate {
-    /// One EVALSHA: admission, the pending entry and the status are written together or not at all.
+    /// One application: batched with others for the same event when batching is on (see
+    /// `batching`), else a call of its own.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn apply(&self, coupon: CouponId, user: UserId) -> Result<Admission, GateError> {
+        let Some(batching) = &self.batching else {
+            // Boxed: the call's future is deep, and the handler's would be deeper still.
+            let mut answers = Box::pin(self.apply_batch(coupon, &[user])).await?;
+            return answers
+                .pop()
+                .ok_or_else(|| anyhow!("the gate answered nothing").into());
+        };
+        batching.admit(self, coupon, user).await
+    }
+
+    /// One EVALSHA for a batch of applications to one event, in arrival order: each one's
+    /// admission, pending entry and status are written together or not at all, and the answers
+    /// come back in the same order. A failure is every member's.
+    pub async fn apply_batch(
+        &self,
+        coupon: CouponId,
+        users: &[UserId],
+    ) -> Result<Vec<Admission>, GateError> {
+        self.observe_batch(users.len());
         let keys = self.keys(coupon);
         let keys = &keys;
-        let reply: Result<Vec<String>, GateError> = self
+        let reply: Result<Vec<Vec<String>>, GateError> = self
             .run(|mut conn| async move {
-                APPLY
-                    .key(&keys.meta)
+                let mut call = APPLY.prepare_invoke();
+                call.key(&keys.meta)
                     .key(&keys.seq)
                     .key(&keys.queue)
                     .key(&keys.pending)
-                    .key(&keys.status)
-                    .arg(user.get())
-                    .invoke_async(&mut conn)
-                    .await
+                    .key(&keys.status);
+                for user in users {
+                    call.arg(user.get());
+                }
+                call.invoke_async(&mut conn).await
             })
             .await;
         let reply = match reply {
@@ -86,29 +107,50 @@ impl Gate {
             }
             other => other?,
         };
-        // The script answered, so the application counts, whatever follows.
-        if reply.first().is_some_and(|outcome| outcome != "NOT_FOUND") {
-            self.count_application(coupon);
+        if reply.len() != users.len() {
+            return Err(anyhow!("{} answers for {} applications", reply.len(), users.len()).into());
         }
-        let admission = parse_reply(&reply)?;
-        // Only a ticket needs replicas: the other answers change nothing a client keeps.
-        if let (Some(ack), Some(ticket)) = (&self.ack, admission.ticket()) {
-            let users = vec![(user.get(), ticket.applied_at.timestamp_micros())];
-            ack.confirm(Written { coupon, users }).await?;
+        // The script answered, so the applications count, whatever follows.
+        if reply
+            .iter()
+            .any(|answer| answer.first().is_some_and(|o| o != "NOT_FOUND"))
+        {
+            self.count_applications(coupon, users.len() as u64);
         }
-        if let Admission::Admitted { ticket, .. } = &admission {
-            let score = ticket.applied_at.timestamp_micros();
-            self.remember_told(coupon, user.get(), ticket.position.get(), score);
+        let admissions = reply
+            .iter()
+            .map(|answer| parse_reply(answer))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tickets: Vec<(i64, i64)> = (users.iter().zip(&admissions))
+            .filter_map(|(user, admission)| {
+                let ticket = admission.ticket()?;
+                Some((user.get(), ticket.applied_at.timestamp_micros()))
+            })
+            .collect();
+        // Only a ticket needs replicas: the other answers change nothing a client keeps. One
+        // confirmation covers the whole batch.
+        if let (Some(ack), false) = (&self.ack, tickets.is_empty()) {
+            ack.confirm(Written {
+                coupon,
+                users: tickets,
+            })
+            .await?;
         }
-        if admission == Admission::SoldOut {
+        for (user, admission) in users.iter().zip(&admissions) {
+            if let Admission::Admitted { ticket, .. } = admission {
+                let score = ticket.applied_at.timestamp_micros();
+                self.remember_told(coupon, user.get(), ticket.position.get(), score);
+            }
+        }
+        if admissions.contains(&Admission::SoldOut) {
             self.latch_soon(coupon);
         }
-        if admission == Admission::UnknownCoupon {
+        if admissions.contains(&Admission::UnknownCoupon) {
             self.unknown(coupon)?;
         } else {
             self.seen(coupon);
         }
-        Ok(admission)
+        Ok(admissions)
     }
 }
 

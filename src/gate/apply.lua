@@ -1,6 +1,9 @@
--- The admission gate: decides, atomically, whether one user gets into one coupon event.
--- Redis runs a script to completion before anything else, so the read-check-write below
--- cannot interleave with another application: that is what makes the cap hard.
+-- The admission gate: decides, atomically, whether each user of a batch gets into one coupon
+-- event. Redis runs a script to completion before anything else, so the read-check-write below
+-- cannot interleave with another application: that is what makes the cap hard. A batch is the
+-- applications one instance received close together (see batching.rs), in the order they
+-- arrived there; they are decided one by one in that order, exactly as if each had its own
+-- call, so a batch of one is the unbatched gate.
 --
 -- KEYS[1] meta     hash: stock, opens_at_us, closes_at_us (a missing bound is open), closed (set
 --                  the first time an application arrives after closes_at_us), recovering
@@ -9,30 +12,33 @@
 -- KEYS[3] queue    sorted set: admitted user -> score (only winners are ever added)
 -- KEYS[4] pending  list: admitted users the batch issuer has not published yet
 -- KEYS[5] status   hash: user -> ADMITTED | PUBLISHED | ISSUED | FAILED
--- ARGV[1] user id
+-- ARGV     user ids, in arrival order
 --
--- Returns {outcome, position, score_us, status, stock}; only ADMITTED and ALREADY carry the rest.
+-- Returns one answer per user, in ARGV's order: {outcome, position, score_us, status, stock};
+-- only ADMITTED and ALREADY carry the rest. NOT_FOUND, NOT_OPEN and CLOSED are about the event,
+-- so every user of the batch gets the same one.
 
 local meta = redis.call('HMGET', KEYS[1], 'stock', 'opens_at_us', 'closes_at_us', 'recovering',
   'closed')
 -- Held while its state is rebuilt from PostgreSQL (see restore.lua): admitting now could hand
 -- out a position or a unit of stock that is already taken, and the answer to a re-application
--- could be wrong.
+-- could be wrong. Nothing of the batch is written.
 if meta[4] then
   return redis.error_reply('TRYAGAIN the coupon is being restored')
 end
 local stock = tonumber(meta[1])
-if not stock then
-  return {'NOT_FOUND'}
-end
-local user = ARGV[1]
 
--- One per user: an admitted user gets the same answer forever, even after the window closed.
-local previous = redis.call('ZSCORE', KEYS[3], user)
-if previous then
-  local rank = redis.call('ZRANK', KEYS[3], user)
-  local status = redis.call('HGET', KEYS[5], user) or 'ADMITTED'
-  return {'ALREADY', tostring(rank + 1), previous, status, meta[1]}
+-- Every user of the batch gets the same answer.
+local function all(answer)
+  local answers = {}
+  for i = 1, #ARGV do
+    answers[i] = answer
+  end
+  return answers
+end
+
+if not stock then
+  return all({'NOT_FOUND'})
 end
 
 -- The event's own clock never goes back: Redis' clock, not the API instance's (instances with
@@ -45,34 +51,69 @@ local tail = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 if tail[2] and tonumber(tail[2]) > last then
   last = tonumber(tail[2])
 end
-if now <= last then
-  now = last + 1
-end
 
 local opens, closes = tonumber(meta[2]), tonumber(meta[3])
--- Once closed, closed for good, even if Redis' clock later steps back.
-if meta[5] or (closes and now >= closes) then
-  if not meta[5] then
-    redis.call('HSET', KEYS[1], 'closed', '1')
-  end
-  return {'CLOSED'}
-end
-if opens and now < opens then
-  return {'NOT_OPEN'}
-end
+-- The window is judged at the batch's clock reading (the latest score handed out may be later,
+-- see below, but no application of the batch arrived after `now`).
+local clock = math.max(now, last + 1)
+-- Once closed, closed for good, even if Redis' clock later steps back. Re-applications of
+-- winners are still answered with their tickets, as the unbatched gate did.
+local closed = meta[5] or (closes and clock >= closes)
+local not_open = opens and clock < opens
 
--- Hard cap: the queue holds winners only, so its size is the number admitted.
 local admitted = redis.call('ZCARD', KEYS[3])
-if admitted >= stock then
-  return {'SOLD_OUT'}
+-- This batch's winners, written together after the loop: user -> their answer.
+local winners, scored, users = {}, {}, {}
+local answers = {}
+for i, user in ipairs(ARGV) do
+  -- One per user: an admitted user gets the same answer forever, even after the window
+  -- closed, and a user twice in one batch is admitted by the first and told so by the second.
+  local won = winners[user]
+  local previous = not won and redis.call('ZSCORE', KEYS[3], user)
+  if won then
+    answers[i] = {'ALREADY', won[2], won[3], won[4], won[5]}
+  elseif previous then
+    local rank = redis.call('ZRANK', KEYS[3], user)
+    local status = redis.call('HGET', KEYS[5], user) or 'ADMITTED'
+    answers[i] = {'ALREADY', tostring(rank + 1), previous, status, meta[1]}
+  elseif closed then
+    if not meta[5] then
+      meta[5] = '1'
+      redis.call('HSET', KEYS[1], 'closed', '1')
+    end
+    answers[i] = {'CLOSED'}
+  elseif not_open then
+    answers[i] = {'NOT_OPEN'}
+  elseif admitted >= stock then
+    -- Hard cap: the queue holds winners only, so its size is the number admitted.
+    answers[i] = {'SOLD_OUT'}
+  else
+    -- Strictly increasing per coupon (see above): same-microsecond arrivals, in one batch or
+    -- not, get distinct scores in arrival order. '%.0f' because tostring() would print 1.7e+15.
+    if now <= last then
+      now = last + 1
+    end
+    last = now
+    admitted = admitted + 1
+    local score = string.format('%.0f', now)
+    scored[#scored + 1] = score
+    scored[#scored + 1] = user
+    users[#users + 1] = user
+    answers[i] = {'ADMITTED', tostring(admitted), score, 'ADMITTED', meta[1]}
+    winners[user] = answers[i]
+  end
 end
 
--- Strictly increasing per coupon (see above): same-microsecond arrivals get distinct scores in
--- arrival order. '%.0f' because tostring() would print 1.7e+15.
-local score = string.format('%.0f', now)
-redis.call('SET', KEYS[2], score, 'KEEPTTL')
-redis.call('ZADD', KEYS[3], score, user)
--- Written in the same step as the admission, so no winner exists that the issuer cannot see.
-redis.call('RPUSH', KEYS[4], user)
-redis.call('HSET', KEYS[5], user, 'ADMITTED')
-return {'ADMITTED', tostring(admitted + 1), score, 'ADMITTED', meta[1]}
+if #users > 0 then
+  redis.call('SET', KEYS[2], string.format('%.0f', last), 'KEEPTTL')
+  redis.call('ZADD', KEYS[3], unpack(scored))
+  -- Written in the same step as the admissions, so no winner exists that the issuer cannot see.
+  redis.call('RPUSH', KEYS[4], unpack(users))
+  local statuses = {}
+  for _, user in ipairs(users) do
+    statuses[#statuses + 1] = user
+    statuses[#statuses + 1] = 'ADMITTED'
+  end
+  redis.call('HSET', KEYS[5], unpack(statuses))
+end
+return answers

@@ -61,7 +61,12 @@ impl Counts {
 impl Gate {
     /// One application for `coupon` was answered (by Redis or by the sold-out latch).
     pub(super) fn count_application(&self, coupon: CouponId) {
-        self.counts.add(coupon, 1);
+        self.count_applications(coupon, 1);
+    }
+
+    /// `count` applications for `coupon` were answered (one batch).
+    pub(super) fn count_applications(&self, coupon: CouponId, count: u64) {
+        self.counts.add(coupon, count);
     }
 
     /// Adds the applications answered here to each event's `applications` (one call per

@@ -2,6 +2,7 @@
 //! PostgreSQL is never touched on this path.
 
 mod admission;
+mod batching;
 mod confirm;
 mod connections;
 mod counting;
@@ -56,6 +57,20 @@ pub enum GateError {
     NotReplicated,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl GateError {
+    /// The same error for another caller: one failed batch call is every member's failure.
+    fn shared(&self) -> Self {
+        let cause = || anyhow!("{self:#}");
+        match self {
+            GateError::Unavailable(_) => GateError::Unavailable(cause()),
+            GateError::Held => GateError::Held,
+            GateError::Retired => GateError::Retired,
+            GateError::NotReplicated => GateError::NotReplicated,
+            GateError::Unexpected(_) => GateError::Unexpected(cause()),
+        }
+    }
 }
 
 impl From<RedisError> for GateError {
@@ -293,6 +308,8 @@ pub struct Gate {
     retired: Arc<std::sync::RwLock<HashSet<CouponId>>>,
     /// Tickets told here and not yet persisted (see `told`).
     told: Arc<told::Told>,
+    /// Applications to one event sent together (see `batching`); `None`: one call each.
+    batching: Option<Arc<batching::Batching>>,
 }
 
 impl Gate {
@@ -316,6 +333,30 @@ impl Gate {
             known: Arc::default(),
             retired: Arc::default(),
             told: Arc::default(),
+            batching: None,
+        }
+    }
+
+    /// Sends the applications to one event that arrive within `settings`' window together.
+    pub fn with_batching(mut self, settings: &crate::configuration::GateSettings) -> Self {
+        self.batching = (settings.batch_window_us > 0 && settings.batch_max > 1).then(|| {
+            Arc::new(batching::Batching::new(
+                settings.batch_window(),
+                settings.batch_max,
+            ))
+        });
+        self
+    }
+
+    /// The batch window in effect here, µs (0: one call per application).
+    pub fn batch_window_us(&self) -> u32 {
+        self.batching.as_ref().map_or(0, |b| b.window_us())
+    }
+
+    /// Counts one batch of `size` applications sent to Redis.
+    fn observe_batch(&self, size: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.apply_batch_size.observe(size as f64);
         }
     }
 

@@ -6,7 +6,9 @@ mod issues;
 mod recovery;
 
 pub use archive::{archived, mark_retired, Archived};
-pub use coupons::{coupon_exists, insert_coupon, list_coupons, CouponSummary, NewCoupon};
+pub use coupons::{
+    batch_window_us, coupon_exists, insert_coupon, list_coupons, CouponSummary, NewCoupon,
+};
 pub use issues::{
     coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,
     IssueRecord, IssuedCoupon,

@@ -19,6 +19,8 @@ async fn a_small_bench_run_verifies_and_writes_its_report() {
         idle_secs: 0.3,
         out: out.clone(),
         service_pid: Some(std::process::id()),
+        ops_url: app.ops_address.clone(),
+        ceiling_batches: vec![1, 4],
     };
 
     let report = bench::run(&app.settings, &options)
@@ -33,7 +35,17 @@ async fn a_small_bench_run_verifies_and_writes_its_report() {
     assert_eq!(report.verification.rows, 30);
     assert!(report.last_admission_to_last_persisted_ms.is_some());
     assert!(report.ceiling_throughput > 0.0 && report.max_rss_mib.is_some());
-    assert_eq!(report.targets.len(), 9);
+    assert_eq!(report.targets.len(), 11);
+    // The batched script ceilings, and what the crowd's calls carried and cost Redis.
+    let batches: Vec<usize> = report.batched_ceilings.iter().map(|c| c.batch).collect();
+    assert_eq!(batches, [1, 4]);
+    assert!(report
+        .batched_ceilings
+        .iter()
+        .all(|c| c.admissions_per_sec > 0.0));
+    let per_call = report.gate_cost.applications_per_call.unwrap();
+    assert!(per_call >= 1.0, "{per_call}");
+    assert_eq!(report.order.real_time_violations, 0);
     // Every winner's queue entry and status are kept: some bytes each, not kilobytes.
     assert!(
         (10.0..1000.0).contains(&report.redis_bytes_per_winner),

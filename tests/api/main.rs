@@ -7,6 +7,7 @@
 mod abuse;
 mod admission;
 mod bad_input;
+mod batching;
 mod bench;
 mod chaos;
 mod clock;

@@ -6,6 +6,8 @@ mod chart;
 mod crowd;
 mod floor;
 mod footprint;
+mod gate_cost;
+mod order;
 mod probe;
 mod report;
 mod sampler;
@@ -57,6 +59,12 @@ pub struct BenchOptions {
     /// The service's process id, to sample its resident memory.
     #[arg(long)]
     pub service_pid: Option<u32>,
+    /// The service's ops port, for its admission calls per batch (`fcfs_apply_batch_size`).
+    #[arg(long, default_value = "http://127.0.0.1:9100")]
+    pub ops_url: String,
+    /// Applications per call for the batched script ceilings (no HTTP), beside the single one.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub ceiling_batches: Vec<usize>,
 }
 
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -80,6 +88,7 @@ struct Setup {
     gate: Gate,
     coupons: Vec<CouponId>,
     ceiling: f64,
+    batched_ceilings: Vec<ceiling::Batched>,
     redis_mode: String,
     redis: fcfs_coupon::configuration::RedisSettings,
 }
@@ -95,6 +104,7 @@ struct Spike {
     redis_bytes_per_winner: f64,
     progress: Vec<sampler::Progress>,
     rates: floor::Rates,
+    gate_cost: gate_cost::GateCost,
 }
 
 impl Setup {
@@ -128,6 +138,15 @@ impl Setup {
         let ceiling =
             ceiling::measure(&settings.redis, opts.users, opts.stock, opts.concurrency).await?;
         eprintln!("bench: raw Lua ceiling {ceiling:.0} calls/s");
+        let mut batched_ceilings = Vec::new();
+        for &batch in &opts.ceiling_batches {
+            let c = ceiling::batched(&settings.redis, opts.users, opts.concurrency, batch).await?;
+            eprintln!(
+                "bench: batched script ceiling, {batch} a call: {:.0} admissions/s",
+                c.admissions_per_sec
+            );
+            batched_ceilings.push(c);
+        }
         Ok(Self {
             tokens: Arc::new(tokens),
             client,
@@ -135,6 +154,7 @@ impl Setup {
             gate,
             coupons,
             ceiling,
+            batched_ceilings,
             redis_mode: format!("{:?}", settings.redis.mode).to_lowercase(),
             redis: settings.redis.clone(),
         })
@@ -189,6 +209,7 @@ impl Setup {
             .iter()
             .map(|c| format!("{}/coupons/{c}/issue", opts.url))
             .collect();
+        let before = gate_cost::mark(&self.client, &opts.ops_url, &self.redis).await;
         let samples = crowd::run(
             &self.client,
             reqwest::Method::POST,
@@ -199,6 +220,10 @@ impl Setup {
         )
         .await;
         let apply_seconds = started.elapsed().as_secs_f64();
+        let gate_cost = gate_cost::between(
+            &before,
+            &gate_cost::mark(&self.client, &opts.ops_url, &self.redis).await,
+        );
         stop_probes.cancel();
         let (page, live) = (page.await?, live.await?);
         eprintln!(
@@ -230,6 +255,7 @@ impl Setup {
             redis_bytes_per_winner,
             progress: sampling.await?,
             rates,
+            gate_cost,
         })
     }
 }
@@ -275,6 +301,9 @@ async fn summarise(
         sold_out: count(410),
         other_answers: samples.len() as u64 - count(202) - count(410),
         ceiling_throughput: setup.ceiling,
+        batched_ceilings: setup.batched_ceilings.clone(),
+        gate_cost: spike.gate_cost.clone(),
+        order: order::measure(samples, setup.coupons.len() as u32),
         throughput_ratio: apply_throughput / setup.ceiling,
         page_p99_ratio: page_spike.p99_ms / page_idle.p99_ms.max(0.001),
         page_to_control_p99_ratio: page_spike.p99_ms / live_spike.p99_ms.max(0.001),

@@ -1,0 +1,175 @@
+//! Batched admission (`APP_GATE__BATCH_*`): the guarantees hold with applications decided many
+//! to a script call, across instances that batch at the same time, and a failed call is every
+//! member's failure, never a double admission. Runs against one Redis and, with
+//! `APP_REDIS__MODE=cluster` (scripts/test.sh), against the cluster.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use futures::{stream, StreamExt};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{isolated_settings, spawn_app_behind_redis_proxy, start, TestApp};
+use crate::issuance::assert_issued_exactly;
+
+/// One application as its client saw it.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    user: i64,
+    status: StatusCode,
+    position: Option<i64>,
+    sent: Instant,
+    answered: Instant,
+}
+
+/// Each user applies `times` times, application i to instance i mod 3, 96 at once.
+async fn crowd(apps: &[TestApp], coupon: i64, users: &[i64], times: usize) -> Vec<Answer> {
+    let applications = users.iter().flat_map(|u| std::iter::repeat_n(*u, times));
+    stream::iter(applications.enumerate())
+        .map(|(i, user)| async move {
+            let sent = Instant::now();
+            let resp = apps[i % apps.len()].apply(coupon, user).await;
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or_default();
+            Answer {
+                user,
+                status,
+                position: body["position"].as_i64(),
+                sent,
+                answered: Instant::now(),
+            }
+        })
+        .buffer_unordered(96)
+        .collect()
+        .await
+}
+
+/// Applications sent to Redis by this instance, and the script calls that carried them.
+async fn batches(app: &TestApp) -> (f64, f64) {
+    (
+        app.metric("fcfs_apply_batch_size_sum").await,
+        app.metric("fcfs_apply_batch_size_count").await,
+    )
+}
+
+#[tokio::test]
+async fn three_instances_batching_at_once_keep_the_cap_one_per_user_and_real_time_order() {
+    // Arrange: three instances whose batches wait up to 2 ms, so they surely form and overlap.
+    let mut settings = isolated_settings();
+    settings.gate.batch_window_us = 2_000;
+    settings.gate.batch_max = 16;
+    let apps = [
+        start(settings.clone()).await,
+        start(settings.clone()).await,
+        start(settings).await,
+    ];
+    let coupon = apps[0].create_stock(200).await;
+    let users: Vec<i64> = (1..=600).collect();
+
+    // Act: 600 users apply twice each, the two usually on different instances.
+    let answers = crowd(&apps, coupon, &users, 2).await;
+
+    // Assert: every application answered, exactly 200 newly admitted, one per user.
+    let by_status = |s: StatusCode| answers.iter().filter(|a| a.status == s).count();
+    let admitted: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::ACCEPTED)
+        .collect();
+    assert_eq!(admitted.len(), 200);
+    assert_eq!(
+        admitted.len() + by_status(StatusCode::OK) + by_status(StatusCode::GONE),
+        1_200,
+        "only 202, 200 and 410: {answers:?}"
+    );
+    let told: BTreeMap<i64, i64> = admitted
+        .iter()
+        .map(|a| (a.user, a.position.unwrap()))
+        .collect();
+    assert_eq!(told.len(), 200, "no user admitted twice");
+    // A re-application tells the winner their own position, whichever instance answers.
+    for again in answers.iter().filter(|a| a.status == StatusCode::OK) {
+        assert_eq!(Some(told[&again.user]), again.position);
+    }
+    // Real-time order: an answer received before another request was sent has the smaller
+    // position (batching may reorder only applications that overlapped in time).
+    let mut tickets: Vec<&Answer> = answers.iter().filter(|a| a.position.is_some()).collect();
+    tickets.sort_by_key(|a| a.position);
+    for (i, behind) in tickets.iter().enumerate() {
+        for ahead in tickets[..i].iter().filter(|a| a.user != behind.user) {
+            assert!(
+                behind.answered >= ahead.sent,
+                "position {:?} was answered before position {:?} was asked",
+                behind.position,
+                ahead.position
+            );
+        }
+    }
+    // Evidence: batches of more than one application went to Redis from every instance.
+    for app in &apps {
+        let (applications, calls) = batches(app).await;
+        assert!(
+            calls > 0.0 && applications > calls,
+            "{applications} in {calls}"
+        );
+    }
+    apps[0].wait_for_rows(coupon, 200).await;
+    assert_issued_exactly(&apps[0], coupon, &told, 200).await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_call_fails_answers_every_member_503_and_a_retry_admits_none_twice() {
+    // Arrange: Redis acts on requests but its replies are held past the gate's timeout.
+    let (proxy, app) = spawn_app_behind_redis_proxy(|s| {
+        s.gate.batch_window_us = 5_000;
+        s.gate.batch_max = 64;
+    })
+    .await;
+    let coupon = app.create_stock(25).await;
+    // The script is loaded (a held NOSCRIPT reply would keep it from running at all).
+    assert_eq!(
+        app.apply(coupon, 1_000).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let users: Vec<i64> = (1..=24).collect();
+    let (warm_up, _) = batches(&app).await;
+    proxy.hold_replies();
+
+    // Act: 24 applications at once; then the link comes back and everyone asks again.
+    let failed = crowd(std::slice::from_ref(&app), coupon, &users, 1).await;
+    proxy.restore();
+    let (applications, calls) = batches(&app).await;
+    let retried = crowd(std::slice::from_ref(&app), coupon, &users, 1).await;
+
+    // Assert: every member of every failed call was told 503, none a ticket.
+    assert!(
+        failed
+            .iter()
+            .all(|a| a.status == StatusCode::SERVICE_UNAVAILABLE),
+        "{failed:?}"
+    );
+    // Sent in fewer calls than applications: batches failed, not only single calls.
+    let applications = applications - warm_up;
+    assert_eq!(
+        (applications, calls - 1.0 < applications),
+        (24.0, true),
+        "{calls} calls"
+    );
+    // Redis admitted them all when the requests reached it, once each: the retry is told the
+    // ticket it already had (200), at positions exactly 2..=25.
+    let mut positions: Vec<i64> = retried.iter().map(|a| a.position.unwrap()).collect();
+    positions.sort();
+    assert_eq!(positions, (2..=25).collect::<Vec<_>>());
+    assert!(
+        retried.iter().all(|a| a.status == StatusCode::OK),
+        "{retried:?}"
+    );
+    assert_eq!(app.admitted(coupon).await.len(), 25);
+    let mut told: BTreeMap<i64, i64> = retried
+        .iter()
+        .map(|a| (a.user, a.position.unwrap()))
+        .collect();
+    told.insert(1_000, 1);
+    app.wait_for_rows(coupon, 25).await;
+    assert_issued_exactly(&app, coupon, &told, 25).await;
+}
