@@ -18,15 +18,20 @@ MUTATIONS=(
                         delivered.push(winner.user);|faults::a_send_that_failed_is_sent_again"
   "src/ops/reconcile/mod.rs|hold_on_server_change: settings.redis.ack_replicas == 0,|hold_on_server_change: false,|lineage::a_redis_that_lost_its_last_writes"
   "src/ops/reconcile/settle.rs|self.wait_drained(deadline).await?;|let _ = deadline;|lineage::a_redis_that_lost_its_last_writes"
-  "src/gate/apply.lua|if now <= last then
-  now = last + 1
-end|-- (mutated)|clock::a_redis_clock_stepped_back"
+  "src/gate/apply.lua|  local clock = math.max(now, last + 1)|  local clock = now|clock::a_redis_clock_stepped_back batching::applications_that_arrive_together"
   "src/gate/advance.lua|if (rank[current] or 0) < rank[target] then|if (rank[current] or 0) < rank[target] or target == 'ISSUED' then|faults::a_consumer_killed_mid_batch_is_redelivered_without_duplicates"
   "src/ops/reconcile/look.rs|if !registry.contains(&coupon.id) && has_work(&coupon, standing) {|if false {|repair::an_event_missing_from_the_issuer_registry"
   "src/gate/told.rs|if self.ack.is_none() {|if false {|lineage::winners_a_redis_lost_before_they_were_published"
   "src/gate/confirm.rs|let _ = waiting.send(Ok(here && confirmed >= replicas));|let _ = waiting.send(Ok(confirmed >= replicas));|lineage::an_admission_is_never_confirmed"
   "src/issuer/mod.rs|if claiming.elapsed() > self.claim_window && !claim.winners.is_empty() {|if false {|issuance::a_claim_older_than_the_claim_window"
   "src/gate/restore.lua|redis.call('HSET', KEYS[8], user, string.format('%d:%.0f', w[4], w[2]))|redis.call('HSET', KEYS[6], user, 'FAILED')|lineage::a_winner_whose_place_an_earlier_arrival_kept"
+  # Batched admission: one per user inside a batch, the cap, each member's own answer, arrival
+  # order within a batch, a failed call answered to every member.
+  "src/gate/apply.lua|  if won then|  if false then|batching::three_instances_batching_at_once"
+  "src/gate/apply.lua|  elseif admitted >= stock then|  elseif admitted > stock then|batching::three_instances_batching_at_once"
+  "src/gate/batching.rs|for ((_, answer), admission) in members.into_iter().zip(answers) {|for ((_, answer), admission) in members.into_iter().zip(answers.into_iter().rev()) {|batching::three_instances_batching_at_once"
+  "src/gate/batching.rs|batch.members.push((user, answer));|batch.members.insert(0, (user, answer));|batching::applications_that_arrive_together"
+  "src/gate/batching.rs|let _ = answer.send(Err(e.shared()));|let _ = (answer, e.shared());|batching::a_batch_whose_call_fails"
   # Verifiable fairness: the log's order, its commitments, and the checks that expose a rewrite.
   "src/fairness/builder.rs|while u64::from(position as u32) > next && !blocked {|while false {|fairness_builder::leaves_wait_for_their_place"
   "src/fairness/leaf.rs|h.update(nonce);|let _ = nonce;|fairness::a_forged_receipt_does_not_verify"

@@ -58,6 +58,11 @@ APP_REDIS__MODE=cluster APP_REDIS__NODES=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1
   window:: observability:: dashboard:: scale_out:: \
   --skip the_bulkhead_lets_only_its_share_into_a_slow_gate \
   --skip a_claim_older_than_the_claim_window_is_not_sent_and_its_lease_hands_it_back
+# The admission guarantees again with batched admission off (one script call per application):
+# the parallel suite above ran them batched (the default), the cluster pass too.
+say "the admission guarantees with APP_GATE__BATCH_WINDOW_US=0"
+APP_GATE__BATCH_WINDOW_US=0 cargo test --locked --test api -- admission:: sold_out:: clock:: \
+  window:: issuance::three_instances issuance::every_winner scale_out::twenty_events
 # Timed tests, alone: the parallel suite's load would decide them, not what they measure.
 # (Not the send-failure test: Tansu 0.6 breaks under it one run in three; mutations.sh runs it.)
 cargo test --locked --test api -- --ignored --test-threads=1 \

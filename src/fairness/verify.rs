@@ -287,7 +287,16 @@ pub async fn verify(request: Request) -> anyhow::Result<Vec<Check>> {
         Ok(c) => {
             checks.push(check(
                 "checkpoint signature",
-                Ok(format!("{} leaves, root {}, key {key}", c.size(), c.hash())),
+                Ok(format!(
+                    "{} leaves, root {}, key {key}, {}",
+                    c.size(),
+                    c.hash(),
+                    match super::batch_window_us(&c) {
+                        Some(0) => "one admission call per application".to_owned(),
+                        Some(us) => format!("batch window {us} µs"),
+                        None => "no batch window named".to_owned(),
+                    }
+                )),
             ));
             c
         }

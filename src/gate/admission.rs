@@ -69,19 +69,21 @@ impl Gate {
             let mut answers = Box::pin(self.apply_batch(coupon, &[user])).await?;
             return answers
                 .pop()
-                .ok_or_else(|| anyhow!("the gate answered nothing").into());
+                .unwrap_or_else(|| Err(anyhow!("the gate answered nothing").into()));
         };
         batching.admit(self, coupon, user).await
     }
 
     /// One EVALSHA for a batch of applications to one event, in arrival order: each one's
     /// admission, pending entry and status are written together or not at all, and the answers
-    /// come back in the same order. A failure is every member's.
+    /// come back in the same order. `Err`: the call failed and nothing was decided. A member's
+    /// own `Err`: its ticket is written but no replica confirmed it (`APP_REDIS__ACK_REPLICAS`);
+    /// the members without a ticket have their answers regardless.
     pub async fn apply_batch(
         &self,
         coupon: CouponId,
         users: &[UserId],
-    ) -> Result<Vec<Admission>, GateError> {
+    ) -> Result<Vec<Result<Admission, GateError>>, GateError> {
         self.observe_batch(users.len());
         let keys = self.keys(coupon);
         let keys = &keys;
@@ -121,36 +123,51 @@ impl Gate {
             .iter()
             .map(|answer| parse_reply(answer))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let tickets: Vec<(i64, i64)> = (users.iter().zip(&admissions))
-            .filter_map(|(user, admission)| {
-                let ticket = admission.ticket()?;
-                Some((user.get(), ticket.applied_at.timestamp_micros()))
-            })
-            .collect();
-        // Only a ticket needs replicas: the other answers change nothing a client keeps. One
-        // confirmation covers the whole batch.
-        if let (Some(ack), false) = (&self.ack, tickets.is_empty()) {
-            ack.confirm(Written {
-                coupon,
-                users: tickets,
-            })
-            .await?;
-        }
-        for (user, admission) in users.iter().zip(&admissions) {
-            if let Admission::Admitted { ticket, .. } = admission {
-                let score = ticket.applied_at.timestamp_micros();
-                self.remember_told(coupon, user.get(), ticket.position.get(), score);
-            }
-        }
         if admissions.contains(&Admission::SoldOut) {
             self.latch_soon(coupon);
         }
         if admissions.contains(&Admission::UnknownCoupon) {
+            // About the event, so every member's answer.
             self.unknown(coupon)?;
         } else {
             self.seen(coupon);
         }
-        Ok(admissions)
+        let confirmed = self.confirm_tickets(coupon, users, &admissions).await;
+        Ok(admissions
+            .into_iter()
+            .map(|admission| match (&confirmed, admission.ticket()) {
+                (Err(e), Some(_)) => Err(e.shared()),
+                _ => Ok(admission),
+            })
+            .collect())
+    }
+
+    /// Only a ticket needs replicas: the other answers change nothing a client keeps. One
+    /// confirmation covers the batch. Tickets still waiting to be published are remembered
+    /// here as told (see `told`), re-applications' too: a client told its ticket twice (a
+    /// retried call that had run) holds it as surely as one told once.
+    async fn confirm_tickets(
+        &self,
+        coupon: CouponId,
+        users: &[UserId],
+        admissions: &[Admission],
+    ) -> Result<(), GateError> {
+        let tickets: Vec<(i64, &Ticket)> = (users.iter().zip(admissions))
+            .filter_map(|(user, admission)| Some((user.get(), admission.ticket()?)))
+            .collect();
+        if let (Some(ack), false) = (&self.ack, tickets.is_empty()) {
+            let users = (tickets.iter())
+                .map(|(user, ticket)| (*user, ticket.applied_at.timestamp_micros()))
+                .collect();
+            ack.confirm(Written { coupon, users }).await?;
+        }
+        for (user, ticket) in tickets {
+            if ticket.status == Status::Admitted {
+                let score = ticket.applied_at.timestamp_micros();
+                self.remember_told(coupon, user, ticket.position.get(), score);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -53,13 +53,8 @@ if tail[2] and tonumber(tail[2]) > last then
 end
 
 local opens, closes = tonumber(meta[2]), tonumber(meta[3])
--- The window is judged at the batch's clock reading (the latest score handed out may be later,
--- see below, but no application of the batch arrived after `now`).
-local clock = math.max(now, last + 1)
--- Once closed, closed for good, even if Redis' clock later steps back. Re-applications of
--- winners are still answered with their tickets, as the unbatched gate did.
-local closed = meta[5] or (closes and clock >= closes)
-local not_open = opens and clock < opens
+-- Once closed, closed for good, even if Redis' clock later steps back.
+local closed = meta[5]
 
 local admitted = redis.call('ZCARD', KEYS[3])
 -- This batch's winners, written together after the loop: user -> their answer.
@@ -70,6 +65,11 @@ for i, user in ipairs(ARGV) do
   -- closed, and a user twice in one batch is admitted by the first and told so by the second.
   local won = winners[user]
   local previous = not won and redis.call('ZSCORE', KEYS[3], user)
+  -- Strictly increasing per coupon (see above): same-microsecond arrivals, in one batch or
+  -- not, get distinct scores in arrival order. The window is judged at this score, as a call
+  -- of this application's own would have.
+  local clock = math.max(now, last + 1)
+  closed = closed or (closes and clock >= closes)
   if won then
     answers[i] = {'ALREADY', won[2], won[3], won[4], won[5]}
   elseif previous then
@@ -82,20 +82,16 @@ for i, user in ipairs(ARGV) do
       redis.call('HSET', KEYS[1], 'closed', '1')
     end
     answers[i] = {'CLOSED'}
-  elseif not_open then
+  elseif opens and clock < opens then
     answers[i] = {'NOT_OPEN'}
   elseif admitted >= stock then
     -- Hard cap: the queue holds winners only, so its size is the number admitted.
     answers[i] = {'SOLD_OUT'}
   else
-    -- Strictly increasing per coupon (see above): same-microsecond arrivals, in one batch or
-    -- not, get distinct scores in arrival order. '%.0f' because tostring() would print 1.7e+15.
-    if now <= last then
-      now = last + 1
-    end
-    last = now
+    -- '%.0f' because tostring() would print 1.7e+15.
+    last = clock
     admitted = admitted + 1
-    local score = string.format('%.0f', now)
+    local score = string.format('%.0f', clock)
     scored[#scored + 1] = score
     scored[#scored + 1] = user
     users[#users + 1] = user

@@ -5,22 +5,27 @@
 //! together go in one call (`Gate::apply_batch`), in the order they arrived here, and the script
 //! decides them one by one exactly as separate calls would.
 //!
-//! A batch opens with its first application and leaves when it is full, when its window has
-//! passed, or as soon as no batch of its event is on its way to Redis from here: an idle event
-//! sends each application at once (no added latency), and a busy one fills the next batch while
-//! the previous one is in Redis (group commit). Waiting for the window is a yield loop, not a
-//! timer: tokio's timers count milliseconds, and the window is a few hundred microseconds.
+//! Group commit with a deadline: an application that finds nothing of its event on its way to
+//! Redis from here leaves at once (an idle event adds no latency). Otherwise it joins the open
+//! batch, which leaves when the call in flight comes back, when it is full, or when its window
+//! has passed, whichever is first. The window is kept by a thread of its own: tokio's timers
+//! count milliseconds, the window is a few hundred microseconds, and polling for it would keep
+//! a core busy.
 //!
 //! Order: a batch keeps the order its applications arrived here in. An application can be
-//! decided after one that arrived later (here, or at another instance) only if it waited here
-//! for its batch while the other did not, so only if the two arrived within one window of each
-//! other: that is the bound README's Guarantees state, measured by `fcfs-bench spike`.
+//! decided after one that arrived later (here, or at another instance) only if it waited in an
+//! open batch while the other went in a call that left first, so only if the two arrived within
+//! one window of each other, given that calls reach Redis in the order they leave (calls on
+//! different connections, batched or not, race: README's Guarantees).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::locks::lock;
@@ -32,23 +37,42 @@ type Answer = Result<Admission, GateError>;
 pub(super) struct Batching {
     window: Duration,
     max: usize,
+    /// Events with a batch open or in flight here; an idle one is removed (see `Flight`).
     lanes: Mutex<HashMap<CouponId, Arc<Lane>>>,
     next_id: AtomicU64,
+    /// The window thread's queue, started on first use; it ends when this is dropped.
+    deadlines: OnceLock<Mutex<mpsc::Sender<Deadline>>>,
 }
 
 /// One event's batches on this instance.
 #[derive(Default)]
 struct Lane {
-    /// The batch that is taking applications, if any (held only to add or take).
+    /// The batch that is taking applications, if any.
     open: Mutex<Option<Batch>>,
-    /// Batches of this event sent to Redis and not answered yet.
+    /// Calls of this event sent to Redis and not answered yet; raised under `open`'s lock by
+    /// whoever takes the batch, so a joiner never sees the event idle while a batch is leaving.
     in_flight: AtomicUsize,
 }
 
 struct Batch {
     id: u64,
-    opened: Instant,
     members: Vec<(UserId, oneshot::Sender<Answer>)>,
+}
+
+/// Where a batch goes when it leaves.
+#[derive(Clone)]
+struct Route {
+    gate: Gate,
+    coupon: CouponId,
+    lane: Arc<Lane>,
+    runtime: Handle,
+}
+
+/// Batch `id` of `route` leaves at `at` unless it left before.
+struct Deadline {
+    at: Instant,
+    id: u64,
+    route: Route,
 }
 
 impl Batching {
@@ -58,6 +82,7 @@ impl Batching {
             max: max.max(1),
             lanes: Mutex::default(),
             next_id: AtomicU64::new(0),
+            deadlines: OnceLock::new(),
         }
     }
 
@@ -68,31 +93,37 @@ impl Batching {
     /// Joins `user` to `coupon`'s open batch (opening one if there is none) and waits for the
     /// batch's answer to them.
     pub(super) async fn admit(&self, gate: &Gate, coupon: CouponId, user: UserId) -> Answer {
-        let lane = self.lane(coupon);
+        let route = Route {
+            gate: gate.clone(),
+            coupon,
+            lane: self.lane(coupon),
+            runtime: Handle::current(),
+        };
         let (answer, answered) = oneshot::channel();
-        let (opened, full) = {
-            let mut open = lock(&lane.open);
+        let (opened, leaving) = {
+            let mut open = lock(&route.lane.open);
             let opened = open
                 .is_none()
                 .then(|| self.next_id.fetch_add(1, Ordering::Relaxed));
             let batch = open.get_or_insert_with(|| Batch {
                 id: opened.unwrap_or_default(),
-                opened: Instant::now(),
-                members: Vec::with_capacity(self.max),
+                members: Vec::new(),
             });
             batch.members.push((user, answer));
-            let full = (batch.members.len() >= self.max)
-                .then(|| open.take())
+            let idle = route.lane.in_flight.load(Ordering::Acquire) == 0;
+            let leaving = (idle || batch.members.len() >= self.max)
+                .then(|| take(&route.lane, &mut open))
                 .flatten();
-            (opened, full)
+            (opened, leaving)
         };
-        if let Some(batch) = full {
-            send(gate, coupon, &lane, batch);
-        } else if let Some(id) = opened {
-            // The batch leaves on its own task: a member whose client goes away must not take
-            // the others' call with it.
-            let (gate, lane, window) = (gate.clone(), lane.clone(), self.window);
-            tokio::spawn(async move { leave_when_due(gate, coupon, lane, id, window).await });
+        match (leaving, opened) {
+            (Some(batch), _) => send(route, batch),
+            (None, Some(id)) => self.leave_by(Deadline {
+                at: Instant::now() + self.window,
+                id,
+                route,
+            }),
+            (None, None) => {}
         }
         answered.await.unwrap_or_else(|_| {
             Err(GateError::Unexpected(anyhow::anyhow!(
@@ -104,55 +135,119 @@ impl Batching {
     fn lane(&self, coupon: CouponId) -> Arc<Lane> {
         lock(&self.lanes).entry(coupon).or_default().clone()
     }
-}
 
-/// Waits until batch `id` is due (window passed, or nothing of its event in flight) and sends
-/// it, unless it filled up and left before.
-async fn leave_when_due(gate: Gate, coupon: CouponId, lane: Arc<Lane>, id: u64, window: Duration) {
-    loop {
-        let due = {
-            let mut open = lock(&lane.open);
-            match open.as_ref() {
-                Some(batch) if batch.id == id => {
-                    let idle = lane.in_flight.load(Ordering::Acquire) == 0;
-                    (idle || batch.opened.elapsed() >= window)
-                        .then(|| open.take())
-                        .flatten()
-                }
-                // Full, and sent by the application that filled it.
-                _ => return,
-            }
-        };
-        if let Some(batch) = due {
-            return send(&gate, coupon, &lane, batch);
+    /// Hands a batch's deadline to the window thread.
+    fn leave_by(&self, deadline: Deadline) {
+        let queue = self.deadlines.get_or_init(|| {
+            let (queue, deadlines) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("batch-window".into())
+                .spawn(move || keep_windows(deadlines))
+                .expect("the batch window thread starts");
+            Mutex::new(queue)
+        });
+        if let Err(mpsc::SendError(deadline)) = lock(queue).send(deadline) {
+            // The thread is gone (it panicked): the batch leaves now rather than never.
+            deadline.fire();
         }
-        tokio::task::yield_now().await;
+    }
+
+    /// Forgets an event's lane once nothing is open or in flight and nobody else holds it, so
+    /// the map holds only events in use.
+    fn forget_if_idle(&self, coupon: CouponId, lane: &Arc<Lane>) {
+        let mut lanes = lock(&self.lanes);
+        let idle = lane.in_flight.load(Ordering::Acquire) == 0 && lock(&lane.open).is_none();
+        // Held by the map and by the caller only: no joiner, no deadline.
+        if idle && Arc::strong_count(lane) == 2 {
+            lanes.remove(&coupon);
+        }
     }
 }
 
-/// Sends a batch on a task of its own and answers each member.
-fn send(gate: &Gate, coupon: CouponId, lane: &Arc<Lane>, batch: Batch) {
+/// Takes the open batch to send it, counting it in flight while `open`'s lock is held.
+fn take(lane: &Lane, open: &mut Option<Batch>) -> Option<Batch> {
+    let batch = open.take()?;
     lane.in_flight.fetch_add(1, Ordering::AcqRel);
-    let (gate, lane) = (gate.clone(), lane.clone());
-    tokio::spawn(async move {
+    Some(batch)
+}
+
+impl Deadline {
+    /// Sends batch `id` if it is still open.
+    fn fire(self) {
+        let batch = {
+            let mut open = lock(&self.route.lane.open);
+            match open.as_ref() {
+                Some(batch) if batch.id == self.id => take(&self.route.lane, &mut open),
+                _ => None,
+            }
+        };
+        if let Some(batch) = batch {
+            send(self.route, batch);
+        }
+    }
+}
+
+/// The window thread: sleeps until the earliest deadline (to within the OS timer's slack,
+/// tens of microseconds), then sends the batches whose window has passed.
+fn keep_windows(deadlines: mpsc::Receiver<Deadline>) {
+    let mut waiting: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut by_id: HashMap<u64, Deadline> = HashMap::new();
+    loop {
+        let next = waiting.peek().map(|Reverse((at, _))| *at);
+        let received = match next {
+            Some(at) => deadlines.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => deadlines
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(deadline) => {
+                waiting.push(Reverse((deadline.at, deadline.id)));
+                by_id.insert(deadline.id, deadline);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Every deadline holds its gate, and so the sender: none can be waiting here.
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        while let Some(Reverse((at, id))) = waiting.peek().copied() {
+            if at > now {
+                break;
+            }
+            waiting.pop();
+            if let Some(deadline) = by_id.remove(&id) {
+                deadline.fire();
+            }
+        }
+    }
+}
+
+/// Sends a batch on a task of its own (a member whose client goes away must not take the
+/// others' call with it) and answers each member.
+fn send(route: Route, batch: Batch) {
+    let runtime = route.runtime.clone();
+    runtime.spawn(async move {
         // A client that went away before its batch left is not applied for, as it would not
         // have been without batching.
         let members: Vec<_> = (batch.members.into_iter())
             .filter(|(_, answer)| !answer.is_closed())
             .collect();
         let users: Vec<UserId> = members.iter().map(|(user, _)| *user).collect();
+        let flight = Flight(route.clone());
         let answers = if users.is_empty() {
             Ok(Vec::new())
         } else {
-            gate.apply_batch(coupon, &users).await
+            route.gate.apply_batch(route.coupon, &users).await
         };
-        lane.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // The next batch leaves before these answers go out.
+        drop(flight);
         match answers {
             Ok(answers) => {
                 for ((_, answer), admission) in members.into_iter().zip(answers) {
-                    let _ = answer.send(Ok(admission));
+                    let _ = answer.send(admission);
                 }
             }
+            // No application of the batch was decided.
             Err(e) => {
                 for (_, answer) in members {
                     let _ = answer.send(Err(e.shared()));
@@ -160,4 +255,31 @@ fn send(gate: &Gate, coupon: CouponId, lane: &Arc<Lane>, batch: Batch) {
             }
         }
     });
+}
+
+/// A call in flight. When it ends (answered, failed, or its task panicked), the event's next
+/// batch leaves if this was the last call in flight: that is the group commit.
+struct Flight(Route);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let route = &self.0;
+        let batch = {
+            let mut open = lock(&route.lane.open);
+            let last = route.lane.in_flight.fetch_sub(1, Ordering::AcqRel) == 1;
+            if last {
+                take(&route.lane, &mut open)
+            } else {
+                None
+            }
+        };
+        match batch {
+            Some(batch) => send(route.clone(), batch),
+            None => {
+                if let Some(batching) = &route.gate.batching {
+                    batching.forget_if_idle(route.coupon, &route.lane);
+                }
+            }
+        }
+    }
 }

@@ -68,7 +68,6 @@ pub async fn batch_window_us<'e>(
 }
 
 /// The newest events first.
-
 pub async fn list_coupons(db: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<CouponSummary>> {
     sqlx::query_as(
         "SELECT id, name, stock, opens_at, closes_at, created_at FROM coupon ORDER BY id DESC LIMIT $1",

@@ -6,11 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use fcfs_coupon::configuration::GateSettings;
+use fcfs_coupon::domain::{CouponId, UserId};
+use fcfs_coupon::gate::{Admission, Ticket};
+use futures::future::join_all;
 use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{isolated_settings, spawn_app_behind_redis_proxy, start, TestApp};
+use crate::helpers::{isolated_settings, spawn_app, spawn_app_behind_redis_proxy, start, TestApp};
 use crate::issuance::assert_issued_exactly;
 
 /// One application as its client saw it.
@@ -23,13 +27,17 @@ struct Answer {
     answered: Instant,
 }
 
-/// Each user applies `times` times, application i to instance i mod 3, 96 at once.
+/// Each user applies `times` times, 96 applications at once: user u's k-th application goes to
+/// instance (u + k / 2) mod N, so a user's first two arrive at one instance together (often in
+/// one batch) and a third at another.
 async fn crowd(apps: &[TestApp], coupon: i64, users: &[i64], times: usize) -> Vec<Answer> {
-    let applications = users.iter().flat_map(|u| std::iter::repeat_n(*u, times));
-    stream::iter(applications.enumerate())
-        .map(|(i, user)| async move {
+    let applications = users
+        .iter()
+        .flat_map(|u| (0..times).map(move |k| (*u, (*u as usize + k / 2) % apps.len())));
+    stream::iter(applications)
+        .map(|(user, instance)| async move {
             let sent = Instant::now();
-            let resp = apps[i % apps.len()].apply(coupon, user).await;
+            let resp = apps[instance].apply(coupon, user).await;
             let status = resp.status();
             let body: Value = resp.json().await.unwrap_or_default();
             Answer {
@@ -67,8 +75,8 @@ async fn three_instances_batching_at_once_keep_the_cap_one_per_user_and_real_tim
     let coupon = apps[0].create_stock(200).await;
     let users: Vec<i64> = (1..=600).collect();
 
-    // Act: 600 users apply twice each, the two usually on different instances.
-    let answers = crowd(&apps, coupon, &users, 2).await;
+    // Act: 600 users apply three times each, twice at once on one instance.
+    let answers = crowd(&apps, coupon, &users, 3).await;
 
     // Assert: every application answered, exactly 200 newly admitted, one per user.
     let by_status = |s: StatusCode| answers.iter().filter(|a| a.status == s).count();
@@ -79,7 +87,7 @@ async fn three_instances_batching_at_once_keep_the_cap_one_per_user_and_real_tim
     assert_eq!(admitted.len(), 200);
     assert_eq!(
         admitted.len() + by_status(StatusCode::OK) + by_status(StatusCode::GONE),
-        1_200,
+        1_800,
         "only 202, 200 and 410: {answers:?}"
     );
     let told: BTreeMap<i64, i64> = admitted
@@ -115,6 +123,44 @@ async fn three_instances_batching_at_once_keep_the_cap_one_per_user_and_real_tim
     }
     apps[0].wait_for_rows(coupon, 200).await;
     assert_issued_exactly(&apps[0], coupon, &told, 200).await;
+}
+
+#[tokio::test]
+async fn applications_that_arrive_together_are_decided_in_the_order_they_arrived() {
+    // Arrange: a batching gate of this test's own (the test runtime has one thread, so the
+    // applications below reach the gate in the order they are polled: 1, 2, …, 16, before any
+    // call is sent).
+    let app = spawn_app().await;
+    let coupon = app.create_stock(100).await;
+    let gate = (app.settings.redis.gate().unwrap()).with_batching(&GateSettings {
+        batch_window_us: 5_000,
+        batch_max: 64,
+    });
+    let id = CouponId::new(coupon).unwrap();
+
+    // Act
+    let admissions =
+        join_all((1..=16).map(|user| gate.apply(id, UserId::new(user).unwrap()))).await;
+
+    // Assert: positions in arrival order. The first found the event idle and left alone at
+    // once; the other 15 waited for its call and went together: the scores of one script call
+    // (one clock reading, then one µs apart).
+    let tickets: Vec<Ticket> = admissions
+        .into_iter()
+        .map(|a| match a.unwrap() {
+            Admission::Admitted { ticket, .. } => ticket,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let positions: Vec<u32> = tickets.iter().map(|t| t.position.get()).collect();
+    assert_eq!(positions, (1..=16).collect::<Vec<_>>());
+    let scores: Vec<i64> = tickets
+        .iter()
+        .map(|t| t.applied_at.timestamp_micros())
+        .collect();
+    assert!(scores[0] < scores[1]);
+    assert_eq!(scores[1..], (scores[1]..scores[1] + 15).collect::<Vec<_>>());
+    assert_eq!(app.admitted(coupon).await, (1..=16).collect::<Vec<i64>>());
 }
 
 #[tokio::test]
