@@ -7,10 +7,11 @@
 //!
 //! Group commit with a deadline: an application that finds nothing of its event on its way to
 //! Redis from here leaves at once (an idle event adds no latency). Otherwise it joins the open
-//! batch, which leaves when the call in flight comes back, when it is full, or when its window
-//! has passed, whichever is first. The window is kept by a thread of its own: tokio's timers
-//! count milliseconds, the window is a few hundred microseconds, and polling for it would keep
-//! a core busy.
+//! batch, which leaves when the calls in flight come back, when it is full, or when its window
+//! has passed, whichever is first. The window is kept by the batch's own task yielding to the
+//! runtime until it has passed: tokio's timers count milliseconds, and the window is a few
+//! hundred microseconds. A wake-up thread with OS timers was tried instead and measured worse
+//! on a loaded machine (its wake-ups came late: README, Performance).
 //!
 //! Order: a batch keeps the order its applications arrived here in. An application can be
 //! decided after one that arrived later (here, or at another instance) only if it waited in an
@@ -18,11 +19,9 @@
 //! one window of each other, given that calls reach Redis in the order they leave (calls on
 //! different connections, batched or not, race: README's Guarantees).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -40,8 +39,6 @@ pub(super) struct Batching {
     /// Events with a batch open or in flight here; an idle one is removed (see `Flight`).
     lanes: Mutex<HashMap<CouponId, Arc<Lane>>>,
     next_id: AtomicU64,
-    /// The window thread's queue, started on first use; it ends when this is dropped.
-    deadlines: OnceLock<Mutex<mpsc::Sender<Deadline>>>,
 }
 
 /// One event's batches on this instance.
@@ -68,13 +65,6 @@ struct Route {
     runtime: Handle,
 }
 
-/// Batch `id` of `route` leaves at `at` unless it left before.
-struct Deadline {
-    at: Instant,
-    id: u64,
-    route: Route,
-}
-
 impl Batching {
     pub(super) fn new(window: Duration, max: usize) -> Self {
         Self {
@@ -82,7 +72,6 @@ impl Batching {
             max: max.max(1),
             lanes: Mutex::default(),
             next_id: AtomicU64::new(0),
-            deadlines: OnceLock::new(),
         }
     }
 
@@ -118,11 +107,10 @@ impl Batching {
         };
         match (leaving, opened) {
             (Some(batch), _) => send(route, batch),
-            (None, Some(id)) => self.leave_by(Deadline {
-                at: Instant::now() + self.window,
-                id,
-                route,
-            }),
+            (None, Some(id)) => {
+                let (runtime, window) = (route.runtime.clone(), self.window);
+                runtime.spawn(leave_when_due(route, id, Instant::now() + window));
+            }
             (None, None) => {}
         }
         answered.await.unwrap_or_else(|_| {
@@ -134,22 +122,6 @@ impl Batching {
 
     fn lane(&self, coupon: CouponId) -> Arc<Lane> {
         lock(&self.lanes).entry(coupon).or_default().clone()
-    }
-
-    /// Hands a batch's deadline to the window thread.
-    fn leave_by(&self, deadline: Deadline) {
-        let queue = self.deadlines.get_or_init(|| {
-            let (queue, deadlines) = mpsc::channel();
-            std::thread::Builder::new()
-                .name("batch-window".into())
-                .spawn(move || keep_windows(deadlines))
-                .expect("the batch window thread starts");
-            Mutex::new(queue)
-        });
-        if let Err(mpsc::SendError(deadline)) = lock(queue).send(deadline) {
-            // The thread is gone (it panicked): the batch leaves now rather than never.
-            deadline.fire();
-        }
     }
 
     /// Forgets an event's lane once nothing is open or in flight and nobody else holds it, so
@@ -171,54 +143,27 @@ fn take(lane: &Lane, open: &mut Option<Batch>) -> Option<Batch> {
     Some(batch)
 }
 
-impl Deadline {
-    /// Sends batch `id` if it is still open.
-    fn fire(self) {
+/// Sends batch `id` once `due` has passed, unless it left before (full, or handed over when the
+/// calls in flight came back).
+async fn leave_when_due(route: Route, id: u64, due: Instant) {
+    loop {
         let batch = {
-            let mut open = lock(&self.route.lane.open);
+            let mut open = lock(&route.lane.open);
             match open.as_ref() {
-                Some(batch) if batch.id == self.id => take(&self.route.lane, &mut open),
-                _ => None,
+                Some(batch) if batch.id == id => {
+                    if Instant::now() < due {
+                        None
+                    } else {
+                        take(&route.lane, &mut open)
+                    }
+                }
+                _ => return,
             }
         };
         if let Some(batch) = batch {
-            send(self.route, batch);
+            return send(route, batch);
         }
-    }
-}
-
-/// The window thread: sleeps until the earliest deadline (to within the OS timer's slack,
-/// tens of microseconds), then sends the batches whose window has passed.
-fn keep_windows(deadlines: mpsc::Receiver<Deadline>) {
-    let mut waiting: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut by_id: HashMap<u64, Deadline> = HashMap::new();
-    loop {
-        let next = waiting.peek().map(|Reverse((at, _))| *at);
-        let received = match next {
-            Some(at) => deadlines.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => deadlines
-                .recv()
-                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-        };
-        match received {
-            Ok(deadline) => {
-                waiting.push(Reverse((deadline.at, deadline.id)));
-                by_id.insert(deadline.id, deadline);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Every deadline holds its gate, and so the sender: none can be waiting here.
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        }
-        let now = Instant::now();
-        while let Some(Reverse((at, id))) = waiting.peek().copied() {
-            if at > now {
-                break;
-            }
-            waiting.pop();
-            if let Some(deadline) = by_id.remove(&id) {
-                deadline.fire();
-            }
-        }
+        tokio::task::yield_now().await;
     }
 }
 
