@@ -32,6 +32,7 @@ MUTATIONS=(
   "src/gate/batching.rs|for ((_, answer), admission) in members.into_iter().zip(answers) {|for ((_, answer), admission) in members.into_iter().zip(answers.into_iter().rev()) {|batching::three_instances_batching_at_once"
   "src/gate/batching.rs|batch.members.push((user, answer));|batch.members.insert(0, (user, answer));|batching::applications_that_arrive_together"
   "src/gate/batching.rs|let _ = answer.send(Err(e.shared()));|let _ = (answer, e.shared());|batching::a_batch_whose_call_fails"
+  "src/gate/admission.rs|(Err(e), Some(_)) => Err(e.shared()),|(Err(e), _) => Err(e.shared()),|batching::a_batch_no_replica_confirmed"
   # Verifiable fairness: the log's order, its commitments, and the checks that expose a rewrite.
   "src/fairness/builder.rs|while u64::from(position as u32) > next && !blocked {|while false {|fairness_builder::leaves_wait_for_their_place"
   "src/fairness/leaf.rs|h.update(nonce);|let _ = nonce;|fairness::a_forged_receipt_does_not_verify"

@@ -219,3 +219,40 @@ async fn a_batch_whose_call_fails_answers_every_member_503_and_a_retry_admits_no
     app.wait_for_rows(coupon, 25).await;
     assert_issued_exactly(&app, coupon, &told, 25).await;
 }
+
+#[tokio::test]
+async fn a_batch_no_replica_confirmed_fails_its_tickets_only_and_its_losers_keep_their_answers() {
+    // Arrange: an event of 2 on a Redis without replicas, and a batching gate that requires one
+    // (the test runtime has one thread: user 1 finds the event idle and goes alone, users 2..=5
+    // go together behind it).
+    let app = spawn_app().await;
+    let coupon = app.create_stock(2).await;
+    let mut redis = app.settings.redis.clone();
+    redis.ack_replicas = 1;
+    redis.ack_timeout_ms = 200;
+    let gate = redis.gate().unwrap().with_batching(&GateSettings {
+        batch_window_us: 5_000,
+        batch_max: 64,
+    });
+    let id = CouponId::new(coupon).unwrap();
+
+    // Act
+    let answers = join_all((1..=5).map(|user| gate.apply(id, UserId::new(user).unwrap()))).await;
+
+    // Assert: the two winners' tickets are written but unconfirmed (503 to them); the three
+    // losers of the second call were told SOLD_OUT without waiting on the replicas' verdict.
+    let outcome: Vec<String> = answers
+        .iter()
+        .map(|a| match a {
+            Ok(admission) => format!("{admission:?}"),
+            Err(e) => format!("{e}"),
+        })
+        .collect();
+    let unconfirmed = "the write is not confirmed by the replicas";
+    assert_eq!(
+        outcome,
+        [unconfirmed, unconfirmed, "SoldOut", "SoldOut", "SoldOut"],
+        "{answers:?}"
+    );
+    assert_eq!(app.admitted(coupon).await, [1, 2]);
+}
