@@ -222,13 +222,14 @@ async fn a_batch_whose_call_fails_answers_every_member_503_and_a_retry_admits_no
 
 #[tokio::test]
 async fn a_batch_no_replica_confirmed_fails_its_tickets_only_and_its_losers_keep_their_answers() {
-    // Arrange: an event of 2 on a Redis without replicas, and a batching gate that requires one
-    // (the test runtime has one thread: user 1 finds the event idle and goes alone, users 2..=5
-    // go together behind it).
+    // Arrange: an event of 2, and a batching gate that requires more replicas than any Redis
+    // here has (one server, or the test cluster's masters with one or two each). The test
+    // runtime has one thread: user 1 finds the event idle and goes alone, users 2..=5 go
+    // together behind it.
     let app = spawn_app().await;
     let coupon = app.create_stock(2).await;
     let mut redis = app.settings.redis.clone();
-    redis.ack_replicas = 1;
+    redis.ack_replicas = 9;
     redis.ack_timeout_ms = 200;
     let gate = redis.gate().unwrap().with_batching(&GateSettings {
         batch_window_us: 5_000,
