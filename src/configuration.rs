@@ -274,7 +274,8 @@ impl Default for GateSettings {
 impl GateSettings {
     /// Above this a window stops being a batching detail and becomes a visible delay.
     pub const MAX_WINDOW_US: u64 = 10_000;
-    /// One script call must stay short: Redis runs nothing else meanwhile.
+    /// One script call must stay short: Redis runs nothing else meanwhile. (The script unpacks
+    /// two values per winner into one command; Lua allows about 8,000.)
     pub const MAX_BATCH: usize = 1024;
 
     pub fn batch_window(&self) -> Duration {
@@ -1142,6 +1143,21 @@ mod tests {
         s.redis.nodes = String::new();
         assert!(s.check().is_err(), "cluster mode without seed nodes");
         s.redis.nodes = "127.0.0.1:7000".into();
+        assert!(s.check().is_ok());
+    }
+
+    #[test]
+    fn batch_settings_out_of_range_are_refused_naming_the_variable() {
+        let mut s = Settings::default();
+        assert_eq!((s.gate.batch_window_us, s.gate.batch_max), (200, 64));
+        s.gate.batch_window_us = GateSettings::MAX_WINDOW_US + 1;
+        let refused = s.check().unwrap_err().to_string();
+        assert!(refused.contains("APP_GATE__BATCH_WINDOW_US"), "{refused}");
+        s.gate.batch_window_us = 0;
+        s.gate.batch_max = 0;
+        let refused = s.check().unwrap_err().to_string();
+        assert!(refused.contains("APP_GATE__BATCH_MAX"), "{refused}");
+        s.gate.batch_max = GateSettings::MAX_BATCH;
         assert!(s.check().is_ok());
     }
 
