@@ -82,15 +82,10 @@ impl Batching {
     /// Joins `user` to `coupon`'s open batch (opening one if there is none) and waits for the
     /// batch's answer to them.
     pub(super) async fn admit(&self, gate: &Gate, coupon: CouponId, user: UserId) -> Answer {
-        let route = Route {
-            gate: gate.clone(),
-            coupon,
-            lane: self.lane(coupon),
-            runtime: Handle::current(),
-        };
+        let lane = self.lane(coupon);
         let (answer, answered) = oneshot::channel();
         let (opened, leaving) = {
-            let mut open = lock(&route.lane.open);
+            let mut open = lock(&lane.open);
             let opened = open
                 .is_none()
                 .then(|| self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -99,25 +94,40 @@ impl Batching {
                 members: Vec::new(),
             });
             batch.members.push((user, answer));
-            let idle = route.lane.in_flight.load(Ordering::Acquire) == 0;
+            let idle = lane.in_flight.load(Ordering::Acquire) == 0;
             let leaving = (idle || batch.members.len() >= self.max)
-                .then(|| take(&route.lane, &mut open))
+                .then(|| take(&lane, &mut open))
                 .flatten();
             (opened, leaving)
         };
+        // Only the application that sends a batch or opens one needs a route; under a crowd
+        // most join a batch already open and pay nothing more.
+        let route = || Route {
+            gate: gate.clone(),
+            coupon,
+            lane: lane.clone(),
+            runtime: Handle::current(),
+        };
         match (leaving, opened) {
-            (Some(batch), _) => send(route, batch),
+            (Some(batch), _) => send(route(), batch),
             (None, Some(id)) => {
-                let (runtime, window) = (route.runtime.clone(), self.window);
-                runtime.spawn(leave_when_due(route, id, Instant::now() + window));
+                let due = Instant::now() + self.window;
+                Handle::current().spawn(leave_when_due(route(), id, due));
             }
             (None, None) => {}
         }
+        // Not held while waiting, so the lane can be forgotten as soon as its calls end.
+        drop(lane);
         answered.await.unwrap_or_else(|_| {
             Err(GateError::Unexpected(anyhow::anyhow!(
                 "the batch was dropped unanswered"
             )))
         })
+    }
+
+    /// Events with a batch open or in flight here.
+    pub(super) fn lanes(&self) -> usize {
+        lock(&self.lanes).len()
     }
 
     fn lane(&self, coupon: CouponId) -> Arc<Lane> {
@@ -129,7 +139,7 @@ impl Batching {
     fn forget_if_idle(&self, coupon: CouponId, lane: &Arc<Lane>) {
         let mut lanes = lock(&self.lanes);
         let idle = lane.in_flight.load(Ordering::Acquire) == 0 && lock(&lane.open).is_none();
-        // Held by the map and by the caller only: no joiner, no deadline.
+        // Held by the map and by the caller only: no joiner, no batch waiting for its window.
         if idle && Arc::strong_count(lane) == 2 {
             lanes.remove(&coupon);
         }
@@ -178,11 +188,12 @@ fn send(route: Route, batch: Batch) {
             .filter(|(_, answer)| !answer.is_closed())
             .collect();
         let users: Vec<UserId> = members.iter().map(|(user, _)| *user).collect();
-        let flight = Flight(route.clone());
+        // The only route this task holds, so the lane can be forgotten when it ends.
+        let flight = Flight(route);
         let answers = if users.is_empty() {
             Ok(Vec::new())
         } else {
-            route.gate.apply_batch(route.coupon, &users).await
+            flight.0.gate.apply_batch(flight.0.coupon, &users).await
         };
         // The next batch leaves before these answers go out.
         drop(flight);

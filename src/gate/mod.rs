@@ -348,6 +348,12 @@ impl Gate {
         self
     }
 
+    /// Events this instance keeps batching state for: only those with a batch open or in
+    /// flight (0 with batching off).
+    pub fn batching_events(&self) -> usize {
+        self.batching.as_ref().map_or(0, |b| b.lanes())
+    }
+
     /// The batch window in effect here, µs (0: one call per application).
     pub fn batch_window_us(&self) -> u32 {
         self.batching.as_ref().map_or(0, |b| b.window_us())

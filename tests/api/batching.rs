@@ -4,7 +4,7 @@
 //! `APP_REDIS__MODE=cluster` (scripts/test.sh), against the cluster.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fcfs_coupon::configuration::GateSettings;
 use fcfs_coupon::domain::{CouponId, UserId};
@@ -14,7 +14,9 @@ use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{isolated_settings, spawn_app, spawn_app_behind_redis_proxy, start, TestApp};
+use crate::helpers::{
+    eventually, isolated_settings, spawn_app, spawn_app_behind_redis_proxy, start, TestApp,
+};
 use crate::issuance::assert_issued_exactly;
 
 /// One application as its client saw it.
@@ -161,6 +163,13 @@ async fn applications_that_arrive_together_are_decided_in_the_order_they_arrived
     assert!(scores[0] < scores[1]);
     assert_eq!(scores[1..], (scores[1]..scores[1] + 15).collect::<Vec<_>>());
     assert_eq!(app.admitted(coupon).await, (1..=16).collect::<Vec<i64>>());
+    // Every call is over: the gate keeps no state for the event.
+    eventually(
+        "the event's lane forgotten",
+        Duration::from_secs(5),
+        || async { (gate.batching_events() == 0).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
