@@ -15,6 +15,20 @@ command -v chromium >/dev/null || apt_install chromium
 # The TLS terminator in front of the test broker (tls::kafka_over_tls_…).
 command -v stunnel >/dev/null || apt_install stunnel4
 command -v npm >/dev/null || apt_install nodejs npm
+# promtool checks the alert rules. Debian's `prometheus` package ships it, but installing that
+# package also starts a Prometheus server on :9090 (its post-install runs the init script, or
+# enables and starts the systemd unit) and pulls in the web UI's libraries: take promtool alone.
+promtool=$(command -v promtool || echo "$HOME/.local/share/fcfs-coupon/bin/promtool")
+if [ ! -x "$promtool" ]; then
+  say "extracting promtool from Debian's prometheus package"
+  debs=$(mktemp -d)
+  (cd "$debs" && apt-get download -qq prometheus 2>/dev/null) \
+    || { as_root apt-get update -qq && (cd "$debs" && apt-get download -qq prometheus); }
+  mkdir -p "${promtool%/*}"
+  dpkg-deb --fsys-tarfile "$debs"/prometheus_*.deb | tar -xO ./usr/bin/promtool >"$promtool.part"
+  chmod 755 "$promtool.part" && mv "$promtool.part" "$promtool"
+  rm -rf "$debs"
+fi
 npm ci --prefix tests/browser --no-audit --no-fund --silent
 # The contract fuzzer (tests/api/fuzz.rs): schemathesis, pinned, in a virtualenv of its own.
 venv="$HOME/.local/share/fcfs-coupon/schemathesis"
@@ -39,6 +53,12 @@ if APP_AUTH__JWT_SECRET= docker-compose -f docker-compose.yml config -q 2>/dev/n
   die "docker-compose.yml must refuse to start without APP_AUTH__JWT_SECRET"
 fi
 APP_AUTH__JWT_SECRET=only-for-validation docker-compose -f docker-compose.yml config -q
+say "deploy/: the alert rules, their unit tests, Prometheus's config and the dashboard's JSON"
+"$promtool" check rules deploy/prometheus/alerts.yml
+"$promtool" test rules deploy/prometheus/alerts.test.yml
+# Finds alerts.yml relative to the config file, as Prometheus in compose does.
+"$promtool" check config deploy/prometheus/prometheus.yml
+python3 -m json.tool deploy/grafana/fcfs-coupon.json >/dev/null
 
 cargo fmt --all -- --check
 cargo test --locked --workspace --all-targets --no-fail-fast

@@ -46,8 +46,12 @@ pub enum Command {
         #[arg(long)]
         user: i64,
         /// Add `"role": "admin"`.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "rehearsal")]
         admin: bool,
+        /// A rehearsal user's token, signed with `APP_AUTH__REHEARSAL_SECRET`: good for
+        /// rehearsal events only.
+        #[arg(long)]
+        rehearsal: bool,
         /// Hours until the token expires.
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
@@ -148,6 +152,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             user,
             admin,
+            rehearsal: true,
+            ttl_hours,
+        } => {
+            debug_assert!(!admin);
+            let secret = settings
+                .auth
+                .checked_rehearsal_secret(settings.env)?
+                .ok_or_else(|| anyhow::anyhow!("APP_AUTH__REHEARSAL_SECRET is not set"))?;
+            let ttl = Duration::from_secs(ttl_hours.saturating_mul(3600));
+            println!(
+                "{}",
+                TokenKeys::rehearsal(&secret).mint(UserId::new(user)?, false, ttl)?
+            );
+            Ok(())
+        }
+        Command::Token {
+            user,
+            admin,
+            rehearsal: false,
             ttl_hours,
         } => {
             let secret = settings.auth.checked_secret(settings.env)?.ok_or_else(|| {

@@ -13,9 +13,16 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 /// Used when `APP_AUTH__JWT_SECRET` is unset and `APP_ENV=development`, so a fresh clone runs;
 /// startup warns loudly. Production refuses it.
 pub const DEVELOPMENT_JWT_SECRET: &str = "fcfs-coupon-development-secret-do-not-use-in-production";
+/// Signs rehearsal users' tokens in development (`scripts/rehearse.sh`); never in production.
+pub const DEVELOPMENT_REHEARSAL_SECRET: &str =
+    "fcfs-coupon-development-rehearsal-secret-not-for-production";
 
 /// Secrets that have been public (in this repository's history or files): they protect nothing.
-const KNOWN_SECRETS: &[&str] = &[DEVELOPMENT_JWT_SECRET, "change-me-before-any-real-event"];
+const KNOWN_SECRETS: &[&str] = &[
+    DEVELOPMENT_JWT_SECRET,
+    DEVELOPMENT_REHEARSAL_SECRET,
+    "change-me-before-any-real-event",
+];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -814,6 +821,10 @@ pub struct AuthSettings {
     /// production with an identity provider, where the provider is the source of truth and
     /// whoever held the HS256 secret could act as anyone.
     pub local_tokens: Option<bool>,
+    /// Signs rehearsal users' HS256 tokens (header `kid: rehearsal`): accepted for rehearsal
+    /// events only, never admin, whatever else is configured. Unset: none in production, a
+    /// development secret in development.
+    pub rehearsal_secret: Option<SecretString>,
 }
 
 impl Default for AuthSettings {
@@ -830,6 +841,7 @@ impl Default for AuthSettings {
             admin_claim: "role".into(),
             admin_value: "admin".into(),
             local_tokens: None,
+            rehearsal_secret: None,
         }
     }
 }
@@ -914,6 +926,46 @@ impl AuthSettings {
             if value.len() < Self::MIN_SECRET_BYTES {
                 anyhow::bail!(
                     "APP_AUTH__JWT_SECRET has {} bytes; production needs at least {}",
+                    value.len(),
+                    Self::MIN_SECRET_BYTES
+                );
+            }
+        }
+        Ok(Some(secret.clone()))
+    }
+
+    /// The secret rehearsal tokens are signed with in `env`, if any, or why it must not be used:
+    /// in production, one shorter than [`Self::MIN_SECRET_BYTES`], publicly known, or equal to
+    /// `APP_AUTH__JWT_SECRET` (whoever rehearses must not be able to mint admin tokens).
+    pub fn checked_rehearsal_secret(
+        &self,
+        env: Environment,
+    ) -> anyhow::Result<Option<SecretString>> {
+        let Some(secret) = &self.rehearsal_secret else {
+            return Ok(
+                (env == Environment::Development).then(|| DEVELOPMENT_REHEARSAL_SECRET.into())
+            );
+        };
+        let value = secret.expose_secret();
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|jwt| jwt.expose_secret() == value)
+        {
+            anyhow::bail!(
+                "APP_AUTH__REHEARSAL_SECRET equals APP_AUTH__JWT_SECRET: rehearsal tokens would \
+                 be a way to mint any token; set a secret of its own"
+            );
+        }
+        if env == Environment::Production {
+            if KNOWN_SECRETS.contains(&value) {
+                anyhow::bail!(
+                    "APP_AUTH__REHEARSAL_SECRET is a publicly known development value; set a random one"
+                );
+            }
+            if value.len() < Self::MIN_SECRET_BYTES {
+                anyhow::bail!(
+                    "APP_AUTH__REHEARSAL_SECRET has {} bytes; production needs at least {}",
                     value.len(),
                     Self::MIN_SECRET_BYTES
                 );

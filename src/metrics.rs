@@ -2,6 +2,7 @@
 //! tests, never mix their counts). Labels stay low-cardinality: outcomes and coupon ids, never
 //! user ids.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -69,6 +70,13 @@ pub struct CouponLabel {
     pub coupon: i64,
 }
 
+/// One of the books' equalities the watcher checks live (see `crate::ops::invariants`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvariantLabel {
+    pub coupon: i64,
+    pub kind: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub applies: Family<ResultLabel, Counter>,
@@ -101,6 +109,15 @@ pub struct Metrics {
     pub coupons_restored: Counter,
     /// Events with work that the watcher found missing from the issuer's registry and put back.
     pub registry_repairs: Counter,
+    /// By how much an equality of the books is off, once it has stayed off past its settle
+    /// time; 0 when it holds again (see `crate::ops::invariants`).
+    pub invariant_violations: Family<InvariantLabel, Gauge>,
+    /// Unix seconds of the watcher's last completed check of the books.
+    pub invariant_last_check: Gauge<f64, AtomicU64>,
+    /// Issuer ticks run by this process: flat means the issuer stopped.
+    pub issuer_ticks: Counter,
+    /// 1 when every dependency this process uses answered at the last scrape, else 0.
+    pub ready: Gauge,
 }
 
 fn sizes() -> Histogram {
@@ -135,6 +152,10 @@ impl Metrics {
             failed_events: Counter::default(),
             consumer_lag: Family::default(),
             dependency_errors: Family::default(),
+            invariant_violations: Family::default(),
+            invariant_last_check: Gauge::default(),
+            issuer_ticks: Counter::default(),
+            ready: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("apply", "Applications by result", m.applies.clone());
@@ -232,6 +253,26 @@ impl Metrics {
             "registry_repairs",
             "Events with work found missing from the issuer's registry and put back",
             m.registry_repairs.clone(),
+        );
+        r.register(
+            "invariant_violations",
+            "How far an equality of the books is off past its settle time, per coupon and kind (0: holds)",
+            m.invariant_violations.clone(),
+        );
+        r.register(
+            "invariant_last_check_timestamp_seconds",
+            "Unix time of the watcher's last completed check of the books",
+            m.invariant_last_check.clone(),
+        );
+        r.register(
+            "issuer_ticks",
+            "Issuer ticks run by this process (one a second with the issuer role)",
+            m.issuer_ticks.clone(),
+        );
+        r.register(
+            "ready",
+            "1 when every dependency this process uses answered at this scrape, else 0",
+            m.ready.clone(),
         );
         Arc::new(m)
     }

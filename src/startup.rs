@@ -105,7 +105,16 @@ impl Application {
         )
         .await?;
         let http = if roles.contains(&Role::Api) {
-            Some(Http::bind(settings, shared, secret.as_ref(), log_key).await?)
+            Some(
+                Http::bind(
+                    settings,
+                    shared,
+                    secret.as_ref(),
+                    log_key,
+                    reconciler.books(),
+                )
+                .await?,
+            )
         } else {
             None
         };
@@ -336,9 +345,15 @@ impl Http {
         shared: Shared,
         secret: Option<&SecretString>,
         fairness: Option<Arc<LogKey>>,
+        books: Option<Arc<crate::ops::reconcile::Books>>,
     ) -> anyhow::Result<Self> {
         let limiter = ApplyLimiter::new(&settings.rate_limit, &shared.gate);
-        let tokens = Arc::new(Verifier::new(&settings.auth, secret)?);
+        let rehearsal = settings.auth.checked_rehearsal_secret(settings.env)?;
+        let tokens = Arc::new(Verifier::with_rehearsals(
+            &settings.auth,
+            secret,
+            rehearsal.as_ref(),
+        )?);
         // The provider's keys before the first caller: a wrong URL must not start "ready".
         if let Err(e) = tokens.prime().await {
             if settings.env == crate::configuration::Environment::Production {
@@ -363,6 +378,8 @@ impl Http {
             status_poll: settings.issuer.period()?,
             fairness,
             log_cache: Arc::default(),
+            rehearsals: Arc::default(),
+            books,
         };
         let listener = TcpListener::bind(&settings.http.addr)
             .await

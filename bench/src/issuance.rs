@@ -140,6 +140,7 @@ fn event(stock: u32) -> anyhow::Result<NewCoupon> {
         stock: Stock::new(stock.into())?,
         window: EventWindow::default(),
         batch_window_us: 0,
+        rehearsal: false,
     })
 }
 

@@ -6,4 +6,5 @@
 pub mod compare;
 pub mod durability;
 pub mod issuance;
+pub mod rehearse;
 pub mod spike;

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use fcfs_bench::{compare, durability, issuance, spike};
+use fcfs_bench::{compare, durability, issuance, rehearse, spike};
 use fcfs_coupon::configuration::Settings;
 
 /// Benchmarks of fcfs-coupon. Configuration is the service's own (`APP_…` variables).
@@ -47,6 +47,9 @@ enum Command {
     },
     /// Spike reports (report.json) side by side, with medians and ratios to the first run.
     Compare { reports: Vec<std::path::PathBuf> },
+    /// Rehearse a drop against a deployment over HTTP only, and judge it: exit 1 on any
+    /// breach (README, "Rehearsing a drop").
+    Rehearse(rehearse::RehearseOptions),
 }
 
 #[tokio::main]
@@ -82,6 +85,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Compare { reports } => compare::run(&reports)?,
+        Command::Rehearse(options) => {
+            let verdict = rehearse::run(&Settings::load(None)?, &options).await?;
+            if !verdict.passed {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }

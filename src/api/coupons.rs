@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::archive;
-use super::problem::{declared, ApiError};
+use super::problem::{declared, ApiError, ErrorCode};
 use super::security::BearerAuth;
 use super::views::{CouponView, SummaryView};
 use super::{coupon_id, ApiTags, AppState};
@@ -23,6 +23,7 @@ const LIST_LIMIT: i64 = 50;
 type CreateError = ApiError<{ declared::CREATE }>;
 type ListError = ApiError<{ declared::READ }>;
 type ReadError = ApiError<{ declared::READ_COUPON }>;
+type DeleteError = ApiError<{ declared::DELETE }>;
 
 /// A new coupon event.
 #[derive(Debug, Object)]
@@ -40,6 +41,10 @@ pub struct CreateCoupon {
     /// Applications from this instant on answer 409 EVENT_CLOSED. Absent: never closes.
     #[oai(skip_serializing_if_is_none)]
     pub closes_at: Option<DateTime<Utc>>,
+    /// A rehearsal (`fcfs-bench rehearse`): not listed, only rehearsal users' tokens may apply,
+    /// and `DELETE /coupons/{couponId}` removes it with everything it wrote. Default false.
+    #[oai(skip_serializing_if_is_none)]
+    pub rehearsal: Option<bool>,
 }
 
 impl poem_openapi::types::Example for CreateCoupon {
@@ -49,6 +54,7 @@ impl poem_openapi::types::Example for CreateCoupon {
             stock: 100,
             opens_at: None,
             closes_at: None,
+            rehearsal: None,
         }
     }
 }
@@ -60,6 +66,7 @@ impl CreateCoupon {
             stock: Stock::new(self.stock).map_err(ApiError::invalid)?,
             window: EventWindow::new(self.opens_at, self.closes_at).map_err(ApiError::invalid)?,
             batch_window_us: 0,
+            rehearsal: self.rehearsal.unwrap_or(false),
         })
     }
 }
@@ -83,6 +90,13 @@ pub enum ListResponse {
     /// The newest events, read from PostgreSQL.
     #[oai(status = 200)]
     Events(Json<CouponList>),
+}
+
+#[derive(ApiResponse)]
+pub enum DeletedResponse {
+    /// The rehearsal event and everything it wrote are gone.
+    #[oai(status = 204)]
+    Deleted,
 }
 
 #[derive(ApiResponse)]
@@ -111,7 +125,8 @@ impl CouponsApi {
             batch_window_us: state.gate.batch_window_us(),
             ..body.parse()?
         };
-        let coupon = create(&state, new).await?;
+        let coupon = create(&state, new.clone()).await?;
+        state.rehearsals.note(coupon.id, new.rehearsal);
         state.list_cache.invalidate().await;
         tracing::info!(coupon_id = %coupon.id, stock = coupon.stock.get(), "coupon event created");
         let snapshot = Snapshot::fresh(coupon);
@@ -149,6 +164,48 @@ impl CouponsApi {
         let mut view = CouponView::from(&snapshot);
         view.log = super::fairness::log_view(&state, id).await;
         Ok(CouponResponse::Event(Json(view)))
+    }
+
+    /// Delete a rehearsal event with its rows and log (admin token). Real events cannot be
+    /// deleted (403); a rehearsal whose winners are still on their way answers 409 EVENT_BUSY.
+    #[oai(
+        path = "/coupons/:couponId",
+        method = "delete",
+        operation_id = "deleteRehearsal"
+    )]
+    async fn delete(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        /// The rehearsal event's id.
+        #[oai(name = "couponId")]
+        coupon: Path<i64>,
+    ) -> Result<DeletedResponse, DeleteError> {
+        auth.require_admin()?;
+        let id = coupon_id(coupon.0)?;
+        // The row is locked first and deleted with its Redis copy inside the transaction: if
+        // Redis refuses (busy, unreachable), nothing is deleted.
+        let mut tx = state.db.begin().await?;
+        match store::delete_rehearsal(&mut tx, id).await? {
+            None => return Err(DeleteError::no_coupon(id)),
+            Some(false) => {
+                return Err(DeleteError::new(
+                    ErrorCode::Forbidden,
+                    "Only rehearsal events can be deleted.",
+                ))
+            }
+            Some(true) => {}
+        }
+        if !state.gate.drop_event(id).await? {
+            return Err(DeleteError::new(
+                ErrorCode::EventBusy,
+                "Winners of this rehearsal are still on their way; try again once they are issued.",
+            ));
+        }
+        tx.commit().await?;
+        state.list_cache.invalidate().await;
+        tracing::info!(coupon_id = %id, "rehearsal event deleted");
+        Ok(DeletedResponse::Deleted)
     }
 }
 

@@ -41,6 +41,20 @@ pub struct CouponStats {
     pub closes_at: Option<DateTime<Utc>>,
     /// Redis' clock at the read, for "time to open".
     pub now: DateTime<Utc>,
+    /// The books' equalities the answering instance's watcher finds off past their settle
+    /// time (see README, "Invariants, live"); empty when they balance.
+    pub violations: Vec<Violation>,
+}
+
+/// One equality of the books that does not hold.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Violation {
+    /// `stranded`, `stages`, `issued_count`, `past_stock`, `persisted`, `public_count`,
+    /// `positions_dense`, `log_size` or `kafka_lag`.
+    pub kind: String,
+    /// By how much.
+    pub off: u64,
 }
 
 #[derive(ApiResponse)]
@@ -111,7 +125,27 @@ async fn read_stats(state: &AppState, id: CouponId) -> Result<CouponStats, Stats
         opens_at: s.coupon.window.opens_at(),
         closes_at: s.coupon.window.closes_at(),
         now: s.now,
+        violations: violations(state, id),
     })
+}
+
+fn violations(state: &AppState, id: CouponId) -> Vec<Violation> {
+    let Some(books) = &state.books else {
+        return Vec::new();
+    };
+    let open = books.open();
+    let open = open.lock().expect("books lock");
+    open.get(&id)
+        .map(|kinds| {
+            kinds
+                .iter()
+                .map(|(kind, off)| Violation {
+                    kind: (*kind).to_owned(),
+                    off: *off,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The live event page: static, no build step; it polls the endpoints above.

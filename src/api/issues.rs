@@ -59,7 +59,8 @@ impl IssuesApi {
         state: Data<&AppState>,
         auth: BearerAuth,
     ) -> Result<MineResponse, MineError> {
-        let items = store::user_coupons(&state.db, auth.0.user, MY_COUPONS_LIMIT).await?;
+        let items =
+            store::user_coupons(&state.db, auth.0.user, auth.0.rehearsal, MY_COUPONS_LIMIT).await?;
         let items = items.into_iter().map(MyCouponView::from).collect();
         Ok(MineResponse::Coupons(Json(MyCoupons { items })))
     }

@@ -16,6 +16,7 @@ mod issues;
 mod position;
 mod problem;
 mod rate_limit;
+mod rehearsal;
 mod security;
 mod state;
 mod views;

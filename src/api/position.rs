@@ -49,6 +49,7 @@ impl PositionApi {
     ) -> Result<PositionResponse, PositionError> {
         let id = coupon_id(coupon.0)?;
         let user = auth.0.user;
+        state.rehearsals.check(&state.db, &auth.0, id).await?;
         let snapshot = archive::snapshot(&state, id, Some(user))
             .await?
             .ok_or_else(|| PositionError::no_coupon(id))?;

@@ -21,6 +21,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     EventNotOpen,
     EventClosed,
+    EventBusy,
     SoldOut,
     PayloadTooLarge,
     HeadersTooLarge,
@@ -40,7 +41,7 @@ pub struct CodeSpec {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::InvalidRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -49,6 +50,7 @@ impl ErrorCode {
         Self::MethodNotAllowed,
         Self::EventNotOpen,
         Self::EventClosed,
+        Self::EventBusy,
         Self::SoldOut,
         Self::PayloadTooLarge,
         Self::HeadersTooLarge,
@@ -65,12 +67,13 @@ impl ErrorCode {
         let (status, title, meaning) = match self {
             Self::InvalidRequest => (S::BAD_REQUEST, "The request is invalid", "a malformed id, parameter or body"),
             Self::Unauthorized => (S::UNAUTHORIZED, "Authentication is required", "the bearer token is missing, malformed, expired or not signed by us"),
-            Self::Forbidden => (S::FORBIDDEN, "Not allowed", "an admin call made with a user token"),
+            Self::Forbidden => (S::FORBIDDEN, "Not allowed", "an admin call made with a user token, a rehearsal token on a real event, or deleting a real event"),
             Self::NotFound => (S::NOT_FOUND, "No such resource", "no such route"),
             Self::CouponNotFound => (S::NOT_FOUND, "No such coupon event", "no such coupon event"),
             Self::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "Method not allowed", "the route does not take that method"),
             Self::EventNotOpen => (S::CONFLICT, "The event has not opened yet", "before `opensAt`"),
             Self::EventClosed => (S::CONFLICT, "The event is closed", "at or after `closesAt`"),
+            Self::EventBusy => (S::CONFLICT, "The event is busy", "winners are still on their way to the database; try again once they are issued"),
             Self::SoldOut => (S::GONE, "Sold out", "the stock is gone; the caller did not get in"),
             Self::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "The request body is too large", "the body is over the configured limit"),
             Self::HeadersTooLarge => (S::REQUEST_HEADER_FIELDS_TOO_LARGE, "The request headers are too large", "the headers are over the configured limit"),
@@ -412,13 +415,16 @@ pub mod declared {
     pub const READ: u32 = codes(&STORE);
     pub const READ_COUPON: u32 = READ | codes(&[InvalidRequest, CouponNotFound]);
     pub const USER: u32 = READ | codes(&[Unauthorized]);
-    pub const POSITION: u32 = USER | codes(&[InvalidRequest, CouponNotFound]);
+    /// A rehearsal token on a real event is refused (403), on the user's own calls too.
+    pub const POSITION: u32 = USER | codes(&[InvalidRequest, CouponNotFound, Forbidden]);
     pub const APPLY: u32 = POSITION | codes(&[EventNotOpen, EventClosed, SoldOut, RateLimited]);
     /// The fairness log's public reads (404 `NOT_FOUND` when the log is off).
     pub const LOG: u32 = READ_COUPON | codes(&[NotFound]);
     /// The verifier key needs no data store: 404 `NOT_FOUND` when the log is off.
     pub const KEY: u32 = codes(&[NotFound]);
     pub const ADMIN_COUPON: u32 = POSITION | codes(&[Forbidden]);
+    /// Deleting a rehearsal event: 403 for a real one, 409 while its winners are on their way.
+    pub const DELETE: u32 = ADMIN_COUPON | codes(&[EventBusy]);
     pub const CREATE: u32 = USER
         | codes(&[
             InvalidRequest,

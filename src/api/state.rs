@@ -38,6 +38,10 @@ pub struct AppState {
     pub status_poll: Duration,
     /// The key checkpoints are signed with; `None` when the fairness log is off.
     pub fairness: Option<Arc<crate::fairness::LogKey>>,
+    /// Which events are rehearsals, for rehearsal users' calls (see `api::rehearsal`).
+    pub rehearsals: Arc<super::rehearsal::Rehearsals>,
+    /// The watcher's live books: what is off now, per event (see `ops::reconcile::books`).
+    pub books: Option<Arc<crate::ops::reconcile::Books>>,
     /// Each event's fairness log head for its view, at most a second old.
     pub log_cache: Arc<super::FreshByKey<CouponId, Option<crate::fairness::store::LogHead>>>,
 }

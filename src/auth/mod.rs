@@ -6,5 +6,5 @@ mod token;
 mod verifier;
 
 pub use jwks::JWKS_REFRESH_AT_MOST_EVERY;
-pub use token::{Caller, TokenError, TokenKeys};
+pub use token::{Caller, TokenError, TokenKeys, REHEARSAL_KID};
 pub use verifier::Verifier;

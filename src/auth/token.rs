@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::UserId;
 
 pub(super) const ADMIN_ROLE: &str = "admin";
+/// The `kid` of rehearsal tokens: verified with `APP_AUTH__REHEARSAL_SECRET` only.
+pub const REHEARSAL_KID: &str = "rehearsal";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -23,6 +25,19 @@ struct Claims {
 pub struct Caller {
     pub user: UserId,
     pub admin: bool,
+    /// A rehearsal user (`APP_AUTH__REHEARSAL_SECRET`): rehearsal events only, never admin.
+    pub rehearsal: bool,
+}
+
+impl Caller {
+    /// The same user, as a rehearsal user: never an admin.
+    pub fn as_rehearsal(self) -> Self {
+        Self {
+            admin: false,
+            rehearsal: true,
+            ..self
+        }
+    }
 }
 
 /// Why a token was refused. The text is safe to show the client.
@@ -39,17 +54,27 @@ pub enum TokenError {
     KeysUnavailable,
 }
 
-/// Signs the service's own HS256 tokens (`fcfs-coupon token`, the tests); `Verifier` checks
-/// them.
+/// Signs the service's own HS256 tokens (`fcfs-coupon token`, the tests), or rehearsal
+/// users' tokens (`fcfs-bench rehearse`); `Verifier` checks them.
 pub struct TokenKeys {
     encoding: EncodingKey,
+    header: Header,
 }
 
 impl TokenKeys {
     pub fn new(secret: &SecretString) -> Self {
         Self {
             encoding: EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+            header: Header::new(Algorithm::HS256),
         }
+    }
+
+    /// Keys for rehearsal users' tokens, signed with `APP_AUTH__REHEARSAL_SECRET`: they never
+    /// carry the admin role.
+    pub fn rehearsal(secret: &SecretString) -> Self {
+        let mut keys = Self::new(secret);
+        keys.header.kid = Some(REHEARSAL_KID.into());
+        keys
     }
 
     pub fn mint(&self, user: UserId, admin: bool, ttl: Duration) -> anyhow::Result<String> {
@@ -58,13 +83,9 @@ impl TokenKeys {
             sub: user.to_string(),
             exp: now + ttl.as_secs(),
             iat: Some(now),
-            role: admin.then(|| ADMIN_ROLE.to_owned()),
+            role: (admin && self.header.kid.is_none()).then(|| ADMIN_ROLE.to_owned()),
         };
-        Ok(encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.encoding,
-        )?)
+        Ok(encode(&self.header, &claims, &self.encoding)?)
     }
 }
 
@@ -85,7 +106,14 @@ mod tests {
             .mint(user, true, Duration::from_secs(60))
             .unwrap();
         let caller = verifier("test-secret").verify(&token).await.unwrap();
-        assert_eq!(caller, Caller { user, admin: true });
+        assert_eq!(
+            caller,
+            Caller {
+                user,
+                admin: true,
+                rehearsal: false
+            }
+        );
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
 use super::jwks::Jwks;
-use super::token::{TokenError, ADMIN_ROLE};
+use super::token::{TokenError, ADMIN_ROLE, REHEARSAL_KID};
 use super::Caller;
 use crate::configuration::AuthSettings;
 use crate::domain::UserId;
@@ -23,6 +23,9 @@ use crate::domain::UserId;
 pub struct Verifier {
     /// The service's own HS256 key; `None` when they are off (`APP_AUTH__LOCAL_TOKENS`).
     secret: Option<DecodingKey>,
+    /// `APP_AUTH__REHEARSAL_SECRET`: tokens with `kid: rehearsal` are checked with it, and only
+    /// with it (see `Caller::rehearsal`).
+    rehearsal: Option<DecodingKey>,
     /// A provider's key from a PEM file, with the algorithm its type allows.
     pem: Option<(DecodingKey, Algorithm)>,
     jwks: Option<Jwks>,
@@ -46,6 +49,15 @@ impl Verifier {
     /// Reads the PEM key (a startup error when it cannot be used). The JWKS is fetched on first
     /// use. Without `secret`, the service's own tokens are refused.
     pub fn new(settings: &AuthSettings, secret: Option<&SecretString>) -> anyhow::Result<Self> {
+        Self::with_rehearsals(settings, secret, None)
+    }
+
+    /// As [`Verifier::new`], also accepting rehearsal users' tokens signed with `rehearsal`.
+    pub fn with_rehearsals(
+        settings: &AuthSettings,
+        secret: Option<&SecretString>,
+        rehearsal: Option<&SecretString>,
+    ) -> anyhow::Result<Self> {
         let pem = match &settings.public_key_file {
             Some(path) => {
                 let pem = std::fs::read(path)
@@ -72,6 +84,7 @@ impl Verifier {
         };
         Ok(Self {
             secret: secret.map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
+            rehearsal: rehearsal.map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
             pem,
             jwks: (settings.jwks_url.clone())
                 .map(|url| Jwks::new(url, settings.jwks_ca_file.as_deref()))
@@ -109,10 +122,22 @@ impl Verifier {
         // The service's own tokens always carry `sub`, and decode into a struct of their own
         // (every request of a crowd carries one); the user claim is the provider's.
         if header.alg == Algorithm::HS256 {
-            let secret = self.secret.as_ref().ok_or(TokenError::Invalid)?;
-            let claims: OwnClaims = decode(token, secret, &self.own_rules)
+            // The key is chosen by `kid`, and each key has one meaning: a rehearsal token is
+            // never tried against the service's secret, nor one of its own against the
+            // rehearsal secret, and a rehearsal token's `role` counts for nothing.
+            let rehearsal = header.kid.as_deref() == Some(REHEARSAL_KID);
+            let key = if rehearsal {
+                &self.rehearsal
+            } else {
+                &self.secret
+            };
+            let key = key.as_ref().ok_or(TokenError::Invalid)?;
+            let claims: OwnClaims = decode(token, key, &self.own_rules)
                 .map_err(rejection)?
                 .claims;
+            if rehearsal {
+                return caller(Some(&claims.sub), false).map(Caller::as_rehearsal);
+            }
             let admin = claims.role.as_ref().and_then(Value::as_str) == Some(ADMIN_ROLE);
             return caller(Some(&claims.sub), admin);
         }
@@ -184,7 +209,11 @@ fn caller(user: Option<&Value>, admin: bool) -> Result<Caller, TokenError> {
         _ => None,
     }
     .ok_or(TokenError::BadSubject)?;
-    Ok(Caller { user, admin })
+    Ok(Caller {
+        user,
+        admin,
+        rehearsal: false,
+    })
 }
 
 /// The provider's tokens must name its issuer and this audience (when configured); the

@@ -3,9 +3,11 @@
 
 mod admission;
 mod batching;
+mod census;
 mod confirm;
 mod connections;
 mod counting;
+mod drop;
 mod inspect;
 mod issuing;
 mod keys;
@@ -30,6 +32,7 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 use secrecy::ExposeSecret;
 
 pub use admission::{Admission, Ticket};
+pub use census::Census;
 pub use connections::RedisConnection;
 pub use inspect::GateState;
 pub use issuing::{Backlog, Claim};

@@ -82,6 +82,7 @@ impl Issuer {
     }
 
     async fn tick_locked(&self) -> anyhow::Result<TickReport> {
+        self.metrics.issuer_ticks.inc();
         self.check_producer()?;
         let started = Instant::now();
         let mut report = TickReport::default();

@@ -27,6 +27,7 @@ pub fn check(settings: &Settings) -> Findings {
         }
     };
     refuse(settings.auth.checked_secret(env).map(drop));
+    refuse(settings.auth.checked_rehearsal_secret(env).map(drop));
     refuse(settings.kafka.check_properties());
     match settings.fairness.key(env) {
         Ok(Some(key)) => found.notes.push(format!(

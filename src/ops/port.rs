@@ -75,9 +75,12 @@ impl OpsPort {
     }
 }
 
-/// Prometheus text format.
+/// Prometheus text format. Readiness is checked at each scrape, so `fcfs_ready` is as fresh as
+/// the scrape and an alert on it needs no probe of its own.
 #[handler]
-fn prometheus(state: Data<&OpsState>) -> Response {
+async fn prometheus(state: Data<&OpsState>) -> Response {
+    let up = state.dependencies.check().await.ready();
+    state.metrics.ready.set(i64::from(up));
     Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.encode())

@@ -11,19 +11,22 @@ pub struct NewCoupon {
     pub window: EventWindow,
     /// `APP_GATE__BATCH_WINDOW_US` of the instance creating it (0: batching off).
     pub batch_window_us: u32,
+    /// A rehearsal event (see migrations/20261205000001_rehearsal.sql).
+    pub rehearsal: bool,
 }
 
 #[tracing::instrument(skip_all, fields(stock = new.stock.get()))]
 pub async fn insert_coupon(conn: &mut PgConnection, new: NewCoupon) -> sqlx::Result<Coupon> {
     let (id, created_at): (i64, DateTime<Utc>) = sqlx::query_as(
-        "INSERT INTO coupon (name, stock, opens_at, closes_at, batch_window_us) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at",
+        "INSERT INTO coupon (name, stock, opens_at, closes_at, batch_window_us, rehearsal) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at",
     )
     .bind(new.name.as_str())
     .bind(i64::from(new.stock.get()))
     .bind(new.window.opens_at())
     .bind(new.window.closes_at())
     .bind(i64::from(new.batch_window_us))
+    .bind(new.rehearsal)
     .fetch_one(conn)
     .await?;
     let id = CouponId::new(id).map_err(|e| sqlx::Error::Decode(e.into()))?;
@@ -67,12 +70,48 @@ pub async fn batch_window_us<'e>(
     Ok(window.map(|w| w.max(0) as u32))
 }
 
-/// The newest events first.
+/// The newest events first; rehearsals are not listed.
 pub async fn list_coupons(db: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<CouponSummary>> {
     sqlx::query_as(
-        "SELECT id, name, stock, opens_at, closes_at, created_at FROM coupon ORDER BY id DESC LIMIT $1",
+        "SELECT id, name, stock, opens_at, closes_at, created_at FROM coupon \
+         WHERE NOT rehearsal ORDER BY id DESC LIMIT $1",
     )
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+/// Whether an event is a rehearsal; `None` for an unknown event. The flag never changes.
+pub async fn is_rehearsal(db: &sqlx::PgPool, coupon: CouponId) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar("SELECT rehearsal FROM coupon WHERE id = $1")
+        .bind(coupon.get())
+        .fetch_optional(db)
+        .await
+}
+
+/// Deletes a rehearsal event and every row it wrote, locking its row first; `None` when there
+/// is no such event, `Some(false)` (nothing deleted) when it is a real one.
+pub async fn delete_rehearsal(
+    conn: &mut PgConnection,
+    coupon: CouponId,
+) -> sqlx::Result<Option<bool>> {
+    let rehearsal: Option<bool> =
+        sqlx::query_scalar("SELECT rehearsal FROM coupon WHERE id = $1 FOR UPDATE")
+            .bind(coupon.get())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if rehearsal != Some(true) {
+        return Ok(rehearsal);
+    }
+    for table in ["fairness_leaf", "fairness_log", "coupon_issue"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE coupon_id = $1"))
+            .bind(coupon.get())
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("DELETE FROM coupon WHERE id = $1")
+        .bind(coupon.get())
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(true))
 }

@@ -103,15 +103,19 @@ pub struct IssuedCoupon {
 pub async fn user_coupons(
     db: &PgPool,
     user: UserId,
+    rehearsal: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<IssuedCoupon>> {
+    // A rehearsal user and a real user may share an id: each sees their own events' rows only.
     sqlx::query_as(
         "SELECT i.coupon_id, c.name, i.position, i.applied_at, i.issued_at \
          FROM coupon_issue i JOIN coupon c ON c.id = i.coupon_id \
-         WHERE i.user_id = $1 ORDER BY i.issued_at DESC, i.coupon_id DESC LIMIT $2",
+         WHERE i.user_id = $1 AND c.rehearsal = $3 \
+         ORDER BY i.issued_at DESC, i.coupon_id DESC LIMIT $2",
     )
     .bind(user.get())
     .bind(limit)
+    .bind(rehearsal)
     .fetch_all(db)
     .await
 }

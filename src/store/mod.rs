@@ -7,7 +7,8 @@ mod recovery;
 
 pub use archive::{archived, mark_retired, Archived};
 pub use coupons::{
-    batch_window_us, coupon_exists, insert_coupon, list_coupons, CouponSummary, NewCoupon,
+    batch_window_us, coupon_exists, delete_rehearsal, insert_coupon, is_rehearsal, list_coupons,
+    CouponSummary, NewCoupon,
 };
 pub use issues::{
     coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,
@@ -15,7 +16,7 @@ pub use issues::{
 };
 pub use recovery::{
     admitted_high, find_coupon, lineage, persisted_winners, record_admitted, set_lineage,
-    watched_coupons, Watched,
+    watched_coupons, PgBooks, Watched,
 };
 
 use anyhow::Context;

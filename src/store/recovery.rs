@@ -47,10 +47,30 @@ pub struct Watched {
     /// When its Redis copy was retired (set to expire): reads come from PostgreSQL once the
     /// keys are gone.
     pub retired_at: Option<DateTime<Utc>>,
+    /// The live books' PostgreSQL side, read in the same statement (one snapshot); counted
+    /// only for the events whose books are checked (see [`watched_coupons`]).
+    pub books: Option<PgBooks>,
 }
 
-/// Every coupon, with what the watcher compares Redis with. One index probe per coupon.
-pub async fn watched_coupons(db: &PgPool) -> Result<Vec<Watched>, StoreError> {
+/// A coupon's persisted winners as the live invariants count them (see
+/// `crate::ops::reconcile::books`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgBooks {
+    /// Rows in `coupon_issue`.
+    pub rows: u32,
+    /// The fairness log's size, when the event has a log.
+    pub log_size: Option<u64>,
+}
+
+/// How long after its retirement an event's books are still checked (see
+/// `crate::ops::reconcile::books`): retirement comes as soon as its last winner is persisted,
+/// which is when the settled equalities can first be judged.
+pub const BOOKS_AFTER_RETIREMENT_SECS: i64 = 600;
+
+/// Every coupon, with what the watcher compares Redis with. One index probe per coupon; the
+/// books' row count for events running, retired within [`BOOKS_AFTER_RETIREMENT_SECS`], or in
+/// `books_open` (a violation still reported).
+pub async fn watched_coupons(db: &PgPool, books_open: &[i64]) -> Result<Vec<Watched>, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
@@ -59,12 +79,21 @@ pub async fn watched_coupons(db: &PgPool) -> Result<Vec<Watched>, StoreError> {
         issued_count: i32,
         admitted_high: i32,
         retired_at: Option<DateTime<Utc>>,
+        rows: Option<i64>,
+        log_size: Option<i64>,
     }
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT {COUPON_COLUMNS}, issued_count, admitted_high, retired_at, \
          COALESCE((SELECT max(position) FROM coupon_issue i WHERE i.coupon_id = coupon.id), 0) \
-         AS last_position FROM coupon ORDER BY id"
+         AS last_position, \
+         CASE WHEN retired_at IS NULL OR retired_at > now() - make_interval(secs => $1) \
+           OR id = ANY($2) \
+           THEN (SELECT count(*) FROM coupon_issue i WHERE i.coupon_id = coupon.id) END AS rows, \
+         (SELECT size FROM fairness_log l WHERE l.coupon_id = coupon.id) AS log_size \
+         FROM coupon ORDER BY id"
     ))
+    .bind(BOOKS_AFTER_RETIREMENT_SECS as f64)
+    .bind(books_open)
     .fetch_all(db)
     .await?;
     rows.into_iter()
@@ -75,6 +104,16 @@ pub async fn watched_coupons(db: &PgPool) -> Result<Vec<Watched>, StoreError> {
                 issued_count: non_negative(row.issued_count)?,
                 admitted_high: non_negative(row.admitted_high)?,
                 retired_at: row.retired_at,
+                books: row
+                    .rows
+                    .map(|rows| {
+                        Ok::<_, InvalidValue>(PgBooks {
+                            rows: u32::try_from(rows)
+                                .map_err(|_| InvalidValue(format!("row count {rows}")))?,
+                            log_size: row.log_size.map(|s| s.max(0) as u64),
+                        })
+                    })
+                    .transpose()?,
             })
         })
         .collect::<Result<_, InvalidValue>>()

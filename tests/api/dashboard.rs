@@ -33,10 +33,12 @@ async fn the_dashboard_shows_each_stage_of_a_spike() {
         {
             "stock": "20", "admitted": "20", "pending": "20", "published": "0", "issued": "0",
             "remaining": "0", "applications": "60", "state": "SOLD OUT",
+            "books": "books balance",
         },
         {
             "stock": "20", "admitted": "20", "pending": "0", "published": "20", "issued": "20",
             "remaining": "0", "applications": "60", "state": "SOLD OUT",
+            "books": "books balance",
         },
     ]);
     let screenshot = artifact("dashboard.png");

@@ -4,7 +4,7 @@
 //! spec (status, content type, headers, schema). Bounded: a fixed seed and a time budget.
 //!
 //! The spec is parsed strictly first (a duplicate key fails), half of the generated `couponId`s
-//! are events that exist, and the HAR report proves every operation was exercised, those on an
+//! are events that exist (real ones and rehearsals), and the HAR report proves every operation was exercised, those on an
 //! event answering 2xx at least once, not only 404.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,7 +83,15 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_spec() {
         s.rate_limit.per_user_per_sec = 0;
     })
     .await;
-    let events = [app.create_stock(1_000).await, app.create_stock(1_000).await];
+    // Two real events and two rehearsals (the only events `DELETE` removes).
+    let rehearsal =
+        || app.create_coupon(serde_json::json!({"name": "R", "stock": 1_000, "rehearsal": true}));
+    let events = [
+        app.create_stock(1_000).await,
+        app.create_stock(1_000).await,
+        rehearsal().await,
+        rehearsal().await,
+    ];
     let served = app.get("/openapi.json").await.text().await.unwrap();
     let spec = parse_strict(&served).expect("the served spec is strict JSON");
     let work = std::env::temp_dir().join(format!("{}-schemathesis", app.settings.redis.key_prefix));

@@ -63,9 +63,9 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Series<'a> = (&'a str, &'a RGBColor, Vec<(f64, f64)>);
+pub(crate) type Series<'a> = (&'a str, &'a RGBColor, Vec<(f64, f64)>);
 
-fn panel(
+pub(crate) fn panel(
     area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
     title: &str,
     unit: &str,

@@ -2,14 +2,14 @@
 //! with the figures that matter for a flash event measured in the same run.
 
 pub mod ceiling;
-mod chart;
-mod crowd;
+pub(crate) mod chart;
+pub(crate) mod crowd;
 mod floor;
 mod footprint;
 mod gate_cost;
-mod order;
+pub(crate) mod order;
 mod probe;
-mod report;
+pub(crate) mod report;
 mod sampler;
 
 use std::path::PathBuf;

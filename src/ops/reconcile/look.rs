@@ -24,10 +24,16 @@ impl Reconciler {
     /// what is done. Returns the coupons held now, by this look or an earlier one.
     pub(super) async fn look(&self) -> anyhow::Result<Vec<Held>> {
         // PostgreSQL first: Redis' count can only grow after it, so a regression seen is real.
-        let (retired, coupons): (Vec<Watched>, Vec<Watched>) = store::watched_coupons(&self.db)
-            .await?
-            .into_iter()
-            .partition(|w| w.retired_at.is_some());
+        let books_open = self
+            .books
+            .as_ref()
+            .map(|b| b.open_ids())
+            .unwrap_or_default();
+        let (retired, coupons): (Vec<Watched>, Vec<Watched>) =
+            store::watched_coupons(&self.db, &books_open)
+                .await?
+                .into_iter()
+                .partition(|w| w.retired_at.is_some());
         self.keep_retired_latches(&retired);
         let ids: Vec<CouponId> = coupons.iter().map(|w| w.coupon.id).collect();
         self.gate.remember(ids.iter().copied());
@@ -37,6 +43,7 @@ impl Reconciler {
         let mut held = Vec::new();
         let mut moved = Vec::new();
         let mut failed = 0;
+        let mut checked = Vec::new();
         for (watched, standing) in coupons.into_iter().zip(survey.coupons) {
             let admitted = u32::try_from(standing.admitted).unwrap_or(u32::MAX);
             if standing.present && !standing.held() && admitted > watched.admitted_high {
@@ -44,10 +51,10 @@ impl Reconciler {
             }
             // One coupon's trouble must not keep the others (their holds, their tickets
             // written back) from this look.
-            match self
+            let looked = self
                 .look_at(&watched, &standing, server_changed, &registry)
-                .await
-            {
+                .await;
+            match looked {
                 Ok(Some(h)) => held.push(h),
                 Ok(None) => {}
                 Err(e) => {
@@ -55,8 +62,28 @@ impl Reconciler {
                     tracing::warn!(coupon_id = %watched.coupon.id, error = ?e, "looking at the coupon failed; the next look tries again");
                 }
             }
+            checked.push((watched, standing));
         }
         store::record_admitted(&self.db, &moved).await?;
+        if let Some(books) = &self.books {
+            // Retired events too, for a while: they are retired the moment their books first
+            // can be judged at rest (see store::BOOKS_AFTER_RETIREMENT_SECS).
+            let closing: Vec<&Watched> = retired.iter().filter(|w| w.books.is_some()).collect();
+            let ids: Vec<CouponId> = closing.iter().map(|w| w.coupon.id).collect();
+            let standings = match self.gate.survey(&ids).await {
+                Ok(survey) => survey.coupons,
+                Err(e) => {
+                    tracing::debug!(error = ?e, "could not survey retired events for the books");
+                    Vec::new()
+                }
+            };
+            let events: Vec<(&Watched, &Standing)> = checked
+                .iter()
+                .map(|(w, s)| (w, s))
+                .chain(closing.into_iter().zip(&standings))
+                .collect();
+            books.check(&events).await;
+        }
         if server_changed && failed == 0 {
             // Only now, with every hold placed: a look that failed before this sees it again.
             store::set_lineage(

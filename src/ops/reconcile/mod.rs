@@ -37,8 +37,11 @@
 //! regression, so nobody else is told a place a lost winner was told; see README for what is
 //! left.
 
+mod books;
 mod look;
 mod settle;
+
+pub use books::{Books, SETTLE as BOOKS_SETTLE};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -81,6 +84,8 @@ pub struct Reconciler {
     retention: Option<Duration>,
     /// Counts holds and restores, when this runs inside the service.
     metrics: Option<Arc<Metrics>>,
+    /// The live books (see `books`), when this runs inside the service.
+    books: Option<Arc<Books>>,
 }
 
 /// One coupon brought back.
@@ -110,12 +115,24 @@ impl Reconciler {
             retention: (settings.redis.retention_secs > 0)
                 .then(|| Duration::from_secs(settings.redis.retention_secs)),
             metrics: None,
+            books: None,
         }
     }
 
+    /// Counts what it does, and checks the books live, in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.books = Some(Arc::new(Books::new(
+            self.gate.clone(),
+            self.kafka.clone(),
+            metrics.clone(),
+        )));
         self.metrics = Some(metrics);
         self
+    }
+
+    /// The live books, when checked (see [`Reconciler::with_metrics`]).
+    pub fn books(&self) -> Option<Arc<Books>> {
+        self.books.clone()
     }
 
     /// Holds what needs it before the service serves, so no application meets an empty queue.

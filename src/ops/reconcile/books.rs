@@ -1,0 +1,308 @@
+//! The books, live: every look of the watcher checks, per event running (or retired within
+//! `store::BOOKS_AFTER_RETIREMENT_SECS`), that every stage's counts reconcile, and exports what does not as
+//! `fcfs_invariant_violations{coupon,kind}` (by how much it is off) with a warning in the log.
+//!
+//! Two sorts of equality. Those read in one atomic step (one PostgreSQL statement, or one Redis
+//! script) hold at every instant, so they are reported at once:
+//!
+//! - `issued_count`: the rows in `coupon_issue` = the coupon's `issued_count`;
+//! - `past_stock`: no row, and no position, past the stock;
+//! - `stranded`: every ADMITTED winner is pending or in flight (else no issuer publishes it);
+//! - `stages`: admitted = ADMITTED + PUBLISHED + ISSUED + FAILED + lost placeholders (every
+//!   place handed out has exactly one stage).
+//!
+//! Those that compare Redis with PostgreSQL, or with Kafka, differ while the pipeline moves (a
+//! batch committed in PostgreSQL before its statuses advance in Redis). They are reported only
+//! once the event has been at rest for [`SETTLE`] (nothing it counts moved) and still differ:
+//!
+//! - `persisted`: ISSUED in Redis = rows;
+//! - `public_count`: the public issued count = rows;
+//! - `positions_dense`: positions 1..max are rows, FAILED or lost (no hole nobody explains);
+//! - `log_size`: the fairness log holds a leaf for every row, FAILED and lost position;
+//! - `kafka_lag`: PUBLISHED winners, not persisted, with the consumer group caught up: nothing
+//!   on the topic will persist them.
+//!
+//! The Redis census (census.lua) reads every status, so it runs only on an event at rest
+//! (nothing pending or in flight, admissions not moving) and at most once per
+//! [`census_every`], which keeps it under about 1% of one Redis core per instance. An event
+//! held for a restore (or missing from Redis) is checked on PostgreSQL's side only.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::configuration::KafkaSettings;
+use crate::domain::CouponId;
+use crate::gate::{Census, Gate, Standing};
+use crate::kafka;
+use crate::metrics::{InvariantLabel, Metrics};
+use crate::store::{PgBooks, Watched};
+
+/// How long an event's counts must stay still before a difference between systems is a
+/// violation rather than a pipeline in motion.
+pub const SETTLE: Duration = Duration::from_secs(5);
+
+/// The least time between two censuses of one event; larger events wait longer (see
+/// [`census_every`]).
+const CENSUS_FLOOR: Duration = Duration::from_secs(2);
+
+/// A census of `admitted` winners costs Redis about 0.5 µs each (measured, see README); one
+/// every 100 × that keeps it near 1% of one core.
+fn census_every(admitted: u64) -> Duration {
+    CENSUS_FLOOR.max(Duration::from_micros(admitted.saturating_mul(50)))
+}
+
+/// What moves while an event's pipeline moves. A change restarts the settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    admitted: u64,
+    pending: u64,
+    inflight: u64,
+    rows: u32,
+    issued_count: u32,
+    log_size: Option<u64>,
+}
+
+/// One event's state between looks.
+struct Ledger {
+    fingerprint: Fingerprint,
+    still_since: Instant,
+    /// The last census, the fingerprint it was taken at, and when.
+    census: Option<(Census, Fingerprint, Instant)>,
+    /// What is reported now, by kind (0: reported before, holds again).
+    reported: BTreeMap<&'static str, u64>,
+}
+
+/// The live books of every event this watcher sees.
+pub struct Books {
+    gate: Gate,
+    kafka: KafkaSettings,
+    metrics: Arc<Metrics>,
+    ledgers: Mutex<HashMap<CouponId, Ledger>>,
+    /// What is off now, per event, for the public stats (and so the live dashboard).
+    open: Arc<Mutex<HashMap<CouponId, BTreeMap<&'static str, u64>>>>,
+}
+
+/// Differences found in one look at one event: (kind, by how much), 0 for none.
+type Findings = Vec<(&'static str, u64)>;
+
+impl Books {
+    pub fn new(gate: Gate, kafka: KafkaSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            gate,
+            kafka,
+            metrics,
+            ledgers: Mutex::default(),
+            open: Arc::default(),
+        }
+    }
+
+    /// The violations reported now, per event (shared with the API's stats).
+    pub fn open(&self) -> Arc<Mutex<HashMap<CouponId, BTreeMap<&'static str, u64>>>> {
+        self.open.clone()
+    }
+
+    /// Events with a violation reported now: checked until it clears, retired or not.
+    pub fn open_ids(&self) -> Vec<i64> {
+        let open = self.open.lock().expect("books lock");
+        open.keys().map(|c| c.get()).collect()
+    }
+
+    /// Checks the events the look saw, neither retired nor held (`watched` and `standing` in
+    /// the same order), and forgets every other event; then marks the check done.
+    pub async fn check(&self, events: &[(&Watched, &Standing)]) {
+        let now = Instant::now();
+        let seen: HashSet<CouponId> = events.iter().map(|(w, _)| w.coupon.id).collect();
+        self.forget_all_but(&seen);
+        let mut lag: Option<Option<i64>> = None;
+        for (watched, standing) in events {
+            let Some(pg) = watched.books else { continue };
+            match self.check_one(watched, pg, standing, now, &mut lag).await {
+                Ok(findings) => self.report(watched.coupon.id, findings),
+                Err(e) => {
+                    tracing::debug!(coupon_id = %watched.coupon.id, error = ?e, "could not count the books; next look")
+                }
+            }
+        }
+        self.metrics
+            .invariant_last_check
+            .set(chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+    }
+
+    async fn check_one(
+        &self,
+        watched: &Watched,
+        pg: PgBooks,
+        standing: &Standing,
+        now: Instant,
+        lag: &mut Option<Option<i64>>,
+    ) -> anyhow::Result<Findings> {
+        let coupon = watched.coupon.id;
+        let fingerprint = Fingerprint {
+            admitted: standing.admitted,
+            pending: standing.pending,
+            inflight: standing.inflight,
+            rows: pg.rows,
+            issued_count: watched.issued_count,
+            log_size: pg.log_size,
+        };
+        let (still_since, census_due) = {
+            let mut ledgers = self.ledgers.lock().expect("books lock");
+            let ledger = ledgers.entry(coupon).or_insert_with(|| Ledger {
+                fingerprint,
+                still_since: now,
+                census: None,
+                reported: BTreeMap::new(),
+            });
+            let moved = ledger.fingerprint != fingerprint;
+            if moved {
+                ledger.fingerprint = fingerprint;
+                ledger.still_since = now;
+            }
+            let at_rest = !moved && standing.pending == 0 && standing.inflight == 0;
+            let due = match ledger.census {
+                Some((_, taken_at, when)) => {
+                    taken_at != fingerprint || now - when >= census_every(standing.admitted)
+                }
+                None => true,
+            };
+            (ledger.still_since, at_rest && due)
+        };
+        let stock = u64::from(watched.coupon.stock.get());
+        let rows = u64::from(pg.rows);
+        let mut findings: Findings = vec![
+            (
+                "issued_count",
+                rows.abs_diff(u64::from(watched.issued_count)),
+            ),
+            (
+                "past_stock",
+                rows.max(u64::from(watched.last_position))
+                    .saturating_sub(stock),
+            ),
+        ];
+        // Held for a restore, or gone from Redis: Redis' books are the restore's business;
+        // PostgreSQL's still must balance.
+        if standing.held() || !standing.present {
+            return Ok(findings);
+        }
+        if census_due {
+            if let Some(census) = self.gate.census(coupon).await? {
+                let mut ledgers = self.ledgers.lock().expect("books lock");
+                if let Some(ledger) = ledgers.get_mut(&coupon) {
+                    ledger.census = Some((census, fingerprint, now));
+                }
+            }
+        }
+        let census = {
+            let ledgers = self.ledgers.lock().expect("books lock");
+            ledgers
+                .get(&coupon)
+                .and_then(|l| l.census)
+                .filter(|(_, taken_at, _)| *taken_at == fingerprint)
+                .map(|(c, _, _)| c)
+        };
+        let Some(c) = census else {
+            return Ok(findings);
+        };
+        let staged = c.status_admitted + c.status_published + c.status_issued + c.status_failed;
+        findings.push(("stranded", c.stranded));
+        findings.push(("stages", c.admitted.abs_diff(staged + c.lost)));
+        if now - still_since < SETTLE {
+            return Ok(findings);
+        }
+        let resolved = rows + c.status_failed + c.lost;
+        findings.push(("persisted", c.status_issued.abs_diff(rows)));
+        findings.push(("public_count", c.public_issued.abs_diff(rows)));
+        findings.push((
+            "positions_dense",
+            u64::from(watched.last_position).saturating_sub(resolved),
+        ));
+        if let Some(size) = pg.log_size {
+            findings.push(("log_size", size.abs_diff(resolved)));
+        }
+        let unpersisted = c.status_published;
+        let stuck = if unpersisted == 0 {
+            0
+        } else {
+            if lag.is_none() {
+                let offsets =
+                    kafka::group_offsets(&self.kafka, &self.kafka.topic, &self.kafka.group_id)
+                        .await;
+                *lag = Some(offsets.ok().map(|o| o.behind()));
+            }
+            match lag {
+                Some(Some(0)) => unpersisted,
+                _ => 0,
+            }
+        };
+        findings.push(("kafka_lag", stuck));
+        Ok(findings)
+    }
+
+    /// Exports what is off, logs each change, and clears what holds again.
+    fn report(&self, coupon: CouponId, findings: Findings) {
+        let mut ledgers = self.ledgers.lock().expect("books lock");
+        let Some(ledger) = ledgers.get_mut(&coupon) else {
+            return;
+        };
+        for (kind, off) in findings {
+            let before = ledger.reported.get(kind).copied();
+            if off == 0 && before.is_none() {
+                continue;
+            }
+            if before != Some(off) {
+                if off > 0 {
+                    tracing::warn!(coupon_id = %coupon, kind, off, "the books do not balance");
+                } else {
+                    tracing::info!(coupon_id = %coupon, kind, "the books balance again");
+                }
+            }
+            ledger.reported.insert(kind, off);
+            self.metrics
+                .invariant_violations
+                .get_or_create(&InvariantLabel {
+                    coupon: coupon.get(),
+                    kind,
+                })
+                .set(i64::try_from(off).unwrap_or(i64::MAX));
+        }
+        let open: BTreeMap<&'static str, u64> = ledger
+            .reported
+            .iter()
+            .filter(|(_, off)| **off > 0)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let mut shared = self.open.lock().expect("books lock");
+        if open.is_empty() {
+            shared.remove(&coupon);
+        } else {
+            shared.insert(coupon, open);
+        }
+    }
+
+    /// Drops the state and series of events no longer checked (retired a while ago with their
+    /// books balanced, or deleted).
+    fn forget_all_but(&self, seen: &HashSet<CouponId>) {
+        let mut ledgers = self.ledgers.lock().expect("books lock");
+        let gone: Vec<CouponId> = ledgers
+            .keys()
+            .filter(|c| !seen.contains(c))
+            .copied()
+            .collect();
+        let mut shared = self.open.lock().expect("books lock");
+        for coupon in gone {
+            if let Some(ledger) = ledgers.remove(&coupon) {
+                for kind in ledger.reported.keys() {
+                    self.metrics.invariant_violations.remove(&InvariantLabel {
+                        coupon: coupon.get(),
+                        kind,
+                    });
+                }
+            }
+            shared.remove(&coupon);
+        }
+    }
+}
