@@ -40,6 +40,17 @@ MUTATIONS=(
   "src/fairness/verify.rs|if leaf.arrived_us <= last_arrival {|if false {|fairness::a_rewritten_log_fails_from_every_checkpoint"
   "src/fairness/audit.rs|(LeafKind::Issued, None) => say(|(LeafKind::Issued, None) if false => say(|fairness::the_audit_reports_rows_changed_or_deleted"
   "src/api/dashboard.html|if (!same(commitment, leaf.slice(22))) throw|if (false) throw|fairness::the_dashboard_verifies_a_winners_place"
+  # Running a drop: the live books, rehearsal tokens kept to rehearsal events and never admin,
+  # a rehearsal deleted only at rest, unlisted, and a verdict that fails on the drain.
+  "src/gate/census.lua|local stranded = count.ADMITTED|local stranded = 0|invariants::a_pending_winner_dropped"
+  "src/ops/reconcile/books.rs|findings.push((\"stages\", c.admitted.abs_diff(staged + c.lost)));|findings.push((\"stages\", 0));|invariants::a_status_edited_or_dropped"
+  "src/ops/reconcile/books.rs|Some(Some(0)) => unpersisted,|Some(Some(0)) => 0,|invariants::a_status_edited_or_dropped"
+  "src/ops/reconcile/books.rs|.saturating_sub(stock),|.saturating_sub(stock + 1),|invariants::a_row_inserted_past_the_stock"
+  "src/api/rehearsal.rs|if !caller.rehearsal {|if true {|rehearsal::a_rehearsal_token_is_refused"
+  "src/auth/verifier.rs|return caller(Some(&claims.sub), false).map(Caller::as_rehearsal);|return caller(Some(&claims.sub), claims.role.is_some());|rehearsal::a_rehearsal_token_is_refused"
+  "src/store/coupons.rs|WHERE NOT rehearsal ORDER BY|WHERE true ORDER BY|rehearsal::a_rehearsal_token_is_refused"
+  "src/gate/drop.lua|  if status == 'ADMITTED' or status == 'PUBLISHED' then|  if false then|rehearsal::with_the_consumer_stopped"
+  "bench/src/rehearse/verdict.rs|matches!(drain_ms, Some(t) if t <= opts.max_drain_ms),|true,|rehearsal::with_the_consumer_stopped"
 )
 
 survived=0

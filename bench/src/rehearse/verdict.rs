@@ -218,7 +218,7 @@ pub fn judge(opts: &RehearseOptions, seen: &Observed, audit: &Value, event: &Val
                 waiting.join(", ")
             ),
         },
-        drain_ms.is_some_and(|t| t <= opts.max_drain_ms),
+        matches!(drain_ms, Some(t) if t <= opts.max_drain_ms),
     );
 
     let error_count: u64 = errors.values().sum();
