@@ -49,8 +49,14 @@ MUTATIONS=(
   "src/api/rehearsal.rs|if !caller.rehearsal {|if true {|rehearsal::a_rehearsal_token_is_refused"
   "src/auth/verifier.rs|return caller(Some(&claims.sub), false).map(Caller::as_rehearsal);|return caller(Some(&claims.sub), claims.role.is_some());|rehearsal::a_rehearsal_token_is_refused"
   "src/store/coupons.rs|WHERE NOT rehearsal ORDER BY|WHERE true ORDER BY|rehearsal::a_rehearsal_token_is_refused"
-  "src/gate/drop.lua|  if status == 'ADMITTED' or status == 'PUBLISHED' then|  if false then|rehearsal::with_the_consumer_stopped"
+  "src/gate/drop.lua|  if status == 'ADMITTED' or status == 'PUBLISHED' then|  if false then|rehearsal::a_rehearsal_token_is_refused"
   "bench/src/rehearse/verdict.rs|matches!(drain_ms, Some(t) if t <= opts.max_drain_ms),|true,|rehearsal::with_the_consumer_stopped"
+  "src/ops/reconcile/look.rs|self.gate.forget(missing.intersection(&absent).copied());|let _ = &absent;|rehearsal::a_rehearsal_deleted_on_one_instance"
+  "src/api/apply.rs|let address = (!auth.0.rehearsal)|let address = (true)|rehearsal::a_rehearsals_crowd_is_not_held"
+  "src/api/coupons.rs|auth.require_admin()?;
+        let id = coupon_id(coupon.0)?;
+        // A message still on the topic|let id = coupon_id(coupon.0)?;
+        // A message still on the topic|rehearsal::a_rehearsal_token_is_refused"
 )
 
 survived=0

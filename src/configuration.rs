@@ -947,11 +947,7 @@ impl AuthSettings {
             );
         };
         let value = secret.expose_secret();
-        if self
-            .jwt_secret
-            .as_ref()
-            .is_some_and(|jwt| jwt.expose_secret() == value)
-        {
+        if self.secret().expose_secret() == value {
             anyhow::bail!(
                 "APP_AUTH__REHEARSAL_SECRET equals APP_AUTH__JWT_SECRET: rehearsal tokens would \
                  be a way to mint any token; set a secret of its own"

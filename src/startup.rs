@@ -366,6 +366,7 @@ impl Http {
             db: shared.db,
             tokens,
             broker: BrokerProbe::new(&settings.kafka)?,
+            kafka: settings.kafka.clone(),
             apply_permits: Arc::new(tokio::sync::Semaphore::new(
                 settings.http.apply_concurrency.max(1),
             )),

@@ -183,6 +183,19 @@ impl CouponsApi {
     ) -> Result<DeletedResponse, DeleteError> {
         auth.require_admin()?;
         let id = coupon_id(coupon.0)?;
+        // A message still on the topic (a duplicate of a winner long issued) would reach the
+        // consumer after the event is gone and be set aside as a failed event.
+        let (topic, group) = (&state.kafka.topic, &state.kafka.group_id);
+        let behind = crate::kafka::group_offsets(&state.kafka, topic, group)
+            .await
+            .map_err(|e| DeleteError::unavailable(&e))?
+            .behind();
+        if behind > 0 {
+            return Err(DeleteError::new(
+                ErrorCode::EventBusy,
+                "Messages are still on their way to the database; try again once they are issued.",
+            ));
+        }
         // The row is locked first and deleted with its Redis copy inside the transaction: if
         // Redis refuses (busy, unreachable), nothing is deleted.
         let mut tx = state.db.begin().await?;

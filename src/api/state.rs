@@ -21,6 +21,9 @@ pub struct AppState {
     pub db: PgPool,
     pub tokens: Arc<Verifier>,
     pub broker: BrokerProbe,
+    /// The issue topic and consumer group: deleting a rehearsal waits for the group to be
+    /// past everything on the topic.
+    pub kafka: crate::configuration::KafkaSettings,
     /// The apply bulkhead: permits for applications in progress (`http.apply_concurrency`).
     pub apply_permits: Arc<Semaphore>,
     /// Per-user and per-address token buckets, checked before the gate.

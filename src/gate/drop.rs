@@ -24,4 +24,21 @@ impl Gate {
         }
         Ok(dropped == 1)
     }
+
+    /// Deletes every key of a coupon PostgreSQL no longer has (a rehearsal deleted while a
+    /// look held it: the restore has nothing to restore from), and takes it off the registry.
+    pub async fn delete_keys_of_deleted(&self, coupon: CouponId) -> Result<(), GateError> {
+        let keys = self.keys(coupon);
+        let keys = &keys;
+        self.run(|mut conn| async move {
+            redis::cmd("DEL")
+                .arg(&keys.all()[..])
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await?;
+        self.retire(coupon).await?;
+        self.forget([coupon]);
+        Ok(())
+    }
 }

@@ -374,6 +374,20 @@ impl Gate {
         locks::write(&self.known).extend(coupons);
     }
 
+    /// Forgets coupons PostgreSQL no longer has (a rehearsal deleted on another instance):
+    /// Redis lacking them then means unknown (404), not lost (503).
+    pub fn forget(&self, coupons: impl IntoIterator<Item = CouponId>) {
+        let mut known = locks::write(&self.known);
+        for coupon in coupons {
+            known.remove(&coupon);
+        }
+    }
+
+    /// The coupons this instance knows exist.
+    pub fn known(&self) -> HashSet<CouponId> {
+        locks::read(&self.known).clone()
+    }
+
     /// Remembers a coupon Redis just answered for: if its state is lost later, this instance
     /// knows it existed before the watcher's next look at PostgreSQL.
     fn seen(&self, coupon: CouponId) {

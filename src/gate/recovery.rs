@@ -60,7 +60,7 @@ impl std::fmt::Display for HoldId {
 }
 
 /// What one look at Redis found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Survey {
     /// The server's identity (`run_id`): it changes when Redis restarts or fails over.
     pub server: String,

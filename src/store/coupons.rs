@@ -95,6 +95,12 @@ pub async fn delete_rehearsal(
     conn: &mut PgConnection,
     coupon: CouponId,
 ) -> sqlx::Result<Option<bool>> {
+    // The log's row first, as the log builder takes it (then the coupon's), so the two never
+    // wait for each other in a cycle.
+    sqlx::query("SELECT 1 FROM fairness_log WHERE coupon_id = $1 FOR UPDATE")
+        .bind(coupon.get())
+        .execute(&mut *conn)
+        .await?;
     let rehearsal: Option<bool> =
         sqlx::query_scalar("SELECT rehearsal FROM coupon WHERE id = $1 FOR UPDATE")
             .bind(coupon.get())

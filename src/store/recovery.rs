@@ -56,8 +56,8 @@ pub struct Watched {
 /// `crate::ops::reconcile::books`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PgBooks {
-    /// Rows in `coupon_issue`.
-    pub rows: u32,
+    /// Rows in `coupon_issue`; `None` when not counted this time.
+    pub rows: Option<u32>,
     /// The fairness log's size, when the event has a log.
     pub log_size: Option<u64>,
 }
@@ -68,9 +68,13 @@ pub struct PgBooks {
 pub const BOOKS_AFTER_RETIREMENT_SECS: i64 = 600;
 
 /// Every coupon, with what the watcher compares Redis with. One index probe per coupon; the
-/// books' row count for events running, retired within [`BOOKS_AFTER_RETIREMENT_SECS`], or in
-/// `books_open` (a violation still reported).
-pub async fn watched_coupons(db: &PgPool, books_open: &[i64]) -> Result<Vec<Watched>, StoreError> {
+/// books for events running, retired within [`BOOKS_AFTER_RETIREMENT_SECS`], or in
+/// `books_open` (a violation still reported), their rows counted unless in `counted_recently`.
+pub async fn watched_coupons(
+    db: &PgPool,
+    books_open: &[i64],
+    counted_recently: &[i64],
+) -> Result<Vec<Watched>, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
@@ -79,6 +83,7 @@ pub async fn watched_coupons(db: &PgPool, books_open: &[i64]) -> Result<Vec<Watc
         issued_count: i32,
         admitted_high: i32,
         retired_at: Option<DateTime<Utc>>,
+        checked: bool,
         rows: Option<i64>,
         log_size: Option<i64>,
     }
@@ -86,14 +91,17 @@ pub async fn watched_coupons(db: &PgPool, books_open: &[i64]) -> Result<Vec<Watc
         "SELECT {COUPON_COLUMNS}, issued_count, admitted_high, retired_at, \
          COALESCE((SELECT max(position) FROM coupon_issue i WHERE i.coupon_id = coupon.id), 0) \
          AS last_position, \
-         CASE WHEN retired_at IS NULL OR retired_at > now() - make_interval(secs => $1) \
-           OR id = ANY($2) \
+         checked, \
+         CASE WHEN checked AND NOT id = ANY($3) \
            THEN (SELECT count(*) FROM coupon_issue i WHERE i.coupon_id = coupon.id) END AS rows, \
          (SELECT size FROM fairness_log l WHERE l.coupon_id = coupon.id) AS log_size \
-         FROM coupon ORDER BY id"
+         FROM (SELECT *, retired_at IS NULL \
+           OR retired_at > now() - make_interval(secs => $1) OR id = ANY($2) AS checked \
+           FROM coupon) coupon ORDER BY id"
     ))
     .bind(BOOKS_AFTER_RETIREMENT_SECS as f64)
     .bind(books_open)
+    .bind(counted_recently)
     .fetch_all(db)
     .await?;
     rows.into_iter()
@@ -105,11 +113,16 @@ pub async fn watched_coupons(db: &PgPool, books_open: &[i64]) -> Result<Vec<Watc
                 admitted_high: non_negative(row.admitted_high)?,
                 retired_at: row.retired_at,
                 books: row
-                    .rows
-                    .map(|rows| {
+                    .checked
+                    .then(|| {
                         Ok::<_, InvalidValue>(PgBooks {
-                            rows: u32::try_from(rows)
-                                .map_err(|_| InvalidValue(format!("row count {rows}")))?,
+                            rows: row
+                                .rows
+                                .map(|n| {
+                                    u32::try_from(n)
+                                        .map_err(|_| InvalidValue(format!("row count {n}")))
+                                })
+                                .transpose()?,
                             log_size: row.log_size.map(|s| s.max(0) as u64),
                         })
                     })

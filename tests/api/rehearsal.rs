@@ -12,7 +12,9 @@ use fcfs_coupon::domain::UserId;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, isolated_settings, spawn_app, start_roles, TestApp};
+use crate::helpers::{
+    assert_problem, eventually, isolated_settings, spawn_app, spawn_app_with, start_roles, TestApp,
+};
 use fcfs_coupon::startup::Role;
 
 fn options(app: &TestApp, out: &std::path::Path) -> RehearseOptions {
@@ -276,11 +278,50 @@ async fn a_rehearsal_token_is_refused_on_a_real_event_and_is_never_admin() {
         "FORBIDDEN",
     )
     .await;
+    for token in [app.user_token(7), token.clone()] {
+        let resp = app
+            .client
+            .delete(app.url(&format!("/coupons/{rehearsal}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+    }
     assert_eq!(app.coupon_json(real).await["stock"], 5);
-    assert_eq!(
-        delete(rehearsal).await.unwrap().status(),
-        StatusCode::NO_CONTENT
-    );
+    // Not while a winner is published and not yet issued, even with the topic drained (here
+    // set by hand, once the consumer group has committed past every message).
+    let kafka = &app.settings.kafka;
+    eventually(
+        "the consumer group caught up",
+        Duration::from_secs(30),
+        || async {
+            let offsets = fcfs_coupon::kafka::group_offsets(kafka, &kafka.topic, &kafka.group_id)
+                .await
+                .unwrap();
+            (offsets.behind() == 0).then_some(())
+        },
+    )
+    .await;
+    let status = app.keys(rehearsal).status;
+    let mut redis = app.redis.clone();
+    for (expected, set) in [
+        (StatusCode::CONFLICT, "PUBLISHED"),
+        (StatusCode::NO_CONTENT, "ISSUED"),
+    ] {
+        let _: () = redis::cmd("HSET")
+            .arg(&status)
+            .arg(7)
+            .arg(set)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(
+            delete(rehearsal).await.unwrap().status(),
+            expected,
+            "with {set}"
+        );
+    }
     assert_problem(
         delete(rehearsal).await.unwrap(),
         StatusCode::NOT_FOUND,
@@ -288,4 +329,81 @@ async fn a_rehearsal_token_is_refused_on_a_real_event_and_is_never_admin() {
     )
     .await;
     assert_eq!(mine(token).await, Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn a_rehearsals_crowd_is_not_held_to_the_per_address_limit_and_real_users_are() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_address_per_sec = 1;
+        s.rate_limit.per_address_burst = 2;
+    })
+    .await;
+    let real = app.create_stock(100).await;
+    let rehearsal = app
+        .create_coupon(json!({"name": "Rehearsal", "stock": 100, "rehearsal": true}))
+        .await;
+
+    let mut real_answers = Vec::new();
+    let mut rehearsal_answers = Vec::new();
+    for user in 1..=10 {
+        real_answers.push(app.apply(real, user).await.status());
+        let token = rehearsal_token(&app.settings, user);
+        let resp = app.apply_with(&rehearsal.to_string(), Some(&token)).await;
+        rehearsal_answers.push(resp.status());
+    }
+
+    // Ten users from one address: the burst of two, then 429 for real users.
+    let limited = real_answers
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(limited >= 7, "{real_answers:?}");
+    assert_eq!(rehearsal_answers, vec![StatusCode::ACCEPTED; 10]);
+}
+
+#[tokio::test]
+async fn a_rehearsal_deleted_on_one_instance_is_unknown_on_the_others_not_held() {
+    let settings = isolated_settings();
+    let a = crate::helpers::start(settings.clone()).await;
+    let b = crate::helpers::start(settings).await;
+    let rehearsal = a
+        .create_coupon(json!({"name": "Rehearsal", "stock": 5, "rehearsal": true}))
+        .await;
+    let token = rehearsal_token(&a.settings, 3);
+    assert_eq!(
+        b.apply_with(&rehearsal.to_string(), Some(&token))
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    a.wait_for_rows(rehearsal, 1).await;
+    eventually("the rehearsal deleted", Duration::from_secs(30), || async {
+        let resp = a
+            .client
+            .delete(a.url(&format!("/coupons/{rehearsal}")))
+            .bearer_auth(a.admin_token())
+            .send()
+            .await
+            .unwrap();
+        (resp.status() == StatusCode::NO_CONTENT).then_some(())
+    })
+    .await;
+
+    // B saw it exist; once its watcher finds PostgreSQL without it, it is unknown there too.
+    let position = || async {
+        b.client
+            .get(b.url(&format!("/coupons/{rehearsal}/position")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+    };
+    eventually("B answers 404", Duration::from_secs(15), || async {
+        (position().await.status() == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    assert_problem(position().await, StatusCode::NOT_FOUND, "COUPON_NOT_FOUND").await;
+    let other = rehearsal_token(&b.settings, 4);
+    let apply = b.apply_with(&rehearsal.to_string(), Some(&other)).await;
+    assert_problem(apply, StatusCode::NOT_FOUND, "COUPON_NOT_FOUND").await;
 }

@@ -75,6 +75,12 @@ pub struct RehearseOptions {
 }
 
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Rehearsal users' ids start above this: far from any real user's, so a real user of the same
+/// id shares no per-user rate-limit bucket with them (the service keeps rehearsal and real
+/// users' events and coupons apart whatever the ids).
+const REHEARSAL_USERS: i64 = 9_000_000_000_000_000_000;
+/// How long the delete keeps asking while the service answers 409 EVENT_BUSY.
+const DELETE_PATIENCE: Duration = Duration::from_secs(15);
 
 /// Runs the rehearsal and returns its verdict (already printed and written).
 pub async fn run(settings: &Settings, opts: &RehearseOptions) -> anyhow::Result<Verdict> {
@@ -96,7 +102,7 @@ pub async fn run(settings: &Settings, opts: &RehearseOptions) -> anyhow::Result<
         .context("APP_AUTH__REHEARSAL_SECRET is not set: rehearsal users need it")?;
     let keys = TokenKeys::rehearsal(&rehearsal);
     let tokens: Vec<String> = (1..=i64::from(opts.users))
-        .map(|u| keys.mint(UserId::new(u)?, false, TOKEN_TTL))
+        .map(|u| keys.mint(UserId::new(REHEARSAL_USERS + u)?, false, TOKEN_TTL))
         .collect::<anyhow::Result<_>>()?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.concurrency + opts.pollers + 8)
@@ -168,16 +174,33 @@ async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> anyhow::R
     Ok(body)
 }
 
+/// Deletes the event; while the service answers 409 (winners or messages still on their way:
+/// the consumer group commits its offsets a moment after the rows), asks again for a while.
 async fn delete_event(client: &reqwest::Client, opts: &RehearseOptions, coupon: i64, admin: &str) {
     let url = format!("{}/coupons/{coupon}", opts.url);
-    match client.delete(&url).bearer_auth(admin).send().await {
-        Ok(resp) if resp.status() == reqwest::StatusCode::NO_CONTENT => {
-            eprintln!("rehearse: deleted rehearsal event {coupon} and its rows");
+    let deadline = Instant::now() + DELETE_PATIENCE;
+    loop {
+        match client.delete(&url).bearer_auth(admin).send().await {
+            Ok(resp) if resp.status() == reqwest::StatusCode::NO_CONTENT => {
+                eprintln!("rehearse: deleted rehearsal event {coupon} and its rows");
+                return;
+            }
+            Ok(resp)
+                if resp.status() == reqwest::StatusCode::CONFLICT && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(resp) => {
+                eprintln!(
+                    "rehearse: kept rehearsal event {coupon} ({}); delete it later: DELETE {url}",
+                    resp.status()
+                );
+                return;
+            }
+            Err(e) => {
+                eprintln!("rehearse: could not delete rehearsal event {coupon}: {e}");
+                return;
+            }
         }
-        Ok(resp) => eprintln!(
-            "rehearse: kept rehearsal event {coupon} ({}); delete it later: DELETE {url}",
-            resp.status()
-        ),
-        Err(e) => eprintln!("rehearse: could not delete rehearsal event {coupon}: {e}"),
     }
 }

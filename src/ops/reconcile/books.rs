@@ -22,9 +22,10 @@
 //! - `kafka_lag`: PUBLISHED winners, not persisted, with the consumer group caught up: nothing
 //!   on the topic will persist them.
 //!
-//! The Redis census (census.lua) reads every status, so it runs only on an event at rest
-//! (nothing pending or in flight, admissions not moving) and at most once per
-//! [`census_every`], which keeps it under about 1% of one Redis core per instance. An event
+//! Each event's rows are counted at most once per [`census_every`] (100 µs per winner, 2 s at
+//! least), and only on those looks is it judged. The Redis census (census.lua) reads every
+//! status, so it runs only on such a look with the event at rest (nothing pending or in flight,
+//! nothing moving), which keeps it under about 1% of one Redis core per instance. An event
 //! held for a restore (or missing from Redis) is checked on PostgreSQL's side only.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,6 +44,9 @@ use crate::store::{PgBooks, Watched};
 /// How long an event's counts must stay still before a difference between systems is a
 /// violation rather than a pipeline in motion.
 pub const SETTLE: Duration = Duration::from_secs(5);
+
+/// The longest the consumer group's offsets are waited for in one look.
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The least time between two censuses of one event; larger events wait longer (see
 /// [`census_every`]).
@@ -69,6 +73,8 @@ struct Fingerprint {
 struct Ledger {
     fingerprint: Fingerprint,
     still_since: Instant,
+    /// When its rows were last counted (see [`Books::counted_recently`]).
+    counted_at: Instant,
     /// The last census, the fingerprint it was taken at, and when.
     census: Option<(Census, Fingerprint, Instant)>,
     /// What is reported now, by kind (0: reported before, holds again).
@@ -102,6 +108,19 @@ impl Books {
     /// The violations reported now, per event (shared with the API's stats).
     pub fn open(&self) -> Arc<Mutex<HashMap<CouponId, BTreeMap<&'static str, u64>>>> {
         self.open.clone()
+    }
+
+    /// Events whose rows were counted less than [`census_every`] ago: the watcher's query does
+    /// not count them again yet (a `count(*)` a second of every event would grow with every
+    /// event that never retires).
+    pub fn counted_recently(&self) -> Vec<i64> {
+        let now = Instant::now();
+        let ledgers = self.ledgers.lock().expect("books lock");
+        ledgers
+            .iter()
+            .filter(|(_, l)| now - l.counted_at < census_every(l.fingerprint.admitted))
+            .map(|(c, _)| c.get())
+            .collect()
     }
 
     /// Events with a violation reported now: checked until it clears, retired or not.
@@ -140,19 +159,25 @@ impl Books {
         lag: &mut Option<Option<i64>>,
     ) -> anyhow::Result<Findings> {
         let coupon = watched.coupon.id;
-        let fingerprint = Fingerprint {
-            admitted: standing.admitted,
-            pending: standing.pending,
-            inflight: standing.inflight,
-            rows: pg.rows,
-            issued_count: watched.issued_count,
-            log_size: pg.log_size,
-        };
-        let (still_since, census_due) = {
+        // Rows are counted every so often, not every look (see `counted_recently`); between
+        // counts the last count stands in the fingerprint and nothing is judged.
+        let (fingerprint, still_since, at_rest) = {
             let mut ledgers = self.ledgers.lock().expect("books lock");
+            let Some(rows) = pg.rows.or(ledgers.get(&coupon).map(|l| l.fingerprint.rows)) else {
+                return Ok(Vec::new());
+            };
+            let fingerprint = Fingerprint {
+                admitted: standing.admitted,
+                pending: standing.pending,
+                inflight: standing.inflight,
+                rows,
+                issued_count: watched.issued_count,
+                log_size: pg.log_size,
+            };
             let ledger = ledgers.entry(coupon).or_insert_with(|| Ledger {
                 fingerprint,
                 still_since: now,
+                counted_at: now,
                 census: None,
                 reported: BTreeMap::new(),
             });
@@ -161,17 +186,17 @@ impl Books {
                 ledger.fingerprint = fingerprint;
                 ledger.still_since = now;
             }
+            if pg.rows.is_some() {
+                ledger.counted_at = now;
+            }
             let at_rest = !moved && standing.pending == 0 && standing.inflight == 0;
-            let due = match ledger.census {
-                Some((_, taken_at, when)) => {
-                    taken_at != fingerprint || now - when >= census_every(standing.admitted)
-                }
-                None => true,
-            };
-            (ledger.still_since, at_rest && due)
+            (fingerprint, ledger.still_since, at_rest)
+        };
+        let Some(rows) = pg.rows else {
+            return Ok(Vec::new());
         };
         let stock = u64::from(watched.coupon.stock.get());
-        let rows = u64::from(pg.rows);
+        let rows = u64::from(rows);
         let mut findings: Findings = vec![
             (
                 "issued_count",
@@ -188,10 +213,18 @@ impl Books {
         if standing.held() || !standing.present {
             return Ok(findings);
         }
-        if census_due {
+        // Counted this look, and at rest: the census too (so it runs as seldom as the count).
+        let mut still_since = still_since;
+        if at_rest {
             if let Some(census) = self.gate.census(coupon).await? {
                 let mut ledgers = self.ledgers.lock().expect("books lock");
                 if let Some(ledger) = ledgers.get_mut(&coupon) {
+                    // A census unlike the last is motion too: a batch persisted between the
+                    // PostgreSQL read and the census must not count as a difference at rest.
+                    if ledger.census.is_some_and(|(before, _, _)| before != census) {
+                        ledger.still_since = now;
+                        still_since = now;
+                    }
                     ledger.census = Some((census, fingerprint, now));
                 }
             }
@@ -214,24 +247,43 @@ impl Books {
             return Ok(findings);
         }
         let resolved = rows + c.status_failed + c.lost;
+        let last_position = u64::from(watched.last_position);
         findings.push(("persisted", c.status_issued.abs_diff(rows)));
         findings.push(("public_count", c.public_issued.abs_diff(rows)));
+        // Published winners explain holes too: a consumer that stopped after persisting later
+        // positions first (two issuers, a re-sent batch) leaves them, and `kafka_lag` judges them.
         findings.push((
             "positions_dense",
-            u64::from(watched.last_position).saturating_sub(resolved),
+            last_position.saturating_sub(resolved + c.status_published),
         ));
-        if let Some(size) = pg.log_size {
-            findings.push(("log_size", size.abs_diff(resolved)));
+        // The builder appends in position order and marks FAILED or lost places at the end only
+        // once the event is over: until then the log reaches the last row, after it every place.
+        if let (Some(size), 0) = (pg.log_size, c.status_published) {
+            let over = standing.admitted >= stock
+                || watched
+                    .coupon
+                    .window
+                    .closes_at()
+                    .is_some_and(|c| c <= chrono::Utc::now());
+            let expected = if over { resolved } else { last_position };
+            findings.push(("log_size", size.abs_diff(expected)));
         }
         let unpersisted = c.status_published;
         let stuck = if unpersisted == 0 {
             0
         } else {
             if lag.is_none() {
-                let offsets =
-                    kafka::group_offsets(&self.kafka, &self.kafka.topic, &self.kafka.group_id)
-                        .await;
-                *lag = Some(offsets.ok().map(|o| o.behind()));
+                // Bounded well inside the look's own timeout: a slow broker leaves the kind
+                // unjudged, not the look abandoned.
+                let offsets = tokio::time::timeout(
+                    LAG_TIMEOUT,
+                    kafka::group_offsets(&self.kafka, &self.kafka.topic, &self.kafka.group_id),
+                )
+                .await;
+                *lag = Some(match offsets {
+                    Ok(Ok(o)) => Some(o.behind()),
+                    _ => None,
+                });
             }
             match lag {
                 Some(Some(0)) => unpersisted,

@@ -24,17 +24,18 @@ impl Reconciler {
     /// what is done. Returns the coupons held now, by this look or an earlier one.
     pub(super) async fn look(&self) -> anyhow::Result<Vec<Held>> {
         // PostgreSQL first: Redis' count can only grow after it, so a regression seen is real.
-        let books_open = self
+        let (books_open, counted) = self
             .books
             .as_ref()
-            .map(|b| b.open_ids())
+            .map(|b| (b.open_ids(), b.counted_recently()))
             .unwrap_or_default();
         let (retired, coupons): (Vec<Watched>, Vec<Watched>) =
-            store::watched_coupons(&self.db, &books_open)
+            store::watched_coupons(&self.db, &books_open, &counted)
                 .await?
                 .into_iter()
                 .partition(|w| w.retired_at.is_some());
         self.keep_retired_latches(&retired);
+        self.forget_deleted(retired.iter().chain(&coupons));
         let ids: Vec<CouponId> = coupons.iter().map(|w| w.coupon.id).collect();
         self.gate.remember(ids.iter().copied());
         let survey = self.gate.survey(&ids).await?;
@@ -70,19 +71,26 @@ impl Reconciler {
             // can be judged at rest (see store::BOOKS_AFTER_RETIREMENT_SECS).
             let closing: Vec<&Watched> = retired.iter().filter(|w| w.books.is_some()).collect();
             let ids: Vec<CouponId> = closing.iter().map(|w| w.coupon.id).collect();
-            let standings = match self.gate.survey(&ids).await {
-                Ok(survey) => survey.coupons,
-                Err(e) => {
-                    tracing::debug!(error = ?e, "could not survey retired events for the books");
-                    Vec::new()
-                }
+            // Not checked this time if they cannot be read: skipping them would forget their
+            // violations.
+            let survey = if ids.is_empty() {
+                Ok(crate::gate::Survey::default())
+            } else {
+                self.gate.survey(&ids).await
             };
-            let events: Vec<(&Watched, &Standing)> = checked
-                .iter()
-                .map(|(w, s)| (w, s))
-                .chain(closing.into_iter().zip(&standings))
-                .collect();
-            books.check(&events).await;
+            match survey {
+                Ok(survey) => {
+                    let events: Vec<(&Watched, &Standing)> = checked
+                        .iter()
+                        .map(|(w, s)| (w, s))
+                        .chain(closing.into_iter().zip(&survey.coupons))
+                        .collect();
+                    books.check(&events).await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = ?e, "could not survey retired events for the books")
+                }
+            }
         }
         if server_changed && failed == 0 {
             // Only now, with every hold placed: a look that failed before this sees it again.
@@ -154,6 +162,17 @@ impl Reconciler {
         }
         self.retire_if_done(watched, standing).await?;
         Ok(None)
+    }
+
+    /// Forgets, in the gate, coupons PostgreSQL did not have in this look nor the last one
+    /// (`every`: all it has now): a deleted rehearsal whose keys are gone is then unknown (404)
+    /// on every instance, not lost (503).
+    fn forget_deleted<'a>(&self, every: impl Iterator<Item = &'a Watched>) {
+        let present: HashSet<CouponId> = every.map(|w| w.coupon.id).collect();
+        let missing: HashSet<CouponId> = self.gate.known().difference(&present).copied().collect();
+        let mut absent = self.absent.lock().expect("absent lock");
+        self.gate.forget(missing.intersection(&absent).copied());
+        *absent = missing;
     }
 
     /// Whether Redis answers from another server than the last look, here or on any instance

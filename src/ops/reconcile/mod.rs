@@ -86,6 +86,9 @@ pub struct Reconciler {
     metrics: Option<Arc<Metrics>>,
     /// The live books (see `books`), when this runs inside the service.
     books: Option<Arc<Books>>,
+    /// Coupons the gate knew that the last look did not find in PostgreSQL: forgotten if the
+    /// next look does not find them either (deleted, not merely created after the read).
+    absent: Arc<std::sync::Mutex<HashSet<CouponId>>>,
 }
 
 /// One coupon brought back.
@@ -116,6 +119,7 @@ impl Reconciler {
                 .then(|| Duration::from_secs(settings.redis.retention_secs)),
             metrics: None,
             books: None,
+            absent: Arc::default(),
         }
     }
 

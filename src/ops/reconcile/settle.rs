@@ -27,6 +27,13 @@ impl Reconciler {
         self.wait_drained(deadline).await?;
         let mut restored = Vec::new();
         for Held { coupon, hold } in held {
+            // Deleted (a rehearsal) while held: nothing to restore, and its keys must not stay
+            // held for ever.
+            if store::find_coupon(&self.db, coupon.id).await?.is_none() {
+                self.gate.delete_keys_of_deleted(coupon.id).await?;
+                tracing::info!(coupon_id = %coupon.id, "held, then deleted: its keys are gone");
+                continue;
+            }
             let (winners, _) = store::persisted_winners(&self.db, coupon.id).await?;
             // Read after the drain: every position the gate was seen to hand out stays taken.
             let spent = store::admitted_high(&self.db, coupon.id).await?;
