@@ -130,22 +130,15 @@ async fn read_stats(state: &AppState, id: CouponId) -> Result<CouponStats, Stats
 }
 
 fn violations(state: &AppState, id: CouponId) -> Vec<Violation> {
-    let Some(books) = &state.books else {
-        return Vec::new();
-    };
-    let open = books.open();
-    let open = open.lock().expect("books lock");
-    open.get(&id)
-        .map(|kinds| {
-            kinds
-                .iter()
-                .map(|(kind, off)| Violation {
-                    kind: (*kind).to_owned(),
-                    off: *off,
-                })
-                .collect()
-        })
+    let found = state.books.as_ref().map(|b| b.violations(id));
+    found
         .unwrap_or_default()
+        .into_iter()
+        .map(|(kind, off)| Violation {
+            kind: kind.to_owned(),
+            off,
+        })
+        .collect()
 }
 
 /// The live event page: static, no build step; it polls the endpoints above.

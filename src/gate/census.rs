@@ -29,17 +29,6 @@ pub struct Census {
     pub stranded: u64,
 }
 
-impl Census {
-    /// Winners with any status.
-    pub fn with_status(&self) -> u64 {
-        self.status_admitted
-            + self.status_published
-            + self.status_issued
-            + self.status_failed
-            + self.status_other
-    }
-}
-
 impl Gate {
     /// The coupon's census, or `None` when Redis lacks it or holds it for a restore.
     pub async fn census(&self, coupon: CouponId) -> Result<Option<Census>, GateError> {

@@ -31,6 +31,29 @@ async fn violations(app: &TestApp, coupon: i64) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The kinds reported off (above 0) for `coupon`.
+async fn off(app: &TestApp, coupon: i64) -> BTreeMap<String, f64> {
+    let mut all = violations(app, coupon).await;
+    all.retain(|_, v| *v > 0.0);
+    all
+}
+
+/// The kinds the live dashboard's stats carry for `coupon`.
+async fn stats_kinds(app: &TestApp, coupon: i64) -> Vec<String> {
+    let stats: serde_json::Value = app
+        .get(&format!("/coupons/{coupon}/stats"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    stats["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Waits until exactly `expected` (kinds with a value above 0) is reported for `coupon`.
 async fn until_reported(app: &TestApp, coupon: i64, expected: &[(&str, f64)]) {
     let expected: BTreeMap<String, f64> = expected
@@ -39,11 +62,7 @@ async fn until_reported(app: &TestApp, coupon: i64, expected: &[(&str, f64)]) {
         .collect();
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
-        let off: BTreeMap<String, f64> = violations(app, coupon)
-            .await
-            .into_iter()
-            .filter(|(_, v)| *v > 0.0)
-            .collect();
+        let off = off(app, coupon).await;
         if off == expected {
             return;
         }
@@ -97,12 +116,7 @@ async fn a_drop_and_a_consumer_stopped_for_a_while_are_never_reported() {
     let mut seen = BTreeMap::new();
     let quiet = tokio::time::Instant::now() + Duration::from_secs(9);
     while tokio::time::Instant::now() < quiet {
-        seen.extend(
-            violations(&app, coupon)
-                .await
-                .into_iter()
-                .filter(|(_, v)| *v > 0.0),
-        );
+        seen.extend(off(&app, coupon).await);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(
@@ -117,26 +131,10 @@ async fn a_drop_and_a_consumer_stopped_for_a_while_are_never_reported() {
         (last_check(&app).await >= after + 8.0).then_some(())
     })
     .await;
-    seen.extend(
-        violations(&app, coupon)
-            .await
-            .into_iter()
-            .filter(|(_, v)| *v > 0.0),
-    );
-    seen.extend(
-        violations(&consumer, coupon)
-            .await
-            .into_iter()
-            .filter(|(_, v)| *v > 0.0),
-    );
+    seen.extend(off(&app, coupon).await);
+    seen.extend(off(&consumer, coupon).await);
     assert_eq!(seen, BTreeMap::new());
-    let stats: serde_json::Value = app
-        .get(&format!("/coupons/{coupon}/stats"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stats["violations"], serde_json::json!([]));
+    assert_eq!(stats_kinds(&app, coupon).await, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -168,20 +166,8 @@ async fn a_row_deleted_by_hand_is_reported_and_cleared_when_put_back() {
     )
     .await;
     // The live dashboard's numbers carry them.
-    let stats: serde_json::Value = app
-        .get(&format!("/coupons/{coupon}/stats"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let kinds: Vec<&str> = stats["violations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        stats_kinds(&app, coupon).await,
         [
             "issued_count",
             "log_size",

@@ -75,8 +75,8 @@ struct Ledger {
     still_since: Instant,
     /// When its rows were last counted (see [`Books::counted_recently`]).
     counted_at: Instant,
-    /// The last census, the fingerprint it was taken at, and when.
-    census: Option<(Census, Fingerprint, Instant)>,
+    /// The last census, and the fingerprint it was taken at.
+    census: Option<(Census, Fingerprint)>,
     /// What is reported now, by kind (0: reported before, holds again).
     reported: BTreeMap<&'static str, u64>,
 }
@@ -88,7 +88,7 @@ pub struct Books {
     metrics: Arc<Metrics>,
     ledgers: Mutex<HashMap<CouponId, Ledger>>,
     /// What is off now, per event, for the public stats (and so the live dashboard).
-    open: Arc<Mutex<HashMap<CouponId, BTreeMap<&'static str, u64>>>>,
+    open: Mutex<HashMap<CouponId, BTreeMap<&'static str, u64>>>,
 }
 
 /// Differences found in one look at one event: (kind, by how much), 0 for none.
@@ -101,13 +101,16 @@ impl Books {
             kafka,
             metrics,
             ledgers: Mutex::default(),
-            open: Arc::default(),
+            open: Mutex::default(),
         }
     }
 
-    /// The violations reported now, per event (shared with the API's stats).
-    pub fn open(&self) -> Arc<Mutex<HashMap<CouponId, BTreeMap<&'static str, u64>>>> {
-        self.open.clone()
+    /// What is off now for `coupon`, by kind (for the API's stats).
+    pub fn violations(&self, coupon: CouponId) -> Vec<(&'static str, u64)> {
+        let open = self.open.lock().expect("books lock");
+        open.get(&coupon)
+            .map(|kinds| kinds.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
     }
 
     /// Events whose rows were counted less than [`census_every`] ago: the watcher's query does
@@ -161,7 +164,7 @@ impl Books {
         let coupon = watched.coupon.id;
         // Rows are counted every so often, not every look (see `counted_recently`); between
         // counts the last count stands in the fingerprint and nothing is judged.
-        let (fingerprint, still_since, at_rest) = {
+        let (fingerprint, at_rest) = {
             let mut ledgers = self.ledgers.lock().expect("books lock");
             let Some(rows) = pg.rows.or(ledgers.get(&coupon).map(|l| l.fingerprint.rows)) else {
                 return Ok(Vec::new());
@@ -190,7 +193,7 @@ impl Books {
                 ledger.counted_at = now;
             }
             let at_rest = !moved && standing.pending == 0 && standing.inflight == 0;
-            (fingerprint, ledger.still_since, at_rest)
+            (fingerprint, at_rest)
         };
         let Some(rows) = pg.rows else {
             return Ok(Vec::new());
@@ -214,28 +217,28 @@ impl Books {
             return Ok(findings);
         }
         // Counted this look, and at rest: the census too (so it runs as seldom as the count).
-        let mut still_since = still_since;
-        if at_rest {
-            if let Some(census) = self.gate.census(coupon).await? {
-                let mut ledgers = self.ledgers.lock().expect("books lock");
-                if let Some(ledger) = ledgers.get_mut(&coupon) {
-                    // A census unlike the last is motion too: a batch persisted between the
-                    // PostgreSQL read and the census must not count as a difference at rest.
-                    if ledger.census.is_some_and(|(before, _, _)| before != census) {
-                        ledger.still_since = now;
-                        still_since = now;
-                    }
-                    ledger.census = Some((census, fingerprint, now));
+        let fresh = match at_rest {
+            true => self.gate.census(coupon).await?,
+            false => None,
+        };
+        let (census, still_since) = {
+            let mut ledgers = self.ledgers.lock().expect("books lock");
+            let Some(ledger) = ledgers.get_mut(&coupon) else {
+                return Ok(findings);
+            };
+            if let Some(census) = fresh {
+                // A census unlike the last is motion too: a batch persisted between the
+                // PostgreSQL read and the census must not count as a difference at rest.
+                if ledger.census.is_some_and(|(before, _)| before != census) {
+                    ledger.still_since = now;
                 }
+                ledger.census = Some((census, fingerprint));
             }
-        }
-        let census = {
-            let ledgers = self.ledgers.lock().expect("books lock");
-            ledgers
-                .get(&coupon)
-                .and_then(|l| l.census)
-                .filter(|(_, taken_at, _)| *taken_at == fingerprint)
-                .map(|(c, _, _)| c)
+            let census = ledger
+                .census
+                .filter(|(_, taken_at)| *taken_at == fingerprint)
+                .map(|(c, _)| c);
+            (census, ledger.still_since)
         };
         let Some(c) = census else {
             return Ok(findings);

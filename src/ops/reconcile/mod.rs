@@ -41,7 +41,7 @@ mod books;
 mod look;
 mod settle;
 
-pub use books::{Books, SETTLE as BOOKS_SETTLE};
+pub use books::Books;
 
 use std::collections::HashSet;
 use std::sync::Arc;
