@@ -378,11 +378,12 @@ async fn a_flood_of_public_list_reads_does_not_slow_issuance() {
         through_proxy(s, db.port);
     })
     .await;
-    // Act: the same spike drains twice without and twice under 64 clients polling
-    // `GET /coupons` as fast as they can, alternately; the best of each pair is compared, so a
-    // moment of load from the tests running beside this one does not decide the outcome.
+    // Act: the same spike drains three times without and three times under 64 clients polling
+    // `GET /coupons` as fast as they can, alternately; the medians are compared, so neither a
+    // moment of load nor one lucky quiet drain (0.77 s against a usual 1.0 s, measured here)
+    // decides the outcome.
     let (mut quiet, mut flooded, mut served) = (Vec::new(), Vec::new(), 0);
-    for _ in 0..2 {
+    for _ in 0..3 {
         quiet.push(timed_drain(&app, 3000).await);
         let stop = tokio_util::sync::CancellationToken::new();
         let flood: Vec<_> = (0..64)
@@ -407,9 +408,11 @@ async fn a_flood_of_public_list_reads_does_not_slow_issuance() {
     }
 
     // Assert: the flood ran, and the drain took at most twice as long as without it.
-    let (quiet, flooded) = (*quiet.iter().min().unwrap(), *flooded.iter().min().unwrap());
+    quiet.sort();
+    flooded.sort();
+    let (quiet, flooded) = (quiet[1], flooded[1]);
     eprintln!(
-        "FIGURE flood: best drain {quiet:.2?} quiet, {flooded:.2?} under {served} list reads"
+        "FIGURE flood: median drain {quiet:.2?} quiet, {flooded:.2?} under {served} list reads"
     );
     assert!(served > 100, "the flood barely ran: {served} reads");
     assert!(
