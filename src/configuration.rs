@@ -10,6 +10,8 @@ use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
+mod secret_files;
+
 /// Used when `APP_AUTH__JWT_SECRET` is unset and `APP_ENV=development`, so a fresh clone runs;
 /// startup warns loudly. Production refuses it.
 pub const DEVELOPMENT_JWT_SECRET: &str = "fcfs-coupon-development-secret-do-not-use-in-production";
@@ -151,7 +153,8 @@ impl Settings {
         // Values stay strings until a field asks for a number: a password `0123` stays `0123`.
         let env = config::Environment::with_prefix("APP")
             .prefix_separator("_")
-            .separator("__");
+            .separator("__")
+            .source(Some(secret_files::resolve(std::env::vars())?));
         Self::from_config(
             builder
                 .add_source(env)
