@@ -24,6 +24,7 @@ MUTATIONS=(
   "src/gate/told.rs|if self.ack.is_none() {|if false {|lineage::winners_a_redis_lost_before_they_were_published"
   "src/gate/confirm.rs|let _ = waiting.send(Ok(here && confirmed >= replicas));|let _ = waiting.send(Ok(confirmed >= replicas));|lineage::an_admission_is_never_confirmed"
   "src/issuer/mod.rs|if claiming.elapsed() > self.claim_window && !claim.winners.is_empty() {|if false {|issuance::a_claim_older_than_the_claim_window"
+  "src/api/fresh.rs|if at.elapsed() < FRESH_FOR {|if false {|issuance::a_flood_of_public_list_reads_reaches_the_database"
   "src/gate/restore.lua|redis.call('HSET', KEYS[8], user, string.format('%d:%.0f', w[4], w[2]))|redis.call('HSET', KEYS[6], user, 'FAILED')|lineage::a_winner_whose_place_an_earlier_arrival_kept"
   # Batched admission: one per user inside a batch, the cap, each member's own answer, arrival
   # order within a batch, a failed call answered to every member.

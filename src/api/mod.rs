@@ -26,7 +26,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 pub use audit::report_json as audit_report_json;
 pub use client_address::ClientAddress;
-pub use fresh::{Fresh, FreshByKey};
+pub use fresh::{Fresh, FreshByKey, FRESH_FOR};
 pub use guard::RequestGuard;
 pub use idle::IdleCutoff;
 pub use problem::{ApiError, ErrorCode, Problem};

@@ -70,15 +70,16 @@ pub async fn batch_window_us<'e>(
     Ok(window.map(|w| w.max(0) as u32))
 }
 
+/// The list's statement; public so that a test can count its executions on the wire.
+pub const LIST_COUPONS_SQL: &str = "SELECT id, name, stock, opens_at, closes_at, created_at \
+     FROM coupon WHERE NOT rehearsal ORDER BY id DESC LIMIT $1";
+
 /// The newest events first; rehearsals are not listed.
 pub async fn list_coupons(db: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<CouponSummary>> {
-    sqlx::query_as(
-        "SELECT id, name, stock, opens_at, closes_at, created_at FROM coupon \
-         WHERE NOT rehearsal ORDER BY id DESC LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(LIST_COUPONS_SQL)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
 /// Whether an event is a rehearsal; `None` for an unknown event. The flag never changes.

@@ -8,7 +8,7 @@ mod recovery;
 pub use archive::{archived, mark_retired, Archived};
 pub use coupons::{
     batch_window_us, coupon_exists, delete_rehearsal, insert_coupon, is_rehearsal, list_coupons,
-    CouponSummary, NewCoupon,
+    CouponSummary, NewCoupon, LIST_COUPONS_SQL,
 };
 pub use issues::{
     coupon_issues, is_permanent, persist_batch, record_failed, user_coupons, FailedEvent,

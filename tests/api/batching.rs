@@ -166,7 +166,7 @@ async fn applications_that_arrive_together_are_decided_in_the_order_they_arrived
     // Every call is over: the gate keeps no state for the event.
     eventually(
         "the event's lane forgotten",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || async { (gate.batching_events() == 0).then_some(()) },
     )
     .await;

@@ -1,7 +1,8 @@
 //! Fuzzing against the contract: schemathesis (PyPI, installed by scripts/test.sh) generates
 //! valid and invalid requests from the spec the service serves and sends them, with a valid
 //! admin token, to the running service. No response may be a 5xx, and every one must match the
-//! spec (status, content type, headers, schema). Bounded: a fixed seed and a time budget.
+//! spec (status, content type, headers, schema). Bounded: a fixed seed and 40 examples per
+//! operation, not a time budget (a slow machine must not generate fewer cases).
 //!
 //! The spec is parsed strictly first (a duplicate key fails), half of the generated `couponId`s
 //! are events that exist (real ones and rehearsals), and the HAR report proves every operation was exercised, those on an
@@ -125,8 +126,6 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_spec() {
         .args([
             "--max-examples",
             "40",
-            "--max-time",
-            "90",
             "--seed",
             "20261122",
         ])

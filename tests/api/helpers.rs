@@ -22,6 +22,7 @@ mod cluster;
 mod failover;
 mod isolation;
 mod kafka;
+mod pg_statements;
 mod postgres_server;
 mod process;
 mod proxy;
@@ -100,6 +101,21 @@ pub fn through_proxy(settings: &mut Settings, port: u16) {
         1,
     );
     settings.database.url = url.into();
+}
+
+/// `settings`' database URL in plaintext (`sslmode=disable`): a proxy can read its traffic.
+pub fn without_tls(settings: &mut Settings) {
+    let mut url = reqwest::Url::parse(settings.database.url.expose_secret()).unwrap();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| name != "sslmode")
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("sslmode", "disable");
+    settings.database.url = url.to_string().into();
 }
 
 /// Settings isolated for one test: its own database, Redis prefix and secret; port 0.
@@ -348,6 +364,13 @@ pub async fn until_listening(what: &str, port: u16, within: Duration) {
             .ok()
     })
     .await;
+}
+
+/// Tokens a bucket refilled `per_sec` a second may have gained in `elapsed`: what a rate-limit
+/// test allows beyond the burst, so that the time its requests took (a busy machine) cannot
+/// decide its verdict. GCRA lets at most `burst + refills` through in `elapsed`.
+pub fn refills(per_sec: u32, elapsed: Duration) -> usize {
+    (elapsed.as_secs_f64() * f64::from(per_sec)).floor() as usize
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, failing the test after `within`; prints
@@ -617,11 +640,11 @@ impl TestApp {
             .unwrap_or_default()
     }
 
-    /// Waits (at most 5 s) until the event's `applications` counter is `expected`: each
-    /// instance adds what it answered once a second.
+    /// Waits (a hang guard of 30 s) until the event's `applications` counter is `expected`:
+    /// each instance adds what it answered once a second.
     pub async fn until_applications(&self, coupon: i64, expected: u64) {
         let what = format!("{expected} applications counted");
-        eventually(&what, Duration::from_secs(5), || async {
+        eventually(&what, Duration::from_secs(30), || async {
             (self.applications(coupon).await == expected).then_some(())
         })
         .await;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use p256::pkcs8::DecodePrivateKey;
@@ -295,6 +295,7 @@ async fn jwks_keys_are_found_by_kid_refreshed_at_most_every_ten_seconds_and_rota
     let provider = Arc::new(Provider::default());
     *provider.keys.lock().unwrap() = vec![k1_public];
     let url = serve(provider.clone()).await;
+    let started = Instant::now();
     let app = jwks_app(url).await;
     let coupon = app.create_stock(10).await;
     let fetches = || provider.fetches.load(Ordering::SeqCst);
@@ -309,25 +310,33 @@ async fn jwks_keys_are_found_by_kid_refreshed_at_most_every_ten_seconds_and_rota
     );
     assert_eq!(fetches(), 1);
 
-    // Unknown kids are refused without hammering the provider: no fetch within ten seconds.
+    // Unknown kids are refused without hammering the provider: at most one fetch every ten
+    // seconds (so none more here, unless a busy machine took that long to get here).
     for user in 2..=6 {
         assert_eq!(
             apply(&app, coupon, &token("k9", &k1, user)).await,
             StatusCode::UNAUTHORIZED
         );
     }
-    assert_eq!(fetches(), 1, "an unknown kid refetched the set within 10 s");
+    let since = started.elapsed();
+    let most = 1 + since.as_secs() / fcfs_coupon::auth::JWKS_REFRESH_AT_MOST_EVERY.as_secs();
+    assert!(
+        u64::from(fetches()) <= most,
+        "{} fetches in {since:.1?} since the start: unknown kids refetched the set",
+        fetches()
+    );
 
     // Rotation: the provider replaces k1 with k2. The new kid is accepted once the set may be
     // fetched again, after exactly one more fetch however often it was tried meanwhile.
     *provider.keys.lock().unwrap() = vec![k2_public];
     let rotated = token("k2", &k2, 7);
+    let before = fetches();
     let within = fcfs_coupon::auth::JWKS_REFRESH_AT_MOST_EVERY + Duration::from_secs(10);
     eventually("the rotated key accepted", within, || async {
         (apply(&app, coupon, &rotated).await == StatusCode::ACCEPTED).then_some(())
     })
     .await;
-    assert_eq!(fetches(), 2);
+    assert_eq!(fetches(), before + 1);
     assert_eq!(
         apply(&app, coupon, &token("k1", &k1, 8)).await,
         StatusCode::UNAUTHORIZED,
@@ -373,7 +382,7 @@ async fn jwks_keys_are_fetched_at_start_kept_fresh_by_max_age_and_missing_keys_a
         (apply(&app, coupon, &token("k1", &k1, 1)).await == StatusCode::ACCEPTED).then_some(())
     })
     .await;
-    eventually("ready", Duration::from_secs(3), || async {
+    eventually("ready", Duration::from_secs(30), || async {
         (app.get("/health/ready").await.status() == StatusCode::OK).then_some(())
     })
     .await;
@@ -382,7 +391,8 @@ async fn jwks_keys_are_fetched_at_start_kept_fresh_by_max_age_and_missing_keys_a
     // stops working without waiting for an unknown kid.
     let before = fetches();
     *provider.keys.lock().unwrap() = vec![k2_public];
-    eventually("k1 withdrawn", Duration::from_secs(5), || async {
+    // A hang guard far below the 300 s a set lives without max-age.
+    eventually("k1 withdrawn", Duration::from_secs(60), || async {
         (apply(&app, coupon, &token("k1", &k1, 2)).await == StatusCode::UNAUTHORIZED).then_some(())
     })
     .await;

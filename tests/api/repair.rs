@@ -175,7 +175,7 @@ async fn an_addition_to_the_application_count_whose_reply_was_lost_counts_once()
     app.gate.flush_counts().await;
 
     // Assert: counted once.
-    eventually("the count", Duration::from_secs(5), || async {
+    eventually("the count", Duration::from_secs(30), || async {
         (app.applications(coupon).await == 3).then_some(())
     })
     .await;

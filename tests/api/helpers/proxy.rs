@@ -7,6 +7,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::pg_statements::{FrontendReader, PgStatements};
+
 /// How the proxy treats traffic right now.
 #[derive(Debug, Clone, Copy, Default)]
 struct Flow {
@@ -48,7 +50,20 @@ impl TcpProxy {
         (listener, port)
     }
 
+    /// A proxy in front of PostgreSQL that also counts the statements its clients execute
+    /// (plaintext connections only: see `PgStatements::unreadable`).
+    pub async fn start_postgres(target: impl Into<String>) -> (Self, PgStatements) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let statements = PgStatements::default();
+        let proxy = Self::listen(listener, target.into(), Some(statements.clone()));
+        (proxy, statements)
+    }
+
     pub fn on(listener: TcpListener, target: String) -> Self {
+        Self::listen(listener, target, None)
+    }
+
+    fn listen(listener: TcpListener, target: String, statements: Option<PgStatements>) -> Self {
         let port = listener.local_addr().unwrap().port();
         let (flow, _) = watch::channel(Flow::default());
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
@@ -62,13 +77,14 @@ impl TcpProxy {
                     }
                     let target = target.lock().unwrap().clone();
                     let flow = flow.subscribe();
+                    let reader = statements.as_ref().map(PgStatements::connection);
                     let link = tokio::spawn(async move {
                         if let Ok(outbound) = TcpStream::connect(&target).await {
                             let (from_client, to_client) = inbound.into_split();
                             let (from_server, to_server) = outbound.into_split();
                             tokio::join!(
-                                pump(from_client, to_server, flow.clone(), false),
-                                pump(from_server, to_client, flow, true),
+                                pump(from_client, to_server, flow.clone(), false, reader),
+                                pump(from_server, to_client, flow, true, None),
                             );
                         }
                     });
@@ -130,12 +146,14 @@ impl TcpProxy {
     }
 }
 
-/// Copies one direction, honouring `flow` before passing each chunk on.
+/// Copies one direction, honouring `flow` before passing each chunk on; `reader` sees every
+/// chunk first.
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut flow: watch::Receiver<Flow>,
     replies: bool,
+    mut reader: Option<FrontendReader>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -143,6 +161,9 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(reader) = reader.as_mut() {
+            reader.feed(&buf[..n]);
+        }
         let latency = match flow
             .wait_for(|f| !(f.held || (replies && f.replies_held)))
             .await
