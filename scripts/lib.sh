@@ -70,3 +70,57 @@ prepare_release() {
   services_up
   cargo build --release --locked
 }
+
+# --- Docker: the compose stack (scripts/compose.sh) and the stock-machine checks -----------------
+
+DOCKER_STATE_DIR="${FCFS_SERVICES_DIR:-$HOME/.local/state/fcfs-coupon}/docker"
+
+# The engine, its client, docker-compose (v1, Debian's) and mmdebstrap; dockerd started only when
+# none answers, and remembered as ours so that docker_down stops that one and no other.
+docker_up() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+  docker info >/dev/null 2>&1 && return 0
+  mkdir -p "$DOCKER_STATE_DIR"
+  say "docker: starting dockerd (log $DOCKER_STATE_DIR/dockerd.log)"
+  (setsid nohup dockerd >"$DOCKER_STATE_DIR/dockerd.log" 2>&1 </dev/null & echo $! >"$DOCKER_STATE_DIR/dockerd.pid")
+  local deadline=$((SECONDS + 60))
+  until docker info >/dev/null 2>&1; do
+    if [ $SECONDS -ge "$deadline" ] || ! kill -0 "$(cat "$DOCKER_STATE_DIR/dockerd.pid")" 2>/dev/null; then
+      tail -n 20 "$DOCKER_STATE_DIR/dockerd.log" >&2
+      rm -f "$DOCKER_STATE_DIR/dockerd.pid"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# Stops dockerd if docker_up started it.
+docker_down() {
+  local pidfile="$DOCKER_STATE_DIR/dockerd.pid" pid
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  rm -f "$pidfile"
+  say "docker: stopped the dockerd this script started"
+}
+
+# Prints the base image every image of ours is built on: $BASE_IMAGE when set; else
+# debian:bookworm-slim when it is here or a registry serves it; else one made once from Debian's
+# packages with mmdebstrap (about 70 s) and kept as fcfs-coupon-base:bookworm.
+base_image() {
+  if [ -n "${BASE_IMAGE:-}" ]; then echo "$BASE_IMAGE"; return; fi
+  local official=debian:bookworm-slim made=fcfs-coupon-base:bookworm
+  if docker image inspect "$official" >/dev/null 2>&1 || timeout 120 docker pull -q "$official" >/dev/null 2>&1; then
+    echo "$official"; return
+  fi
+  if ! docker image inspect "$made" >/dev/null 2>&1; then
+    say "docker: no registry answers; making $made from Debian's packages with mmdebstrap"
+    mmdebstrap --quiet --variant=minbase --include=ca-certificates bookworm - | docker import - "$made" >/dev/null
+  fi
+  echo "$made"
+}
