@@ -11,6 +11,8 @@
 #   scripts/services.sh up       start whatever is not running
 #   scripts/services.sh down     stop only what this script started
 #   scripts/services.sh status   what listens, what this script started, where the logs are
+#   scripts/services.sh tansu    install the pinned Tansu if missing (nothing started); print
+#                                its path (scripts/stock-machines.sh hands it to containers)
 #   scripts/services.sh cluster up|down|status
 #                                a local Redis Cluster: 3 masters and 3 replicas on 7000-7005
 #                                (for APP_REDIS__MODE=cluster; see README)
@@ -45,6 +47,15 @@ pg_usable() {
 }
 mark_started() { echo "$2" >"$RUN_DIR/$1.started"; }
 
+# Runs a command as user $1: directly when that is who we are; else through runuser, from /,
+# since that user may not be able to enter the caller's directory (root's home is mode 700).
+run_as() {
+  local user=$1
+  shift
+  if [ "$user" = "$(id -un)" ]; then "$@"; return; fi
+  (cd / && as_root runuser -u "$user" -- "$@")
+}
+
 redis_up() {
   command -v redis-server >/dev/null || apt_install redis-server
   if listening 6379; then
@@ -66,18 +77,26 @@ redis_up() {
   say "redis: started on $REDIS_PORT (log $LOG_DIR/redis.log)"
 }
 
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+# The newest server's binaries. Not just any /usr/lib/postgresql/*/bin: postgresql-client-NN
+# (what `psql` comes in) fills that directory too, with no server in it.
+pg_bin() {
+  local ctl
+  ctl=$(ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -n 1)
+  if [ -n "$ctl" ]; then dirname "$ctl"; fi
+}
 
 postgres_up() {
   command -v psql >/dev/null || apt_install postgresql-client
-  if listening 5432; then
+  if [ "$PG_PORT" = 5432 ] && listening 5432; then
     if pg_usable 5432; then say "postgres: already listening on 5432"; return; fi
     say "postgres: the one on 5432 wants a password; using a private one on 5433"
     PG_PORT=5433
-    if listening 5433; then
-      pg_usable 5433 || die "postgres: something on 5433 is not a PostgreSQL where postgres logs in without a password; free the port or set APP_DATABASE__URL"
-      say "postgres: already listening on 5433"; return
-    fi
+  fi
+  # Moved to 5433 (above, or below after a stopped cluster turned out unusable): ours from an
+  # earlier run, or someone else's, is taken only if usable, and never started a second time.
+  if [ "$PG_PORT" = 5433 ] && listening 5433; then
+    pg_usable 5433 || die "postgres: something on 5433 is not a PostgreSQL where postgres logs in without a password; free the port or set APP_DATABASE__URL"
+    say "postgres: already listening on 5433"; return
   fi
   # A cluster the OS already has (Debian's pg_ctlcluster) keeps its data and settings.
   if [ "$PG_PORT" = 5432 ] && command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | awk '$3 == 5432' | grep -q .; then
@@ -106,18 +125,24 @@ postgres_up() {
         return
       fi
     fi
-    local bin data owner
+    local bin data owner log
     bin=$(pg_bin)
-    # The server refuses to run as root; as root it runs as the postgres user, in a directory
-    # that user can reach.
-    if [ "$(id -u)" -eq 0 ]; then data=/var/lib/fcfs-coupon/postgres; owner=postgres; else data="$STATE_DIR/postgres"; owner=$(id -un); fi
+    # The server refuses to run as root; as root it runs as the postgres user, with its data and
+    # its log where that user can reach them: not under root's home (mode 700, where $LOG_DIR
+    # is), so the log is written beside the data and linked into $LOG_DIR.
+    if [ "$(id -u)" -eq 0 ]; then
+      data=/var/lib/fcfs-coupon/postgres; owner=postgres; log=/var/lib/fcfs-coupon/postgres.log
+    else
+      data="$STATE_DIR/postgres"; owner=$(id -un); log="$LOG_DIR/postgres.log"
+    fi
     if [ ! -f "$data/PG_VERSION" ]; then
       as_root mkdir -p "$data"
       as_root chown "$owner" "$data"
-      as_root runuser -u "$owner" -- "$bin/initdb" -D "$data" -U postgres -A trust >"$LOG_DIR/initdb.log"
+      run_as "$owner" "$bin/initdb" -D "$data" -U postgres -A trust >"$LOG_DIR/initdb.log"
     fi
-    touch "$LOG_DIR/postgres.log" && as_root chown "$owner" "$LOG_DIR/postgres.log" 2>/dev/null || true
-    as_root runuser -u "$owner" -- "$bin/pg_ctl" -D "$data" -l "$LOG_DIR/postgres.log" -w \
+    touch "$log" && as_root chown "$owner" "$log" 2>/dev/null || true
+    [ "$log" = "$LOG_DIR/postgres.log" ] || ln -sfn "$log" "$LOG_DIR/postgres.log"
+    run_as "$owner" "$bin/pg_ctl" -D "$data" -l "$log" -w \
       -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k /tmp" start >/dev/null
     mark_started postgres "data $data owner $owner"
   fi
@@ -125,25 +150,39 @@ postgres_up() {
   say "postgres: started on $PG_PORT"
 }
 
+# The pinned Tansu: what cargo installed, or, where there is no cargo (a machine or container
+# handed a Tansu built elsewhere), a `tansu` on PATH that says it is that version.
 tansu_installed() {
-  command -v tansu >/dev/null && cargo install --list 2>/dev/null | grep -q "^tansu v$TANSU_VERSION:"
+  command -v tansu >/dev/null || return 1
+  if command -v cargo >/dev/null; then
+    cargo install --list 2>/dev/null | grep -q "^tansu v$TANSU_VERSION:"
+  else
+    [ "$(tansu --version 2>/dev/null)" = "tansu $TANSU_VERSION" ]
+  fi
+}
+
+tansu_install() {
+  tansu_installed && return
+  ensure_build_tools
+  say "kafka: building Tansu $TANSU_VERSION from crates.io (about 10 minutes, once per machine)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+    >"$LOG_DIR/tansu-install.log" 2>&1 || { tail -n 30 "$LOG_DIR/tansu-install.log" >&2; die "installing tansu failed"; }
 }
 
 tansu_up() {
   if listening 9092; then say "kafka: already listening on 9092"; return; fi
-  if ! tansu_installed; then
-    ensure_build_tools
-    say "kafka: building Tansu $TANSU_VERSION from crates.io (about 10 minutes, once per machine)"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
-      >"$LOG_DIR/tansu-install.log" 2>&1 || { tail -n 30 "$LOG_DIR/tansu-install.log" >&2; die "installing tansu failed"; }
-  fi
+  tansu_install
   # sqlite:// storage keeps the log like Kafka does: a consumer resuming mid-batch and the
   # reconciler's drain check (high watermarks) behave as they would in production.
   # Tansu puts the sqlite path under its working directory.
   mkdir -p "$STATE_DIR/tansu"
-  (cd "$STATE_DIR/tansu" && setsid nohup tansu broker --storage-engine "sqlite://tansu.db" \
+  # The subshell becomes Tansu (exec; setsid forks not, as a script's background job leads no
+  # process group), so $! is the broker's pid, the one `down` stops. (A `cd && tansu &` would
+  # put the whole list in a waiting subshell: $! its pid, and the broker outliving its kill.)
+  (cd "$STATE_DIR/tansu" && exec setsid nohup tansu broker --storage-engine "sqlite://tansu.db" \
     --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
-    >"$LOG_DIR/tansu.log" 2>&1 </dev/null & echo $! >"$RUN_DIR/tansu.pid")
+    >"$LOG_DIR/tansu.log" 2>&1 </dev/null) &
+  echo $! >"$RUN_DIR/tansu.pid"
   mark_started tansu "pid $RUN_DIR/tansu.pid"
   wait_for kafka 9092 60 "$LOG_DIR/tansu.log"
   say "kafka: Tansu started (log $LOG_DIR/tansu.log)"
@@ -167,7 +206,7 @@ down() {
     if [ "$kind" = cluster ]; then
       as_root pg_ctlcluster --skip-systemctl-redirect "$a" "$b" stop
     else
-      as_root runuser -u "$c" -- "$(pg_bin)/pg_ctl" -D "$a" -w stop >/dev/null
+      run_as "$c" "$(pg_bin)/pg_ctl" -D "$a" -w stop >/dev/null
     fi
     rm -f "$RUN_DIR/postgres.started"
     say "postgres: stopped"
@@ -256,8 +295,9 @@ case "${1:-} ${2:-}" in
   "up "*) redis_up; postgres_up; tansu_up; write_env ;;
   "down "*) down ;;
   "status "*) status ;;
+  "tansu "*) tansu_install; command -v tansu ;;
   "cluster up") cluster_up ;;
   "cluster down") cluster_down ;;
   "cluster status") cluster_status ;;
-  *) echo "usage: $0 up|down|status | cluster up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|tansu | cluster up|down|status" >&2; exit 2 ;;
 esac
