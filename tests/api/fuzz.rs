@@ -123,12 +123,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_spec() {
              response_headers_conformance,response_schema_conformance",
         ])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args([
-            "--max-examples",
-            "40",
-            "--seed",
-            "20261122",
-        ])
+        .args(["--max-examples", "40", "--seed", "20261122"])
         .args(["--workers", "2", "--request-timeout", "10"])
         .args([
             "--generation-database",
