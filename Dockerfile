@@ -1,28 +1,8 @@
-# The service's image, two ways to one runtime stage:
-#   docker build .                     compiles in the Rust toolchain's image (where a registry answers)
-#   docker build --target prebuilt .   copies target/release/fcfs-coupon, built on the host: for
-#                                      machines no image registry answers (scripts/compose.sh,
-#                                      docker-compose.offline.yml); build it on a glibc no newer
-#                                      than the base image's
-# BASE_IMAGE is the runtime's base either way; scripts/compose.sh makes one with mmdebstrap
-# where debian:bookworm-slim cannot be pulled.
+# The service's image, compiled in the Rust toolchain's image, on BASE_IMAGE. Where no image
+# registry answers, docker-compose.offline.yml builds deploy/offline/app.Dockerfile instead: the
+# same runtime with the binary the host built.
 ARG BASE_IMAGE=debian:bookworm-slim
 ARG RUST_IMAGE=rust:1-bookworm
-
-FROM ${BASE_IMAGE} AS runtime
-# libssl3: librdkafka speaks TLS to brokers; curl: the health check.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --no-create-home fcfs
-USER fcfs
-EXPOSE 8080 9100
-ENTRYPOINT ["fcfs-coupon"]
-CMD ["serve"]
-
-# Before the compiling stage on purpose: the classic builder runs every stage up to --target.
-FROM runtime AS prebuilt
-COPY target/release/fcfs-coupon /usr/local/bin/fcfs-coupon
 
 FROM ${RUST_IMAGE} AS build
 # cmake builds the bundled librdkafka; curl's header is needed by its CMake build (see scripts/lib.sh).
@@ -37,5 +17,15 @@ COPY migrations migrations
 COPY bench bench
 RUN cargo build --release --locked -p fcfs-coupon
 
-FROM runtime
+FROM ${BASE_IMAGE}
+# libssl3: librdkafka speaks TLS to brokers; curl: the health check. Keep in step with
+# deploy/offline/app.Dockerfile.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --no-create-home fcfs
 COPY --from=build /src/target/release/fcfs-coupon /usr/local/bin/fcfs-coupon
+USER fcfs
+EXPOSE 8080 9100
+ENTRYPOINT ["fcfs-coupon"]
+CMD ["serve"]

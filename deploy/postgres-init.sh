@@ -3,13 +3,12 @@
 # Three logins: the superuser (only this script uses it), fcfs_owner, which owns the database and
 # so its schema (the `migrate` job), and fcfs_app, which the service runs as and which may only
 # read and write rows: every table and sequence fcfs_owner creates is granted to it by default
-# privileges. The passwords come from files (compose secrets) and reach SQL as psql variables,
-# quoted by psql (:'name'), never pasted into the statement.
+# privileges. The passwords are read from their files by psql itself (so they are on no command
+# line) and reach SQL as variables quoted by psql (:'name'), never pasted into a statement.
 set -eu
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
-  -v db="$POSTGRES_DB" \
-  -v owner_password="$(cat "$POSTGRES_OWNER_PASSWORD_FILE")" \
-  -v app_password="$(cat "$POSTGRES_APP_PASSWORD_FILE")" <<'SQL'
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" -v db="$POSTGRES_DB" <<'SQL'
+\set owner_password `cat "$POSTGRES_OWNER_PASSWORD_FILE"`
+\set app_password `cat "$POSTGRES_APP_PASSWORD_FILE"`
 CREATE ROLE fcfs_owner LOGIN PASSWORD :'owner_password';
 CREATE ROLE fcfs_app LOGIN PASSWORD :'app_password';
 ALTER DATABASE :"db" OWNER TO fcfs_owner;

@@ -58,6 +58,14 @@ random_hex() { head -c 32 /dev/urandom | od -An -tx1 -v | tr -d ' \n'; }
 # owner's only; the files are readable, because each container's user (redis, postgres, fcfs)
 # reads its own at /run/secrets/.
 make_secrets() {
+  # New secrets beside an old stack's volumes would not match the logins made in them.
+  if [ ! -s "$SECRETS/postgres_password" ] &&
+    docker volume inspect "${COMPOSE_PROJECT_NAME}_postgres-data" >/dev/null 2>&1; then
+    die "the stack's volumes remain but its secrets ($SECRETS) are gone: restore them, or remove the volumes (scripts/compose.sh down)"
+  fi
+  if [ -s "$SECRETS/fairness_signing_key" ] && [ ! -s "$VERIFIER_KEY" ]; then
+    die "$VERIFIER_KEY is missing: restore it (it is what customers pin), or remove $SECRETS/fairness_signing_key to make a new pair"
+  fi
   mkdir -p "$SECRETS"
   chmod 700 .compose "$SECRETS"
   local name
@@ -73,35 +81,47 @@ make_secrets() {
       >"$SECRETS/database_owner_url"
     printf 'postgres://fcfs_app:%s@postgres:5432/fcfs\n' "$(cat "$SECRETS/postgres_app_password")" \
       >"$SECRETS/database_url"
-    if [ ! -s "$SECRETS/fairness_signing_key" ] || [ ! -s "$VERIFIER_KEY" ]; then
-      # The service's own key generator, run from the image just built.
-      docker run --rm fcfs-coupon:compose fairness-key --name fcfs-coupon.compose \
-        >"$SECRETS/fairness_signing_key.part" 2>"$VERIFIER_KEY.part"
-      mv "$SECRETS/fairness_signing_key.part" "$SECRETS/fairness_signing_key"
-      sed -n 's/^verifier key: //p' "$VERIFIER_KEY.part" >"$VERIFIER_KEY"
-      rm -f "$VERIFIER_KEY.part"
-    fi
   )
 }
 
-# Every container of the stack healthy (the migrate job exited 0), or a non-zero return with
-# what is not, at the deadline.
+# The fairness log's key pair, by the service's own generator in the image just built; no log
+# driver, so the private key is in no container log.
+make_signing_key() {
+  [ -s "$SECRETS/fairness_signing_key" ] && return
+  (
+    umask 022
+    docker run --rm --log-driver none fcfs-coupon:compose fairness-key --name fcfs-coupon.compose \
+      >"$SECRETS/fairness_signing_key.part" 2>"$VERIFIER_KEY.part"
+    mv "$SECRETS/fairness_signing_key.part" "$SECRETS/fairness_signing_key"
+    sed -n 's/^verifier key: //p' "$VERIFIER_KEY.part" >"$VERIFIER_KEY"
+    rm -f "$VERIFIER_KEY.part"
+  )
+}
+
+# Every container of the stack healthy (the migrate job exited 0) and as many app replicas as
+# asked; at once non-zero on a container that exited otherwise, else at the deadline.
 wait_healthy() {
-  local deadline=$((SECONDS + $1)) id state pending
+  local seconds=$1 replicas=$2 deadline=$(($SECONDS + $1)) id service status health code pending apps
   while :; do
-    pending=""
+    pending="" apps=0
     for id in $(compose ps -q); do
-      state=$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}} {{.State.ExitCode}}' "$id")
-      case "$state" in
-        *_migrate_*" exited - 0") ;;
+      read -r service status health code < <(docker inspect -f \
+        '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}}' "$id")
+      [ "$service" = app ] && apps=$((apps + 1))
+      case "$service $status $health $code" in
+        "migrate exited "*" 0") ;;
+        *" exited "* | *" dead "*)
+          say "$service exited with code $code"
+          compose logs --tail=40 "$service" >&2
+          return 1 ;;
         *" running healthy "*) ;;
-        *" running - "*) pending+=" ${state%% *}(no health check yet)" ;;
-        *) pending+=" ${state% *}" ;;
+        *) pending+=" $service($status, health $health)" ;;
       esac
     done
+    [ "$apps" -ge "$replicas" ] || pending+=" app($apps of $replicas replicas)"
     [ -z "$pending" ] && return 0
     if [ $SECONDS -ge "$deadline" ]; then
-      say "not healthy after $1 s:$pending"
+      say "not healthy after $seconds s:$pending"
       compose ps >&2
       compose logs --tail=30 >&2
       return 1
@@ -120,12 +140,13 @@ up() {
   done
   docker_up || die "no Docker engine could be started (see above)"
   choose_stack
+  make_secrets
   say "building images"
   compose build -q
-  make_secrets
+  make_signing_key
   local started=$SECONDS
   compose up -d --scale app="$replicas"
-  wait_healthy 300
+  wait_healthy 300 "$replicas"
   COMPOSE_HEALTHY_SECS=$((SECONDS - started))
   local port
   for port in $(seq 8080 $((8080 + replicas - 1))); do
@@ -171,38 +192,39 @@ test_stack() {
   local replicas=3
   # A stack left over from an interrupted run would skew the figures.
   stack_down >/dev/null 2>&1 || true
-  up --replicas "$replicas"
   trap 'say "leaving: taking the stack down"; down' EXIT
+  up --replicas "$replicas"
   say "check-config with the stack's environment"
   compose exec -T app fcfs-coupon check-config >/dev/null
-  say "no secret in an image or a container's environment"
-  local secret id
+  say "no secret in an image, a container's configuration or the logs"
+  local seen secret value
+  seen=$(docker inspect $(compose ps -q) && docker history --no-trunc fcfs-coupon:compose && compose logs --no-color)
   for secret in "$SECRETS"/*; do
-    for id in $(compose ps -q); do
-      ! docker inspect -f '{{json .Config.Env}} {{json .Config.Cmd}} {{json .Args}}' "$id" |
-        grep -qF "$(head -n 1 "$secret")" || die "$secret's value is visible in docker inspect of $id"
-    done
-    ! docker history --no-trunc fcfs-coupon:compose | grep -qF "$(head -n 1 "$secret")" ||
-      die "$secret's value is in the image's history"
+    while IFS= read -r value; do
+      [ -n "$value" ] || continue
+      ! grep -qF -- "$value" <<<"$seen" || die "a line of $secret is visible in docker inspect, the image's history or the logs"
+    done <"$secret"
   done
-  python3 tests/compose/blackbox.py \
+  local figures
+  figures=$(ADMIN_TOKEN="$(token --user 1 --admin)" python3 tests/compose/blackbox.py \
     --apps "$(seq -s, 8080 $((8080 + replicas - 1)))" \
     --prometheus http://127.0.0.1:9090 \
-    --admin-token "$(token --user 1 --admin)" \
     --jwt-secret-file "$SECRETS/jwt_secret" \
     --verifier-key "$(cat "$VERIFIER_KEY")" \
     --redis-container "$(compose ps -q redis)" \
+    --recreate-redis "docker-compose ${FILES[*]} up -d --no-deps redis" \
     --verify-image fcfs-coupon:compose \
-    --healthy-secs "$COMPOSE_HEALTHY_SECS"
+    --healthy-secs "$COMPOSE_HEALTHY_SECS")
   trap - EXIT
   stack_down
   local left
   left=$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
     docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"
-    docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" 2>/dev/null || true)
+    docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
   [ -z "$left" ] || die "down left something behind: $left"
   say "down: no container, network or volume of the stack is left"
   docker_down
+  echo "$figures"
 }
 
 case "${1:-}" in
