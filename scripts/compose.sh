@@ -175,17 +175,10 @@ down() {
   docker_down
 }
 
+# Compose finds the running container by project and service: the main file is enough,
+# whichever stack is up.
 token() {
-  [ ${#FILES[@]} -gt 2 ] || choose_files_quietly
   compose exec -T app fcfs-coupon token "$@"
-}
-
-# The files of a stack already up: the offline one when its images are what runs.
-choose_files_quietly() {
-  if docker image inspect fcfs-coupon-offline/broker >/dev/null 2>&1 &&
-    ! docker image inspect apache/kafka:3.9.1 >/dev/null 2>&1; then
-    FILES+=(-f docker-compose.offline.yml)
-  fi
 }
 
 test_stack() {
