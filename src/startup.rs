@@ -163,6 +163,7 @@ impl Application {
             let shutdown = shutdown.clone();
             tokio::spawn(sweep_rate_limits(
                 http.state.limiter.clone(),
+                http.state.user_reads.clone(),
                 shutdown.clone(),
             ));
             tokio::spawn(count_applications(
@@ -374,6 +375,8 @@ impl Http {
             client_address: Arc::new(ClientAddress::new(&settings.http.trusted_proxies)?),
             list_cache: Arc::default(),
             ready_cache: Arc::default(),
+            event_cache: Arc::default(),
+            user_reads: Arc::default(),
             stats_cache: Arc::default(),
             metrics: shared.metrics,
             status_poll: settings.issuer.period()?,
@@ -395,12 +398,20 @@ impl Http {
     }
 }
 
-/// Drops the rate limiter's idle buckets now and then, so its memory follows recent clients.
-async fn sweep_rate_limits(limiter: Arc<ApplyLimiter>, shutdown: CancellationToken) {
+/// Drops the rate limiters' idle buckets and expired poll answers now and then, so their
+/// memory follows recent clients.
+async fn sweep_rate_limits(
+    limiter: Arc<ApplyLimiter>,
+    user_reads: Arc<api::UserReads>,
+    shutdown: CancellationToken,
+) {
     let mut every = tokio::time::interval(api::SWEEP_INTERVAL);
     loop {
         tokio::select! {
-            _ = every.tick() => limiter.sweep(),
+            _ = every.tick() => {
+                limiter.sweep();
+                user_reads.sweep();
+            }
             _ = shutdown.cancelled() => return,
         }
     }

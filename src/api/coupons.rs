@@ -8,7 +8,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::archive;
+use super::event;
 use super::problem::{declared, ApiError, ErrorCode};
 use super::security::BearerAuth;
 use super::views::{CouponView, SummaryView};
@@ -144,7 +144,8 @@ impl CouponsApi {
         Ok(ListResponse::Events(Json(CouponList { items })))
     }
 
-    /// Read a coupon event: stock, admitted, issued, remaining and state. Served from Redis.
+    /// Read a coupon event: stock, admitted, issued, remaining and state. Served from Redis,
+    /// at most a second old (`asOf`): a crowd refreshing it costs Redis one read a second.
     #[oai(
         path = "/coupons/:couponId",
         method = "get",
@@ -158,10 +159,9 @@ impl CouponsApi {
         coupon: Path<i64>,
     ) -> Result<CouponResponse, ReadError> {
         let id = coupon_id(coupon.0)?;
-        let snapshot = archive::snapshot(&state, id, None)
-            .await?
-            .ok_or_else(|| ReadError::no_coupon(id))?;
-        let mut view = CouponView::from(&snapshot);
+        let snapshot = event::snapshot(&state, id).await?;
+        let snapshot = Option::as_ref(&snapshot).ok_or_else(|| ReadError::no_coupon(id))?;
+        let mut view = CouponView::from(snapshot);
         view.log = super::fairness::log_view(&state, id).await;
         Ok(CouponResponse::Event(Json(view)))
     }

@@ -85,20 +85,22 @@ impl DashboardApi {
         let stats = (state.stats_cache)
             .get(id, || read_stats(&state, id))
             .await?;
-        Ok(StatsResponse::Stats(Json(CouponStats::clone(&stats))))
+        let stats = Option::as_ref(&stats).ok_or_else(|| StatsError::no_coupon(id))?;
+        Ok(StatsResponse::Stats(Json(stats.clone())))
     }
 }
 
-/// Two Redis reads (PostgreSQL once retired); served at most once a second per event.
-async fn read_stats(state: &AppState, id: CouponId) -> Result<CouponStats, StatsError> {
+/// Two Redis reads (PostgreSQL once retired); served at most once a second per event. `None`:
+/// no such event.
+async fn read_stats(state: &AppState, id: CouponId) -> Result<Option<CouponStats>, StatsError> {
     let (snapshot, backlog) =
         match tokio::try_join!(state.gate.snapshot(id, None), state.gate.backlog(id)) {
             // Retired: nothing in the pipeline, every winner issued; the application count
             // was kept in PostgreSQL.
             Err(GateError::Retired) => {
-                let a = archive::archived(state, id, None)
-                    .await?
-                    .ok_or_else(|| StatsError::no_coupon(id))?;
+                let Some(a) = archive::archived(state, id, None).await? else {
+                    return Ok(None);
+                };
                 let backlog = Backlog {
                     applications: a.applications,
                     admitted: u64::from(a.issued),
@@ -109,8 +111,10 @@ async fn read_stats(state: &AppState, id: CouponId) -> Result<CouponStats, Stats
             }
             other => other?,
         };
-    let s = snapshot.ok_or_else(|| StatsError::no_coupon(id))?;
-    Ok(CouponStats {
+    let Some(s) = snapshot else {
+        return Ok(None);
+    };
+    Ok(Some(CouponStats {
         coupon_id: id.get(),
         name: s.coupon.name.as_str().to_owned(),
         stock: s.coupon.stock.get(),
@@ -126,7 +130,7 @@ async fn read_stats(state: &AppState, id: CouponId) -> Result<CouponStats, Stats
         closes_at: s.coupon.window.closes_at(),
         now: s.now,
         violations: violations(state, id),
-    })
+    }))
 }
 
 fn violations(state: &AppState, id: CouponId) -> Vec<Violation> {

@@ -65,7 +65,7 @@ impl HealthApi {
     }
 
     /// Whether Redis, PostgreSQL and the Kafka broker answer, each within two seconds; checked
-    /// at most once a second for every caller together (the ops port's probe checks live).
+    /// at most once a second for every caller together.
     #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: Data<&AppState>) -> ReadyResponse {
         let dependencies = Dependencies {

@@ -15,7 +15,7 @@ use crate::store;
 const MY_COUPONS_LIMIT: i64 = 100;
 const DEFAULT_PAGE: i64 = 100;
 
-type MineError = ApiError<{ declared::USER }>;
+type MineError = ApiError<{ declared::MINE }>;
 type IssuesError = ApiError<{ declared::ADMIN_COUPON }>;
 
 #[derive(Debug, Object)]
@@ -52,13 +52,17 @@ pub struct IssuesApi;
 
 #[OpenApi(tag = "ApiTags::Issues")]
 impl IssuesApi {
-    /// The caller's issued coupons, newest first (user token). Read from PostgreSQL.
+    /// The caller's issued coupons, newest first (user token). Read from PostgreSQL, so
+    /// limited per user: 429 `RATE_LIMITED` with `Retry-After` past 10 at once or 2 a second.
     #[oai(path = "/me/coupons", method = "get", operation_id = "listMyCoupons")]
     async fn mine(
         &self,
         state: Data<&AppState>,
         auth: BearerAuth,
     ) -> Result<MineResponse, MineError> {
+        (state.user_reads.take_db_read(auth.0.user)).map_err(|wait| {
+            MineError::rate_limited(wait, "Too many reads of your coupons; try again later.")
+        })?;
         let items =
             store::user_coupons(&state.db, auth.0.user, auth.0.rehearsal, MY_COUPONS_LIMIT).await?;
         let items = items.into_iter().map(MyCouponView::from).collect();

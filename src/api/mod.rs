@@ -7,10 +7,12 @@ mod catch;
 mod client_address;
 mod coupons;
 mod dashboard;
+mod event;
 mod fairness;
 mod fresh;
 mod guard;
 mod health;
+mod http_cache;
 mod idle;
 mod issues;
 mod position;
@@ -19,6 +21,7 @@ mod rate_limit;
 mod rehearsal;
 mod security;
 mod state;
+mod user_reads;
 mod views;
 
 use poem::{get, Endpoint, EndpointExt, Route};
@@ -32,6 +35,7 @@ pub use idle::IdleCutoff;
 pub use problem::{ApiError, ErrorCode, Problem};
 pub use rate_limit::{ApplyLimiter, SWEEP_INTERVAL};
 pub use state::AppState;
+pub use user_reads::UserReads;
 
 use crate::domain::CouponId;
 
@@ -97,7 +101,7 @@ pub fn app(state: AppState, guard: RequestGuard) -> impl Endpoint {
         .nest("/docs", api.swagger_ui())
         .at("/openapi.json", api.spec_endpoint())
         .at("/dashboard", get(dashboard::page))
-        .nest("/", api)
+        .nest("/", api.around(http_cache::public))
         .with(guard)
         .data(state)
         .catch_all_error(catch::to_problem)

@@ -1,5 +1,7 @@
 //! `GET /coupons/{couponId}/position`: where the caller stands, read from Redis.
 
+use std::sync::Arc;
+
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -29,7 +31,10 @@ pub struct PositionApi;
 
 #[OpenApi(tag = "ApiTags::Applications")]
 impl PositionApi {
-    /// The caller's status and place in line (user token).
+    /// The caller's status and place in line (user token). One Redis read at most; asked
+    /// again before `retryAfterMs` (or within a second of a final answer), the same answer
+    /// comes from this instance's copy. `?receipt=true` reads PostgreSQL and is limited per
+    /// user (429 `RATE_LIMITED` with `Retry-After`).
     #[oai(
         path = "/coupons/:couponId/position",
         method = "get",
@@ -50,6 +55,14 @@ impl PositionApi {
         let id = coupon_id(coupon.0)?;
         let user = auth.0.user;
         state.rehearsals.check(&state.db, &auth.0, id).await?;
+        let wants_receipt = receipt.0 == Some(true);
+        if !wants_receipt {
+            if let Some(answer) = state.user_reads.last_answer(id, user) {
+                return Ok(PositionResponse::Position(Json(PositionView::clone(
+                    &answer,
+                ))));
+            }
+        }
         let snapshot = archive::snapshot(&state, id, Some(user))
             .await?
             .ok_or_else(|| PositionError::no_coupon(id))?;
@@ -64,7 +77,13 @@ impl PositionApi {
             None => None,
         };
         let receipt = match place {
-            Some(p) if receipt_ready == Some(true) && receipt.0 == Some(true) => {
+            Some(p) if receipt_ready == Some(true) && wants_receipt => {
+                state.user_reads.take_db_read(user).map_err(|wait| {
+                    PositionError::rate_limited(
+                        wait,
+                        "Too many receipts asked for; try again later.",
+                    )
+                })?;
                 super::fairness::receipt(&state, id, user, p).await
             }
             _ => None,
@@ -74,7 +93,7 @@ impl PositionApi {
             // The builder appends within about a second of the row.
             retry_after_ms = Some(RECEIPT_POLL_MS);
         }
-        Ok(PositionResponse::Position(Json(PositionView {
+        let answer = PositionView {
             coupon_id: id.get(),
             user_id: user.get(),
             status,
@@ -87,7 +106,11 @@ impl PositionApi {
             retry_after_ms,
             receipt_ready,
             receipt,
-        })))
+        };
+        if !wants_receipt {
+            state.user_reads.keep(id, user, Arc::new(answer.clone()));
+        }
+        Ok(PositionResponse::Position(Json(answer)))
     }
 }
 

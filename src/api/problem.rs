@@ -79,7 +79,7 @@ impl ErrorCode {
             Self::HeadersTooLarge => (S::REQUEST_HEADER_FIELDS_TOO_LARGE, "The request headers are too large", "the headers are over the configured limit"),
             Self::RequestTimeout => (S::REQUEST_TIMEOUT, "The request took too long", "the request was not complete within the deadline"),
             Self::UnsupportedMediaType => (S::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", "the body is not `application/json`"),
-            Self::RateLimited => (S::TOO_MANY_REQUESTS, "Too many requests", "too many applications from this user or address; nothing was counted"),
+            Self::RateLimited => (S::TOO_MANY_REQUESTS, "Too many requests", "too many requests from this user or address; nothing was counted"),
             Self::Unavailable => (S::SERVICE_UNAVAILABLE, "Temporarily unavailable", "a data store cannot be reached, the event is being restored, or replicas did not confirm; nothing was changed"),
             Self::Internal => (S::INTERNAL_SERVER_ERROR, "Internal error", "a fault on our side; details are in the service log, not here"),
         };
@@ -416,13 +416,17 @@ pub mod declared {
     pub const READ_COUPON: u32 = READ | codes(&[InvalidRequest, CouponNotFound]);
     pub const USER: u32 = READ | codes(&[Unauthorized]);
     /// A rehearsal token on a real event is refused (403), on the user's own calls too.
-    pub const POSITION: u32 = USER | codes(&[InvalidRequest, CouponNotFound, Forbidden]);
-    pub const APPLY: u32 = POSITION | codes(&[EventNotOpen, EventClosed, SoldOut, RateLimited]);
+    const OWN: u32 = USER | codes(&[InvalidRequest, CouponNotFound, Forbidden]);
+    /// A receipt is read from PostgreSQL, so it is limited per user.
+    pub const POSITION: u32 = OWN | codes(&[RateLimited]);
+    pub const APPLY: u32 = POSITION | codes(&[EventNotOpen, EventClosed, SoldOut]);
+    /// The caller's coupons, read from PostgreSQL: limited per user.
+    pub const MINE: u32 = USER | codes(&[RateLimited]);
     /// The fairness log's public reads (404 `NOT_FOUND` when the log is off).
     pub const LOG: u32 = READ_COUPON | codes(&[NotFound]);
     /// The verifier key needs no data store: 404 `NOT_FOUND` when the log is off.
     pub const KEY: u32 = codes(&[NotFound]);
-    pub const ADMIN_COUPON: u32 = POSITION | codes(&[Forbidden]);
+    pub const ADMIN_COUPON: u32 = OWN | codes(&[Forbidden]);
     /// Deleting a rehearsal event: 403 for a real one, 409 while its winners are on their way.
     pub const DELETE: u32 = ADMIN_COUPON | codes(&[EventBusy]);
     pub const CREATE: u32 = USER

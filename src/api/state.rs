@@ -35,6 +35,8 @@ pub struct AppState {
     pub list_cache: Arc<super::Fresh<Vec<CouponSummary>>>,
     /// `GET /health/ready` on the public port, at most a second old (the ops port checks live).
     pub ready_cache: Arc<super::Fresh<Checked>>,
+    /// `GET /coupons/{id}`'s event (no user's ticket), at most a second old per event.
+    pub event_cache: Arc<super::FreshByKey<CouponId, crate::gate::Snapshot>>,
     /// `GET /coupons/{id}/stats`, at most a second old per event.
     pub stats_cache: Arc<super::FreshByKey<CouponId, super::dashboard::CouponStats>>,
     /// The issuer's period (from its schedule): when a polled status can next change.
@@ -43,8 +45,10 @@ pub struct AppState {
     pub fairness: Option<Arc<crate::fairness::LogKey>>,
     /// Which events are rehearsals, for rehearsal users' calls (see `api::rehearsal`).
     pub rehearsals: Arc<super::rehearsal::Rehearsals>,
+    /// Users' own reads: poll answers kept until they may change, database reads limited.
+    pub user_reads: Arc<super::user_reads::UserReads>,
     /// The watcher's live books: what is off now, per event (see `ops::reconcile::books`).
     pub books: Option<Arc<crate::ops::reconcile::Books>>,
     /// Each event's fairness log head for its view, at most a second old.
-    pub log_cache: Arc<super::FreshByKey<CouponId, Option<crate::fairness::store::LogHead>>>,
+    pub log_cache: Arc<super::FreshByKey<CouponId, crate::fairness::store::LogHead>>,
 }

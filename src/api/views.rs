@@ -76,6 +76,9 @@ pub struct CouponView {
     #[oai(skip_serializing_if_is_none)]
     pub closes_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When these numbers were read (Redis' clock): a copy is served for up to a second, so
+    /// a client that needs what happened after some instant asks until `asOf` is past it.
+    pub as_of: DateTime<Utc>,
     /// The event's fairness log: its size, whether it is complete, its latest checkpoint.
     #[oai(skip_serializing_if_is_none)]
     pub log: Option<super::fairness::LogView>,
@@ -94,6 +97,7 @@ impl From<&Snapshot> for CouponView {
             opens_at: s.coupon.window.opens_at(),
             closes_at: s.coupon.window.closes_at(),
             created_at: s.coupon.created_at,
+            as_of: s.now,
             log: None,
         }
     }
@@ -112,6 +116,7 @@ impl Example for CouponView {
             opens_at: None,
             closes_at: None,
             created_at: example_time(),
+            as_of: example_time(),
             log: None,
         }
     }
@@ -158,7 +163,7 @@ impl Example for ApplicationView {
 }
 
 /// The caller's place for one coupon event.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename_all = "camelCase", example)]
 pub struct PositionView {
     pub coupon_id: i64,

@@ -113,14 +113,18 @@ async fn each_operation_declares_only_what_it_can_answer() {
         (
             "GET",
             "/coupons/{couponId}/position",
-            set(&["200", "400", "401", "403", "404", "500", "503"]),
+            set(&["200", "400", "401", "403", "404", "429", "500", "503"]),
         ),
         (
             "DELETE",
             "/coupons/{couponId}",
             set(&["204", "400", "401", "403", "404", "409", "500", "503"]),
         ),
-        ("GET", "/me/coupons", set(&["200", "401", "500", "503"])),
+        (
+            "GET",
+            "/me/coupons",
+            set(&["200", "401", "429", "500", "503"]),
+        ),
         (
             "GET",
             "/coupons/{couponId}/issues",

@@ -512,10 +512,23 @@ impl TestApp {
         self.get(&format!("/coupons/{coupon}")).await
     }
 
+    /// The event's view read after this call began. The service serves a copy up to a second
+    /// old, dated by `asOf`: asked until the copy is newer than the question.
     pub async fn coupon_json(&self, coupon: i64) -> Value {
-        let resp = self.get_coupon(&coupon.to_string()).await;
-        assert_eq!(resp.status(), StatusCode::OK);
-        resp.json().await.unwrap()
+        let asked = chrono::Utc::now();
+        eventually(
+            "an event view read after it was asked for",
+            Duration::from_secs(10),
+            || async {
+                let resp = self.get_coupon(&coupon.to_string()).await;
+                assert_eq!(resp.status(), StatusCode::OK);
+                let view: Value = resp.json().await.unwrap();
+                let as_of = view["asOf"].as_str().expect("asOf in the view");
+                let as_of = chrono::DateTime::parse_from_rfc3339(as_of).expect("asOf is RFC 3339");
+                (as_of >= asked).then_some(view)
+            },
+        )
+        .await
     }
 
     /// The coupon's Redis keys, named as the service names them.

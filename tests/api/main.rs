@@ -13,6 +13,7 @@ mod chaos;
 mod clock;
 mod cluster;
 mod contract;
+mod crowd;
 mod dashboard;
 mod deploy;
 mod fairness;

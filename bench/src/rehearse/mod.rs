@@ -128,7 +128,8 @@ pub async fn run(settings: &Settings, opts: &RehearseOptions) -> anyhow::Result<
         &admin,
     )
     .await?;
-    let event = get_json(&client, &format!("{}/coupons/{coupon}", opts.url), &admin).await?;
+    let event =
+        event_after_audit(&client, &format!("{}/coupons/{coupon}", opts.url), &admin).await?;
     let verdict = verdict::judge(opts, &observed, &audit, &event);
     verdict.print();
     verdict::write(&verdict, &observed, &opts.out)?;
@@ -172,6 +173,27 @@ async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> anyhow::R
         bail!("GET {url}: {status} {body}");
     }
     Ok(body)
+}
+
+/// The event's view read after the audit: the service serves a copy up to a second old,
+/// dated by `asOf`, so it is asked until the copy is newer than the question.
+async fn event_after_audit(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<Value> {
+    let asked = chrono::Utc::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = get_json(client, url, token).await?;
+        let as_of = event["asOf"]
+            .as_str()
+            .map(chrono::DateTime::parse_from_rfc3339);
+        if as_of.is_some_and(|t| t.is_ok_and(|t| t >= asked)) || Instant::now() > deadline {
+            return Ok(event);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Deletes the event; while the service answers 409 (winners or messages still on their way:

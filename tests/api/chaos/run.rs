@@ -239,8 +239,11 @@ async fn log_facts(crowd: &Crowd, app: &TestApp, admitted: i64) -> LogFacts {
     }
 }
 
-/// `GET /coupons/{id}` from whichever instance answers.
+/// `GET /coupons/{id}` from whichever instance answers, read after this call began: an
+/// instance serves a copy up to a second old, dated by `asOf`.
 async fn public_numbers(crowd: &Crowd) -> Value {
+    let asked = chrono::Utc::now();
+    let deadline = Instant::now() + Duration::from_secs(5);
     let addresses: Vec<String> = crowd
         .addresses
         .read()
@@ -249,13 +252,25 @@ async fn public_numbers(crowd: &Crowd) -> Value {
         .flatten()
         .cloned()
         .collect();
-    for base in addresses {
-        let url = format!("{base}/coupons/{}", crowd.coupon);
-        if let Ok(resp) = crowd.http.get(url).send().await {
-            if resp.status().is_success() {
-                return resp.json().await.unwrap_or_default();
+    while Instant::now() < deadline {
+        for base in &addresses {
+            let url = format!("{base}/coupons/{}", crowd.coupon);
+            let Ok(resp) = crowd.http.get(url).send().await else {
+                continue;
+            };
+            if !resp.status().is_success() {
+                continue;
+            }
+            let view: Value = resp.json().await.unwrap_or_default();
+            let as_of = view["asOf"]
+                .as_str()
+                .map(chrono::DateTime::parse_from_rfc3339);
+            if as_of.is_some_and(|t| t.is_ok_and(|t| t >= asked)) {
+                return view;
             }
         }
+        // The copy turns within a second; what is waited for is the date above.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Value::Null
 }
