@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 # Tests run on secrets of their own; development also lets a bare `fcfs-coupon token` work.
 export APP_ENV=development
+# A failed test's message is the last thing a long log shows; a backtrace would push it out.
+export RUST_BACKTRACE=0
 
 ensure_build_tools
 command -v docker-compose >/dev/null || apt_install docker-compose

@@ -40,14 +40,15 @@ async fn fixed_seeds() {
         .buffer_unordered(2)
         .collect()
         .await;
-    let failed: Vec<u64> = summaries
-        .iter()
-        .filter(|s| !s.clean)
-        .map(|s| s.seed)
-        .collect();
+    let failed: Vec<&report::Summary> = summaries.iter().filter(|s| !s.clean).collect();
     assert!(
         failed.is_empty(),
-        "schedules failed, seeds {failed:?} (details above)"
+        "schedules failed (full reports above):\n{}",
+        failed
+            .iter()
+            .map(|s| s.gist.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -117,6 +118,7 @@ async fn judge(seed: u64, verbose: bool) -> report::Summary {
                 spoiled: false,
                 rules: vec!["harness failed"],
                 took: Duration::ZERO,
+                gist: format!("chaos seed {seed}: the harness failed: {what}"),
             }
         }
     }

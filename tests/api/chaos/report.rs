@@ -19,6 +19,9 @@ pub struct Summary {
     pub spoiled: bool,
     pub rules: Vec<&'static str>,
     pub took: Duration,
+    /// The run's line and its first violations: what a failed CI run's last lines must show,
+    /// since the full report above them may be cut from a long log.
+    pub gist: String,
 }
 
 impl Report {
@@ -76,6 +79,14 @@ impl Report {
             spoiled: self.spoiled(),
             rules: self.verdict.violations.iter().map(|v| v.rule).collect(),
             took: self.took,
+            gist: std::iter::once(self.line())
+                .chain(
+                    self.verdict.violations.iter().take(SHOWN).map(|v| {
+                        format!("  VIOLATION [{}] users {:?}: {}", v.rule, v.users, v.detail)
+                    }),
+                )
+                .collect::<Vec<_>>()
+                .join("\n"),
         }
     }
 
