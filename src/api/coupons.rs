@@ -127,7 +127,7 @@ impl CouponsApi {
         };
         let coupon = create(&state, new.clone()).await?;
         state.rehearsals.note(coupon.id, new.rehearsal);
-        state.list_cache.invalidate().await;
+        forget(&state, coupon.id).await;
         tracing::info!(coupon_id = %coupon.id, stock = coupon.stock.get(), "coupon event created");
         let snapshot = Snapshot::fresh(coupon);
         Ok(CreatedResponse::Created(Json(CouponView::from(&snapshot))))
@@ -216,10 +216,20 @@ impl CouponsApi {
             ));
         }
         tx.commit().await?;
-        state.list_cache.invalidate().await;
+        forget(&state, id).await;
         tracing::info!(coupon_id = %id, "rehearsal event deleted");
         Ok(DeletedResponse::Deleted)
     }
+}
+
+/// This instance's copies of what an event looked like (unknown, or there): created or deleted
+/// here, it is seen at once here; elsewhere within a second.
+async fn forget(state: &AppState, id: crate::domain::CouponId) {
+    state.list_cache.invalidate().await;
+    state.event_cache.forget(id);
+    state.stats_cache.forget(id);
+    state.log_cache.forget(id);
+    state.user_reads.forget_coupon(id);
 }
 
 /// The row is the commit point. Its Redis copy is written first, held, inside the row's

@@ -118,6 +118,13 @@ impl<K: Hash + Eq + Copy, T> FreshByKey<K, T> {
         Ok(value)
     }
 
+    /// Forgets the key, known or unknown: its event was just created or deleted here, and
+    /// whoever did it expects to see that at once.
+    pub fn forget(&self, key: K) {
+        lock(&self.known).remove(&key);
+        lock(&self.unknown).remove(&key);
+    }
+
     fn entry(&self, key: K) -> Option<Arc<Fresh<Option<T>>>> {
         let mut known = lock(&self.known);
         if let Some(fresh) = known.get(&key) {

@@ -81,6 +81,12 @@ impl UserReads {
         answers.insert((coupon, user), (now + keep_for, answer));
     }
 
+    /// Forgets every answer about an event that was just deleted here.
+    pub fn forget_coupon(&self, coupon: CouponId) {
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.retain(|(c, _), _| *c != coupon);
+    }
+
     /// Forgets idle buckets and expired answers (see `SWEEP_INTERVAL`).
     pub fn sweep(&self) {
         self.db_reads.retain_recent();
