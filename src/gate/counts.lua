@@ -37,15 +37,17 @@ local function set_status(status_key, user, status)
   return old
 end
 
--- Adds the counted changes to the meta hash, if it keeps counts: a coupon written before they
--- existed has none (its census scans, as it always did, until a restore rebuilds them), and one
--- whose meta hash is lost gets its counts back from the restore, not a hash of counts alone.
+-- Adds the counted changes to the meta hash. `issued` is the public count and always moves (as
+-- it did before the other counts existed); the others only where the coupon keeps them: one
+-- written before they existed has none (its census scans, as it always did, until a restore
+-- rebuilds them), and a coupon whose meta hash is lost gets them back from the restore, not a
+-- hash of counts alone.
 local function write_counts(meta_key)
-  if redis.call('HEXISTS', meta_key, 'count:ADMITTED') == 1 then
-    for field, by in pairs(moved) do
-      if by ~= 0 then
-        redis.call('HINCRBY', meta_key, field, by)
-      end
+  local meta = redis.call('HMGET', meta_key, 'stock', 'count:ADMITTED')
+  for field, by in pairs(moved) do
+    local kept = meta[2] or (field == 'issued' and meta[1])
+    if by ~= 0 and kept then
+      redis.call('HINCRBY', meta_key, field, by)
     end
   end
   moved = {}
