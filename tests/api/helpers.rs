@@ -662,11 +662,20 @@ impl TestApp {
     }
 
     /// The census' per-status counts equal a full scan of the statuses (see
-    /// [`counts_unlike_statuses`]).
+    /// [`counts_unlike_statuses`]), on a connection of its own: one opened before a proxy was
+    /// pointed at another server would still read the old one.
     pub async fn assert_counted(&self, coupon: i64) {
         let keys = self.keys(coupon);
+        let redis = self.settings.redis.connect().await.unwrap();
+        let present: bool = redis::cmd("HEXISTS")
+            .arg(&keys.meta)
+            .arg("stock")
+            .query_async(&mut redis.clone())
+            .await
+            .unwrap();
+        assert!(present, "Redis holds the event whose counts are checked");
         assert_eq!(
-            counts_unlike_statuses(&self.redis, &keys).await,
+            counts_unlike_statuses(&redis, &keys).await,
             Vec::<String>::new(),
             "the per-status counts against a full scan"
         );
