@@ -8,7 +8,12 @@ use super::confirm::Written;
 use super::{micros_to_time, parse_field, Gate, GateError};
 use crate::domain::{CouponId, Position, Status, UserId};
 
-static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("apply.lua")));
+static APPLY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("counts.lua"),
+        include_str!("apply.lua")
+    ))
+});
 
 /// What the gate decided for one application.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 --
 -- KEYS[1] status    hash: user -> status
 -- KEYS[2] inflight  sorted set: claimed user -> lease deadline
--- KEYS[3] meta      hash: its `issued` field counts users that reached ISSUED
+-- KEYS[3] meta      hash: the per-status counts (see counts.lua; `issued` is ISSUED's)
 -- ARGV[1] the target status, ARGV[2..] user ids
 --
 -- Returns how many users changed status.
@@ -23,11 +23,10 @@ for i = 2, #ARGV do
   local current = redis.call('HGET', KEYS[1], user)
   if (rank[current] or 0) < rank[target] then
     redis.call('HSET', KEYS[1], user, target)
-    if target == 'ISSUED' then
-      redis.call('HINCRBY', KEYS[3], 'issued', 1)
-    end
+    count_change(current, target)
     changed = changed + 1
   end
   redis.call('ZREM', KEYS[2], user)
 end
+write_counts(KEYS[3])
 return changed

@@ -7,7 +7,7 @@
 --
 -- KEYS[1] meta     hash: stock, opens_at_us, closes_at_us (a missing bound is open), closed (set
 --                  the first time an application arrives after closes_at_us), recovering
---                  (held, see hold.lua)
+--                  (held, see hold.lua), the per-status counts (see counts.lua)
 -- KEYS[2] seq      string: the last score handed out, microseconds
 -- KEYS[3] queue    sorted set: admitted user -> score (only winners are ever added)
 -- KEYS[4] pending  list: admitted users the batch issuer has not published yet
@@ -105,11 +105,16 @@ if #users > 0 then
   redis.call('ZADD', KEYS[3], unpack(scored))
   -- Written in the same step as the admissions, so no winner exists that the issuer cannot see.
   redis.call('RPUSH', KEYS[4], unpack(users))
+  -- A newcomer normally has no status; if one was left behind outside the line (a late
+  -- acknowledgement for a winner the line no longer holds), the counts follow the hash.
+  local previous_statuses = redis.call('HMGET', KEYS[5], unpack(users))
   local statuses = {}
-  for _, user in ipairs(users) do
+  for i, user in ipairs(users) do
+    count_change(previous_statuses[i] or nil, 'ADMITTED')
     statuses[#statuses + 1] = user
     statuses[#statuses + 1] = 'ADMITTED'
   end
   redis.call('HSET', KEYS[5], unpack(statuses))
+  write_counts(KEYS[1])
 end
 return answers

@@ -1,5 +1,6 @@
 //! A count of one coupon's books in Redis at one instant (see census.lua), for the watcher's
-//! live invariants (`crate::ops::reconcile::books`).
+//! live invariants (`crate::ops::reconcile::books`): O(1) at rest, read from the per-status
+//! counts the scripts keep (counts.lua), not from every status.
 
 use std::sync::LazyLock;
 
@@ -19,12 +20,15 @@ pub struct Census {
     pub lost: u64,
     /// The public issued count (the meta hash's `issued`).
     pub public_issued: u64,
+    /// The per-status counts (ISSUED's is the public issued count itself; an event written
+    /// before the counts existed is counted by scanning its statuses).
     pub status_admitted: u64,
     pub status_published: u64,
     pub status_issued: u64,
     pub status_failed: u64,
-    /// Statuses that are none of the four.
-    pub status_other: u64,
+    /// Entries in the status hash: the four counts' sum, unless a status was written or
+    /// deleted outside the scripts.
+    pub status_entries: u64,
     /// ADMITTED winners neither pending nor in flight: nobody will publish them.
     pub stranded: u64,
 }
@@ -47,7 +51,7 @@ impl Gate {
             })
             .await?;
         Ok(match reply[..] {
-            [admitted, lost, public_issued, status_admitted, status_published, status_issued, status_failed, status_other, stranded] => {
+            [admitted, lost, public_issued, status_admitted, status_published, status_issued, status_failed, status_entries, stranded] => {
                 Some(Census {
                     admitted,
                     lost,
@@ -56,7 +60,7 @@ impl Gate {
                     status_published,
                     status_issued,
                     status_failed,
-                    status_other,
+                    status_entries,
                     stranded,
                 })
             }

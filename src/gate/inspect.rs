@@ -14,6 +14,9 @@ pub struct GateState {
     pub retired: bool,
     /// The `issued` counter the consumer's acknowledgements keep.
     pub issued_counter: u64,
+    /// The other per-status counts (see counts.lua): ADMITTED, PUBLISHED, FAILED; `None` for
+    /// a coupon written before the counts existed. Signed: a count gone wrong may be below 0.
+    pub status_counters: Option<[i64; 3]>,
     /// Queue members in arrival order (rank + 1 = position).
     pub queue: Vec<String>,
     /// Their scores: when each was admitted, µs since the epoch.
@@ -32,7 +35,14 @@ impl Gate {
         let keys = self.keys(coupon);
         let keys = &keys;
         type Reply = (
-            (Option<u32>, Option<String>, Option<u64>),
+            (
+                Option<u32>,
+                Option<String>,
+                Option<u64>,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+            ),
             Vec<(String, f64)>,
             HashMap<String, String>,
             Vec<String>,
@@ -45,7 +55,14 @@ impl Gate {
                     .atomic()
                     .cmd("HMGET")
                     .arg(&keys.meta)
-                    .arg(&["stock", "recovering", "issued"])
+                    .arg(&[
+                        "stock",
+                        "recovering",
+                        "issued",
+                        "count:ADMITTED",
+                        "count:PUBLISHED",
+                        "count:FAILED",
+                    ])
                     .zrange_withscores(&keys.queue, 0, -1)
                     .hgetall(&keys.status)
                     .lrange(&keys.pending, 0, -1)
@@ -60,6 +77,9 @@ impl Gate {
             recovering: meta.1.is_some(),
             retired: false,
             issued_counter: meta.2.unwrap_or_default(),
+            status_counters: meta
+                .3
+                .map(|admitted| [admitted, meta.4.unwrap_or(0), meta.5.unwrap_or(0)]),
             admitted_at_us: queue.iter().map(|(_, score)| *score as i64).collect(),
             queue: queue.into_iter().map(|(user, _)| user).collect(),
             statuses,

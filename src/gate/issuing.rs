@@ -12,9 +12,19 @@ use super::{micros_to_time, parse_field, Gate, GateError};
 use crate::domain::{CouponId, Position, Status, UserId, Winner};
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
-static ADVANCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("advance.lua")));
+static ADVANCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("counts.lua"),
+        include_str!("advance.lua")
+    ))
+});
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
-static REDRIVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redrive.lua")));
+static REDRIVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("counts.lua"),
+        include_str!("redrive.lua")
+    ))
+});
 
 #[derive(Debug, Default)]
 pub struct Claim {
@@ -167,6 +177,7 @@ impl Gate {
                     .key(&keys.pending)
                     .key(&keys.status)
                     .key(&keys.queue)
+                    .key(&keys.meta)
                     .invoke_async(&mut conn)
                     .await
             })

@@ -6,8 +6,10 @@ use crate::domain::CouponId;
 pub struct CouponKeys {
     /// hash: the definition (stock, name, created_at_us, opens_at_us, closes_at_us), the
     /// counters (applications: every application answered, added by each instance once a
-    /// second; issued: acknowledged by the consumer) and, while Redis' copy is being rebuilt,
-    /// recovering (see ops::reconcile)
+    /// second; issued: acknowledged by the consumer, which is also the ISSUED statuses' count),
+    /// the other per-status counts (`count:ADMITTED`, `count:PUBLISHED`, `count:FAILED`: kept
+    /// by the scripts that change a status, see counts.lua, so a census is O(1)) and, while
+    /// Redis' copy is being rebuilt, recovering (see ops::reconcile)
     pub meta: String,
     /// string: the last score handed out, in microseconds
     pub seq: String,

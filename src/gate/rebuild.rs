@@ -20,6 +20,14 @@ static OPEN: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// The per-status counts of a coupon with no winners yet (see counts.lua; ISSUED's, `issued`,
+/// reads as 0 while absent).
+const COUNTS_FROM_ZERO: [(&str, u64); 3] = [
+    ("count:ADMITTED", 0),
+    ("count:PUBLISHED", 0),
+    ("count:FAILED", 0),
+];
+
 /// How long the Redis copy of a creation that never committed lives (held, so it admits
 /// nobody) before it expires by itself.
 const UNCOMMITTED_TTL: Duration = Duration::from_secs(3600);
@@ -43,6 +51,10 @@ impl Gate {
                 .arg(fields)
                 .ignore()
                 .hset(meta, "recovering", &id.0)
+                .ignore()
+                // Zero counts: their presence tells the scripts this coupon keeps them
+                // (see counts.lua).
+                .hset_multiple(meta, &COUNTS_FROM_ZERO)
                 .ignore()
                 .expire(meta, UNCOMMITTED_TTL.as_secs() as i64)
                 .ignore()

@@ -2,7 +2,7 @@
 -- to pending as ADMITTED, at its place in line, for the issuer to publish again. A winner that
 -- is not FAILED (any more) is left alone, so running it twice changes nothing the second time.
 --
--- KEYS[1] pending, KEYS[2] status, KEYS[3] queue
+-- KEYS[1] pending, KEYS[2] status, KEYS[3] queue, KEYS[4] meta (its per-status counts)
 --
 -- Returns how many winners went back to pending.
 
@@ -17,8 +17,9 @@ end
 -- In line order, so they are published in the order they were admitted.
 table.sort(failed, function(a, b) return a[2] < b[2] end)
 for _, winner in ipairs(failed) do
-  redis.call('HSET', KEYS[2], winner[1], 'ADMITTED')
+  set_status(KEYS[2], winner[1], 'ADMITTED')
   redis.call('RPUSH', KEYS[1], winner[1])
   redriven = redriven + 1
 end
+write_counts(KEYS[4])
 return redriven

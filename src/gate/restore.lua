@@ -126,6 +126,9 @@ end
 
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 local count, requeued, dropped, lost, last_score = 0, 0, 0, 0, 0
+-- The per-status counts (see counts.lua), rebuilt with the statuses they count; ISSUED's is
+-- `count`, written as `issued`.
+local counted = {ADMITTED = 0, PUBLISHED = 0, FAILED = 0}
 for position, w in ipairs(line) do
   local user, score, is_persisted = w[1], w[2], w[3]
   if stock and position > stock then
@@ -147,11 +150,13 @@ for position, w in ipairs(line) do
     else
       if old_status[user] == 'FAILED' then
         redis.call('HSET', KEYS[6], user, 'FAILED')
+        counted.FAILED = counted.FAILED + 1
       else
         -- Published, yet no row after the drain: published again. Its status stays PUBLISHED
         -- (statuses never go back); the issuer claims from pending whatever the status.
         local status = old_status[user] == 'PUBLISHED' and 'PUBLISHED' or 'ADMITTED'
         redis.call('HSET', KEYS[6], user, status)
+        counted[status] = counted[status] + 1
         redis.call('RPUSH', KEYS[4], user)
       end
       requeued = requeued + 1
@@ -167,7 +172,8 @@ end
 if #fields > 0 then
   redis.call('HSET', KEYS[1], unpack(fields))
 end
-redis.call('HSET', KEYS[1], 'issued', count, 'lost', lost)
+redis.call('HSET', KEYS[1], 'issued', count, 'lost', lost, 'count:ADMITTED', counted.ADMITTED,
+  'count:PUBLISHED', counted.PUBLISHED, 'count:FAILED', counted.FAILED)
 redis.call('HDEL', KEYS[1], 'recovering')
 -- A coupon held at its creation carried a time to live until its row was committed.
 redis.call('PERSIST', KEYS[1])

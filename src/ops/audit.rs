@@ -79,6 +79,9 @@ pub enum DiscrepancyKind {
     /// Redis' public `issued` counter differs from the winners it marks ISSUED (the counter
     /// and the status move together, in one script).
     IssuedCounterMismatch,
+    /// A per-status count (see counts.lua) differs from the statuses it counts, or a status is
+    /// none of the four: the census, which reads the counts, would be wrong.
+    StatusCounterMismatch,
     /// A row whose user is not among Redis' winners.
     RowWithoutWinner,
     /// A row whose position differs from the user's place in Redis' queue.
@@ -190,6 +193,7 @@ fn compare(
     let mut found = Findings::default();
     check_presence_and_counts(&mut found, stock, redis, rows.len() as u64, issued_count);
     check_public_counter(&mut found, redis);
+    check_status_counters(&mut found, redis);
     if redis.stock.is_some() {
         check_rows_against_queue(&mut found, redis, rows);
     }
@@ -272,6 +276,42 @@ fn check_public_counter(found: &mut Findings, redis: &GateState) {
                 "Redis' issued counter is {}, {issued} winners are ISSUED",
                 redis.issued_counter
             ),
+        );
+    }
+}
+
+/// The per-status counts the census reads agree with a full scan of the statuses: the one
+/// place that scan is still made.
+fn check_status_counters(found: &mut Findings, redis: &GateState) {
+    let (Some(_), Some(counters)) = (redis.stock, redis.status_counters) else {
+        return;
+    };
+    let counted = [Status::Admitted, Status::Published, Status::Failed];
+    let mut scanned = [0i64; 3];
+    let mut unknown = 0u64;
+    for status in redis.statuses.values() {
+        match counted.iter().position(|s| s.as_str() == status) {
+            Some(i) => scanned[i] += 1,
+            None if status == Status::Issued.as_str() => {}
+            None => unknown += 1,
+        }
+    }
+    for ((status, kept), seen) in counted.iter().zip(counters).zip(scanned) {
+        if kept != seen {
+            found.add(
+                DiscrepancyKind::StatusCounterMismatch,
+                None,
+                None,
+                format!("Redis' count of {status} is {kept}, {seen} winners are {status}"),
+            );
+        }
+    }
+    if unknown > 0 {
+        found.add(
+            DiscrepancyKind::StatusCounterMismatch,
+            None,
+            None,
+            format!("{unknown} statuses are none of ADMITTED, PUBLISHED, ISSUED, FAILED"),
         );
     }
 }
@@ -397,6 +437,10 @@ mod tests {
         GateState {
             stock: Some(3),
             issued_counter: statuses.iter().filter(|(_, s)| *s == "ISSUED").count() as u64,
+            status_counters: Some(
+                ["ADMITTED", "PUBLISHED", "FAILED"]
+                    .map(|c| statuses.iter().filter(|(_, s)| *s == c).count() as i64),
+            ),
             queue: queue.iter().map(|s| s.to_string()).collect(),
             statuses: statuses
                 .iter()
@@ -455,6 +499,33 @@ mod tests {
         );
         assert!(!report.consistent);
         assert_eq!(report.discrepancy_count, 7);
+    }
+
+    #[test]
+    fn per_status_counts_unlike_the_statuses_are_reported() {
+        let mut redis = state(
+            &["10", "11"],
+            &[("10", "ADMITTED"), ("11", "BOGUS")],
+            &["10"],
+        );
+        redis.status_counters = Some([2, 0, -1]);
+        let report = compare(COUPON(), 3, &redis, &[], 0);
+        let details: Vec<&str> = (report.discrepancies.iter())
+            .filter(|d| d.kind == DiscrepancyKind::StatusCounterMismatch)
+            .map(|d| d.detail.as_str())
+            .collect();
+        assert_eq!(
+            details,
+            [
+                "Redis' count of ADMITTED is 2, 1 winners are ADMITTED",
+                "Redis' count of FAILED is -1, 0 winners are FAILED",
+                "1 statuses are none of ADMITTED, PUBLISHED, ISSUED, FAILED",
+            ]
+        );
+        // Written before the counts existed: nothing to compare.
+        redis.status_counters = None;
+        let report = compare(COUPON(), 3, &redis, &[], 0);
+        assert!(!kinds(&report).contains(&DiscrepancyKind::StatusCounterMismatch));
     }
 
     #[test]

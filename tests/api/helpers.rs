@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod broker;
 mod browser;
+mod census;
 mod certs;
 mod cluster;
 mod failover;
@@ -32,6 +33,7 @@ mod strict_json;
 mod stunnel;
 pub use broker::DurableBroker;
 pub use browser::{artifact, browser_script};
+pub use census::counts_unlike_statuses;
 pub use certs::KeyDir;
 pub use cluster::PrivateCluster;
 pub use failover::{assert_every_ticket_kept, assert_told_is_persisted, until_admitted};
@@ -672,6 +674,26 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The census' per-status counts equal a full scan of the statuses (see
+    /// [`counts_unlike_statuses`]), on a connection of its own: one opened before a proxy was
+    /// pointed at another server would still read the old one.
+    pub async fn assert_counted(&self, coupon: i64) {
+        let keys = self.keys(coupon);
+        let redis = self.settings.redis.connect().await.unwrap();
+        let present: bool = redis::cmd("HEXISTS")
+            .arg(&keys.meta)
+            .arg("stock")
+            .query_async(&mut redis.clone())
+            .await
+            .unwrap();
+        assert!(present, "Redis holds the event whose counts are checked");
+        assert_eq!(
+            counts_unlike_statuses(&redis, &keys).await,
+            Vec::<String>::new(),
+            "the per-status counts against a full scan"
+        );
+    }
+
     /// Row counts of every table: equal snapshots mean PostgreSQL did not change.
     pub async fn db_state(&self) -> (i64, i64, i64) {
         sqlx::query_as(
@@ -722,6 +744,7 @@ pub async fn assert_settled(app: &TestApp, coupon: i64, stock: usize) -> Vec<(i6
     })
     .await;
     assert_eq!(statuses.len(), rows.len(), "a status per winner");
+    app.assert_counted(coupon).await;
 
     let coupon_id = CouponId::new(coupon).unwrap();
     let report = eventually("a clean audit", Duration::from_secs(30), || async {

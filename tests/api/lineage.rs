@@ -253,6 +253,7 @@ async fn a_redis_that_lost_its_last_writes_while_every_instance_was_down_is_held
     })
     .await;
     assert_eq!(status, "ISSUED");
+    app.assert_counted(coupon).await;
 }
 
 #[tokio::test]
@@ -311,6 +312,7 @@ async fn winners_a_redis_lost_before_they_were_published_are_put_back_by_the_ins
         "rows"
     );
     assert_eq!(app.failed_events().await, 0);
+    app.assert_counted(coupon).await;
     ticks.abort();
 }
 
@@ -393,5 +395,6 @@ async fn a_winner_whose_place_an_earlier_arrival_kept_after_a_failover_hears_los
     assert_eq!(rows, [(1, 1), (2, 2), (3, 3)]);
     assert_eq!(app.position_status(coupon, 3).await, "ISSUED");
     assert_eq!(app.failed_events().await, 0);
+    app.assert_counted(coupon).await;
     ticks.abort();
 }

@@ -9,6 +9,7 @@ mod admission;
 mod bad_input;
 mod batching;
 mod bench;
+mod census;
 mod chaos;
 mod clock;
 mod cluster;

@@ -178,6 +178,7 @@ async fn failed_winners_are_redriven_once_their_cause_is_fixed() {
         (statuses.values().filter(|s| *s == "FAILED").count() == 3).then_some(())
     })
     .await;
+    app.assert_counted(coupon).await;
 
     // The cause is fixed: the row is back.
     sqlx::query(
@@ -225,4 +226,5 @@ async fn failed_winners_are_redriven_once_their_cause_is_fixed() {
     .await;
     let (clean, report) = run_command(&app.settings, &audit).await;
     assert!(clean, "{report}");
+    app.assert_counted(coupon).await;
 }

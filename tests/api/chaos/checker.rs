@@ -24,6 +24,9 @@ pub struct Facts {
     pub instance_killed: bool,
     /// The event's fairness log once settled; `None`: not checked (hand-written histories).
     pub log: Option<LogFacts>,
+    /// How Redis' per-status counts (what the live census reads) differ from a full scan of
+    /// the statuses once settled; empty when they agree.
+    pub miscounted: Vec<String>,
 }
 
 /// The fairness log as anyone sees it, with what `verify` and the audit's comparison said.
@@ -203,6 +206,10 @@ pub fn check(history: &[Op], facts: &Facts) -> Verdict {
             vec![],
             format!("{} rows", facts.failed_events),
         );
+    }
+    // 8. whatever the faults did to Redis, the census' counts still equal the statuses.
+    if !facts.miscounted.is_empty() {
+        flag("8 counted", vec![], facts.miscounted.join("; "));
     }
     verdict
 }

@@ -64,12 +64,14 @@ fn each_broken_promise_is_named() {
     let mut facts = settled(&[(1, 2), (2, 1)]);
     facts.failed_events = 1;
     facts.issued = 1;
+    facts.miscounted = vec!["ISSUED: counted 1, scanned 2".into()];
     let verdict = check(&history, &facts);
     let expected = [
         "3 position as told",
         "3 position as told",
         "5 public numbers",
         "6 failed_event empty",
+        "8 counted",
     ];
     assert_eq!(rules(&verdict), expected);
 }

@@ -20,7 +20,7 @@ use super::history::{History, Kind, Op};
 use super::nemesis;
 use super::schedule::Schedule;
 use super::system::System;
-use crate::helpers::{committed_total, topic_messages, TestApp};
+use crate::helpers::{committed_total, counts_unlike_statuses, topic_messages, TestApp};
 
 /// How long the fairness log may take, once settled, to hold every place handed out.
 const LOG_WAIT: Duration = Duration::from_secs(20);
@@ -86,6 +86,7 @@ pub async fn run(seed: u64) -> Report {
     facts.log = Some(log_facts(&poller, &app, facts.admitted).await);
     facts.memory_lost = schedule.loses_memory();
     facts.instance_killed = schedule.kills_an_instance();
+    facts.miscounted = counts_unlike_statuses(&app.redis, &app.keys(coupon)).await;
     let history = applicants.history.ops();
     let consumed = consumed(&system.settings).await;
     Report {

@@ -100,4 +100,6 @@ pub async fn assert_told_is_persisted(
     let persisted: BTreeMap<i64, i32> = rows.into_iter().collect();
     assert_eq!(persisted, told, "rows differ from what clients were told");
     assert_eq!(app.failed_events().await, 0);
+    // Whatever the failover kept of Redis, the census' counts agree with it.
+    app.assert_counted(coupon).await;
 }
