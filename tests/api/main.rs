@@ -17,6 +17,7 @@ mod dashboard;
 mod deploy;
 mod fairness;
 mod fairness_builder;
+mod fairness_reads;
 mod faults;
 mod fuzz;
 mod helpers;
