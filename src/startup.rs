@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState, ApplyLimiter, ClientAddress, IdleCutoff, RequestGuard};
+use crate::api::{self, AppState, ApplyLimiter, ClientAddress, IdleCutoff, LogReads, RequestGuard};
 use crate::auth::Verifier;
 use crate::configuration::Settings;
 use crate::consumer::IssueConsumer;
@@ -36,6 +36,10 @@ const WATCHER_CONNECTIONS: u32 = 2;
 /// The fairness log builder's connections, and how often it appends and signs.
 const LOG_BUILDER_CONNECTIONS: u32 = 2;
 const LOG_BUILDER_PERIOD: Duration = Duration::from_secs(1);
+
+/// The fairness log's anonymous readers' connections: a crowd of them waits for these, never
+/// for the API's.
+pub const LOG_READ_CONNECTIONS: u32 = 2;
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -382,6 +386,12 @@ impl Http {
             status_poll: settings.issuer.period()?,
             fairness,
             log_cache: Arc::default(),
+            log_reads: Arc::new(LogReads::new(
+                settings
+                    .database
+                    .pool_with_timeout(LOG_READ_CONNECTIONS, api::LOG_READ_TIMEOUT)
+                    .await?,
+            )),
             rehearsals: Arc::default(),
             books,
         };

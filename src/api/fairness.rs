@@ -7,6 +7,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::log_reads::{within_deadline, ReadError};
 use super::problem::{declared, ApiError, ErrorCode};
 use super::{coupon_id, ApiTags, AppState};
 use crate::domain::CouponId;
@@ -18,6 +19,11 @@ type KeyError = ApiError<{ declared::KEY }>;
 
 /// The most leaves one `leaves` call returns.
 const MAX_LEAVES: u32 = 1_000;
+
+/// The head may have moved on a second later.
+const FOR_A_SECOND: &str = "public, max-age=1";
+/// Leaves and proofs within a size the log has reached: a log is only appended to.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 #[derive(ApiResponse)]
 pub enum KeyResponse {
@@ -31,7 +37,12 @@ pub enum CheckpointResponse {
     /// The latest signed checkpoint (c2sp.org/tlog-checkpoint): origin
     /// `<key name>/coupons/<id>`, tree size, base64 root, a blank line, the Ed25519 signature.
     #[oai(status = 200)]
-    Checkpoint(PlainText<String>),
+    Checkpoint(
+        PlainText<String>,
+        /// `public, max-age=1`: the head as this instance saw it at most a second ago.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
 }
 
 /// An RFC 6962 proof: base64 SHA-256 hashes, from the leaf (or the smaller tree) up.
@@ -45,7 +56,13 @@ pub struct ProofView {
 pub enum ProofResponse {
     /// The proof's hashes, in RFC 6962 order.
     #[oai(status = 200)]
-    Proof(Json<ProofView>),
+    Proof(
+        Json<ProofView>,
+        /// `public, max-age=31536000, immutable`: a proof between sizes the log has reached
+        /// never changes.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
 }
 
 /// One leaf: the canonical bytes that are hashed, and their fields decoded.
@@ -86,7 +103,13 @@ pub struct LeavesView {
 pub enum LeavesResponse {
     /// The leaves, in position order (fewer past the log's end).
     #[oai(status = 200)]
-    Leaves(Json<LeavesView>),
+    Leaves(
+        Json<LeavesView>,
+        /// `public, max-age=31536000, immutable` when every leaf asked for is in the log;
+        /// `public, max-age=1` when the range goes past its end.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
 }
 
 pub struct FairnessApi;
@@ -118,9 +141,10 @@ impl FairnessApi {
         coupon: Path<i64>,
     ) -> Result<CheckpointResponse, LogError> {
         let (_, head) = head(&state, coupon.0).await?;
-        Ok(CheckpointResponse::Checkpoint(PlainText(
-            head.checkpoint.unwrap_or_default(),
-        )))
+        Ok(CheckpointResponse::Checkpoint(
+            PlainText(head.checkpoint.unwrap_or_default()),
+            FOR_A_SECOND.into(),
+        ))
     }
 
     /// Proof that the leaf at `position` is in the tree of `size` leaves (RFC 6962 audit
@@ -143,8 +167,16 @@ impl FairnessApi {
         #[oai(validator(minimum(value = "1")))]
         size: Query<u64>,
     ) -> Result<ProofResponse, LogError> {
+        let (position, size) = (position.0, size.0);
         let (id, head) = head(&state, coupon.0).await?;
-        let proof = store::inclusion(&state.db, id, position.0, size.0, head.size).await;
+        store::inclusion_range(position, size, head.size).map_err(proof_error)?;
+        let proof = match copy(&state, id, &head).await? {
+            Some(copy) => copy.inclusion(position, size).map_err(ProofError::Tree),
+            None => {
+                let read = store::inclusion(state.log_reads.db(), id, position, size, head.size);
+                within_deadline(read).await?
+            }
+        };
         proof_view(proof)
     }
 
@@ -168,8 +200,16 @@ impl FairnessApi {
         #[oai(validator(minimum(value = "1")))]
         to: Query<u64>,
     ) -> Result<ProofResponse, LogError> {
+        let (from, to) = (from.0, to.0);
         let (id, head) = head(&state, coupon.0).await?;
-        let proof = store::consistency(&state.db, id, from.0, to.0, head.size).await;
+        store::consistency_range(from, to, head.size).map_err(proof_error)?;
+        let proof = match copy(&state, id, &head).await? {
+            Some(copy) => copy.consistency(from, to).map_err(ProofError::Tree),
+            None => {
+                let read = store::consistency(state.log_reads.db(), id, from, to, head.size);
+                within_deadline(read).await?
+            }
+        };
         proof_view(proof)
     }
 
@@ -199,14 +239,26 @@ impl FairnessApi {
             )));
         }
         let (id, head) = head(&state, coupon.0).await?;
+        let whole = u64::from(end) <= head.size + 1;
         let end = end.min(u32::try_from(head.size + 1).unwrap_or(u32::MAX));
-        let leaves = store::leaves(&state.db, id, start, end).await?;
-        let leaves = leaves
-            .iter()
-            .map(|l| LeafView::new(&l.leaf))
-            .collect::<Result<_, _>>()
-            .map_err(|e| LogError::internal(e.into()))?;
-        Ok(LeavesResponse::Leaves(Json(LeavesView { leaves })))
+        let leaves = if start >= end {
+            Ok(vec![])
+        } else if let Some(copy) = copy(&state, id, &head).await? {
+            copy.leaves(start, end)
+                .iter()
+                .map(|l| LeafView::new(l))
+                .collect()
+        } else {
+            let read = store::leaves(state.log_reads.db(), id, start, end);
+            let stored = within_deadline(read).await?.map_err(db_error)?;
+            stored.iter().map(|l| LeafView::new(&l.leaf)).collect()
+        };
+        let leaves = leaves.map_err(|e| LogError::internal(e.into()))?;
+        let cache = if whole { IMMUTABLE } else { FOR_A_SECOND };
+        Ok(LeavesResponse::Leaves(
+            Json(LeavesView { leaves }),
+            cache.into(),
+        ))
     }
 }
 
@@ -217,19 +269,22 @@ fn off<const C: u32>() -> ApiError<C> {
     )
 }
 
-/// The event's log head; 404 for an unknown event. Before the builder's first append (within
-/// about a second of the event's creation) the log is empty, and its checkpoint is signed here:
-/// Ed25519 signatures are deterministic, so it is the very note the builder signs for size 0.
+/// The event's log head, at most a second old; 404 for an unknown event. Before the builder's
+/// first append (within about a second of the event's creation) the log is empty, and its
+/// checkpoint is signed here: Ed25519 signatures are deterministic, so it is the very note the
+/// builder signs for size 0.
 async fn head(state: &AppState, raw: i64) -> Result<(CouponId, LogHead), LogError> {
     let id = coupon_id(raw)?;
     let Some(key) = &state.fairness else {
         return Err(off());
     };
-    let head = store::head(&state.db, id).await?;
-    if let Some(head) = head.filter(|h| h.checkpoint.is_some()) {
-        return Ok((id, head));
+    let reads = &state.log_reads;
+    let head = state.log_cache.get(id, || store::head(reads.db(), id));
+    let head = within_deadline(head).await?.map_err(db_error)?;
+    if let Some(head) = head.as_ref().as_ref().filter(|h| h.checkpoint.is_some()) {
+        return Ok((id, head.clone()));
     }
-    match crate::store::batch_window_us(&state.db, id).await? {
+    match within_deadline(reads.window(id)).await?.map_err(db_error)? {
         Some(window) => {
             let empty = key
                 .sign(id, 0, tlog_tiles::EMPTY_HASH, window)
@@ -247,15 +302,44 @@ async fn head(state: &AppState, raw: i64) -> Result<(CouponId, LogHead), LogErro
     }
 }
 
-fn proof_view(proof: Result<Vec<tlog_tiles::Hash>, ProofError>) -> Result<ProofResponse, LogError> {
-    match proof {
-        Ok(hashes) => Ok(ProofResponse::Proof(Json(ProofView {
-            hashes: hashes.iter().map(ToString::to_string).collect(),
-        }))),
-        Err(ProofError::OutOfRange(detail)) => Err(LogError::invalid(detail)),
-        Err(ProofError::Database(e)) => Err(e.into()),
-        Err(e @ ProofError::Tree(_)) => Err(LogError::internal(e.into())),
+/// The event's log in memory at `head` (`None`: too large to copy, read it per request).
+async fn copy(
+    state: &AppState,
+    id: CouponId,
+    head: &LogHead,
+) -> Result<Option<std::sync::Arc<crate::fairness::LogCopy>>, LogError> {
+    match within_deadline(state.log_reads.copy(id, head)).await? {
+        Ok(copy) => Ok(copy),
+        Err(ReadError::Database(e)) => Err(db_error(e)),
+        Err(ReadError::Inconsistent(e)) => Err(LogError::internal(e)),
     }
+}
+
+/// A reader's statement cancelled by its pool's timeout means what a full pool means: 503.
+fn db_error(e: sqlx::Error) -> LogError {
+    let code = e.as_database_error().and_then(|d| d.code());
+    if code.as_deref() == Some(super::log_reads::QUERY_CANCELED) {
+        return LogError::unavailable(&e.into());
+    }
+    e.into()
+}
+
+fn proof_error(e: ProofError) -> LogError {
+    match e {
+        ProofError::OutOfRange(detail) => LogError::invalid(detail),
+        ProofError::Database(e) => db_error(e),
+        e @ ProofError::Tree(_) => LogError::internal(e.into()),
+    }
+}
+
+fn proof_view(proof: Result<Vec<tlog_tiles::Hash>, ProofError>) -> Result<ProofResponse, LogError> {
+    let hashes = proof.map_err(proof_error)?;
+    Ok(ProofResponse::Proof(
+        Json(ProofView {
+            hashes: hashes.iter().map(ToString::to_string).collect(),
+        }),
+        IMMUTABLE.into(),
+    ))
 }
 
 pub use crate::fairness::verify::Receipt as ReceiptView;
@@ -362,9 +446,10 @@ pub struct LogView {
 /// its first checkpoint, or when PostgreSQL cannot answer now.
 pub(super) async fn log_view(state: &AppState, coupon: CouponId) -> Option<LogView> {
     state.fairness.as_ref()?;
+    let reads = state.log_reads.db();
     let head = state
         .log_cache
-        .get(coupon, || store::head(&state.db, coupon))
+        .get(coupon, || store::head(reads, coupon))
         .await;
     match head.as_deref() {
         Ok(Some(head)) => Some(LogView {

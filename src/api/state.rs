@@ -51,4 +51,6 @@ pub struct AppState {
     pub books: Option<Arc<crate::ops::reconcile::Books>>,
     /// Each event's fairness log head for its view, at most a second old.
     pub log_cache: Arc<super::FreshByKey<CouponId, crate::fairness::store::LogHead>>,
+    /// The fairness log's anonymous reads: their own pool, and each log's copy in memory.
+    pub log_reads: Arc<super::log_reads::LogReads>,
 }

@@ -14,12 +14,15 @@ pub struct LogHead {
     pub complete: bool,
 }
 
+/// The head's statement; public so that a test can count its executions on the wire.
+pub const HEAD_SQL: &str =
+    "SELECT size, checkpoint, complete FROM fairness_log WHERE coupon_id = $1";
+
 pub async fn head(db: &PgPool, coupon: CouponId) -> sqlx::Result<Option<LogHead>> {
-    let row: Option<(i64, Option<String>, bool)> =
-        sqlx::query_as("SELECT size, checkpoint, complete FROM fairness_log WHERE coupon_id = $1")
-            .bind(coupon.get())
-            .fetch_optional(db)
-            .await?;
+    let row: Option<(i64, Option<String>, bool)> = sqlx::query_as(HEAD_SQL)
+        .bind(coupon.get())
+        .fetch_optional(db)
+        .await?;
     Ok(row.map(|(size, checkpoint, complete)| LogHead {
         size: size as u64,
         checkpoint,
@@ -51,6 +54,25 @@ pub async fn leaves(
     .bind(end as i64)
     .fetch_all(db)
     .await
+}
+
+/// The statement a log copy grows by; public so that a test can count its executions.
+pub const LEAF_BYTES_SQL: &str = "SELECT position, leaf FROM fairness_leaf \
+     WHERE coupon_id = $1 AND position > $2 AND position <= $3 ORDER BY position";
+
+/// Positions and bytes of the leaves after `after`, up to `upto`, in order.
+pub async fn leaf_bytes(
+    db: &PgPool,
+    coupon: CouponId,
+    after: u64,
+    upto: u64,
+) -> sqlx::Result<Vec<(i32, Vec<u8>)>> {
+    sqlx::query_as(LEAF_BYTES_SQL)
+        .bind(coupon.get())
+        .bind(after as i64)
+        .bind(upto as i64)
+        .fetch_all(db)
+        .await
 }
 
 /// Where a stored hash is kept: with the leaf whose append completed it (node `n` of level `l`
@@ -172,6 +194,29 @@ fn within(size: u64, head: u64) -> Result<(), ProofError> {
     Ok(())
 }
 
+/// Whether an inclusion proof of `position` in the tree of `size` can be given by a log of
+/// `head` leaves.
+pub fn inclusion_range(position: u64, size: u64, head: u64) -> Result<(), ProofError> {
+    within(size, head)?;
+    if position == 0 || position > size {
+        return Err(ProofError::OutOfRange(format!(
+            "position must be 1 to {size}, the tree's size"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a consistency proof from `from` to `to` can be given by a log of `head` leaves.
+pub fn consistency_range(from: u64, to: u64, head: u64) -> Result<(), ProofError> {
+    within(to, head)?;
+    if from == 0 || from > to {
+        return Err(ProofError::OutOfRange(format!(
+            "from must be 1 to {to} (to)"
+        )));
+    }
+    Ok(())
+}
+
 /// RFC 6962 inclusion proof of `position`'s leaf in the tree of `size` leaves.
 pub async fn inclusion(
     db: &PgPool,
@@ -180,12 +225,7 @@ pub async fn inclusion(
     size: u64,
     head: u64,
 ) -> Result<Vec<Hash>, ProofError> {
-    within(size, head)?;
-    if position == 0 || position > size {
-        return Err(ProofError::OutOfRange(format!(
-            "position must be 1 to {size}, the tree's size"
-        )));
-    }
+    inclusion_range(position, size, head)?;
     prove(db, coupon, |r| {
         tlog_tiles::prove_record(size, position - 1, &r)
     })
@@ -200,12 +240,7 @@ pub async fn consistency(
     to: u64,
     head: u64,
 ) -> Result<Vec<Hash>, ProofError> {
-    within(to, head)?;
-    if from == 0 || from > to {
-        return Err(ProofError::OutOfRange(format!(
-            "from must be 1 to {to} (to)"
-        )));
-    }
+    consistency_range(from, to, head)?;
     prove(db, coupon, |r| tlog_tiles::prove_tree(to, from, &r)).await
 }
 

@@ -41,7 +41,7 @@ impl HashReader for Known {
 }
 
 /// A whole tree in memory, built leaf by leaf: what a verifier rebuilds from the leaves.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct MemoryTree {
     hashes: Vec<Hash>,
     size: u64,

@@ -94,7 +94,7 @@ impl TestApp {
     }
 
     /// A crowd of 20 for `stock` coupons, persisted, and the log complete.
-    async fn finished_event(&self, stock: u32) -> (i64, Vec<i64>) {
+    pub(crate) async fn finished_event(&self, stock: u32) -> (i64, Vec<i64>) {
         let coupon = self.create_stock(stock).await;
         self.apply_all(coupon, (1..=20).map(user), 8).await;
         self.wait_for_rows(coupon, stock as usize).await;

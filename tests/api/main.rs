@@ -19,6 +19,7 @@ mod dashboard;
 mod deploy;
 mod fairness;
 mod fairness_builder;
+mod fairness_reads;
 mod faults;
 mod fuzz;
 mod helpers;
