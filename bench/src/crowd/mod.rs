@@ -25,8 +25,8 @@ use crate::spike::{drop, DropOptions};
 use commands::Counter;
 pub use report::CrowdReport;
 use report::{Phase, RedisCosts, Route};
-use visitors::Applicants;
 pub use visitors::PollMode;
+use visitors::{Applicants, Count};
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(
@@ -89,8 +89,9 @@ pub async fn run(settings: &Settings, opts: &CrowdOptions) -> anyhow::Result<Cro
     let all: Vec<CouponId> = events_a.iter().chain(&events_b).copied().collect();
     let verification = drop::verify(&kit.db, &all, stock).await?;
     eprintln!("crowd: Redis commands per request, at rest");
+    let applied = (crowd.apply.served + crowd.apply.other) as usize;
     let redis = match Counter::connect(&settings.redis).await? {
-        Some(counter) => Some(costs(&kit, opts, &events_b, counter).await?),
+        Some(counter) => Some(costs(&kit, opts, (&events_b, applied), counter).await?),
         None => None,
     };
     let apply_alone = alone.apply.served_per_sec.max(1e-9);
@@ -139,7 +140,10 @@ async fn phase(
     let applicants = Applicants {
         urls: Arc::new(urls(base, events, "/position")),
         tokens: kit.tokens.clone(),
-        crowd: Some((progress.clone(), opts.drop.concurrency)),
+        count: Count::Running {
+            progress: progress.clone(),
+            in_flight: opts.drop.concurrency,
+        },
     };
     let pollers = with_visitors
         .then(|| visitors::pollers(&kit.client, applicants, opts.pollers, opts.poll, &stop));
@@ -195,11 +199,12 @@ async fn phase(
 }
 
 /// Redis commands per request with the service at rest: the background first, then readers
-/// alone on the sold-out events and on a fresh open one, then pollers alone, hammering.
+/// alone on the sold-out events and on a fresh open one, then pollers alone, hammering, with
+/// the tokens of the users who applied to them (the first `applied`).
 async fn costs(
     kit: &Kit,
     opts: &CrowdOptions,
-    sold_out: &[CouponId],
+    (sold_out, applied): (&[CouponId], usize),
     mut counter: Counter,
 ) -> anyhow::Result<RedisCosts> {
     let length = Duration::from_secs_f64(opts.cost_secs);
@@ -237,7 +242,7 @@ async fn costs(
         let applicants = Applicants {
             urls: Arc::new(urls(&opts.drop.url, sold_out, "/position")),
             tokens: kit.tokens.clone(),
-            crowd: None,
+            count: Count::Applied(applied),
         };
         let polls = async {
             let stop = CancellationToken::new();
@@ -257,6 +262,7 @@ async fn costs(
     }
     Ok(RedisCosts {
         background_per_sec,
+        pollers_users: applied,
         read_sold_out,
         read_open,
         poll_sold_out,

@@ -70,7 +70,10 @@ pub struct RedisCosts {
     pub background_per_sec: f64,
     pub read_sold_out: Option<Cost>,
     pub read_open: Option<Cost>,
+    /// Polls by the users who applied in phase B (winners ISSUED, the rest SOLD_OUT).
     pub poll_sold_out: Option<Cost>,
+    /// How many users those polls went round.
+    pub pollers_users: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,7 +191,8 @@ impl CrowdReport {
                 cost(&redis.read_open)
             );
             println!(
-                "| Redis commands per poll, sold-out event | {} |",
+                "| Redis commands per poll, sold-out event ({} applicants) | {} |",
+                redis.pollers_users,
                 cost(&redis.poll_sold_out)
             );
             println!(

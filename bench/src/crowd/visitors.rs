@@ -110,20 +110,32 @@ pub fn readers(
 pub struct Applicants {
     pub urls: Arc<Vec<String>>,
     pub tokens: Arc<Vec<String>>,
-    /// The appliers' progress, while they run (None: every user has applied).
-    pub crowd: Option<(Progress, usize)>,
+    pub count: Count,
+}
+
+#[derive(Clone)]
+pub enum Count {
+    /// The appliers are running: those they took before the last `in_flight` tokens, whose
+    /// applications have (almost surely) been answered.
+    Running {
+        progress: Progress,
+        in_flight: usize,
+    },
+    /// The first n users applied.
+    Applied(usize),
 }
 
 impl Applicants {
-    /// Users whose application has (almost surely) been answered: those taken before the
-    /// last `concurrency` still in flight.
     fn count(&self) -> usize {
-        match &self.crowd {
-            Some((progress, in_flight)) => progress
+        match &self.count {
+            Count::Running {
+                progress,
+                in_flight,
+            } => progress
                 .sent()
                 .min(self.tokens.len())
                 .saturating_sub(*in_flight),
-            None => self.tokens.len(),
+            Count::Applied(n) => (*n).min(self.tokens.len()),
         }
     }
 }
