@@ -10,13 +10,18 @@
 #                                     table of both (bench-results/batching/)
 #   scripts/bench.sh ceiling [--applications 200000]   one event's admissions/s through the
 #                                     batched script, no HTTP, 1 vs 16 vs 64 a call
+#   scripts/bench.sh crowd [--smoke] [crowd options]   applications alone, then the same with
+#                                     event-page readers and position pollers (fcfs-bench crowd
+#                                     --help); standalone, on a Redis of its own (AOF on, as the
+#                                     scripts' one) so that INFO commandstats counts this service
+#                                     only; --smoke: small numbers, a few seconds (later options win)
 #   --redis-mode standalone|cluster   (spike) the service on the scripts' Redis (default) or on
 #                                     the local cluster (scripts/services.sh cluster up)
 #   --events K                        (spike) the crowd spread over K events, each of --stock
 #   --pipeline-apart                  (spike) the issuer and consumer in a process of their own at
 #                                     nice 10, the API alone in the measured one (as on separate
 #                                     hosts, as far as two shared cores allow)
-# Report and chart land in bench-results/ (report.json, chart.svg).
+# Report and chart land in bench-results/ (report.json, chart.svg); crowd's in bench-results/crowd/.
 set -euo pipefail
 SCRIPT_NAME=bench
 cd "$(dirname "$0")/.."
@@ -27,9 +32,12 @@ export APP_ENV=development
 args=()
 redis_mode=standalone
 pipeline_apart=
+smoke=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --pipeline-apart) pipeline_apart=1; shift ;;
+    --smoke) smoke=(--users 40000 --stock 2000 --concurrency 64 --readers 16 --pollers 16
+                    --duration 3 --cost-secs 1 --out bench-results/crowd-smoke); shift ;;
     --redis-mode) redis_mode=${2:?--redis-mode needs standalone or cluster}; shift 2 ;;
     --redis-mode=*) redis_mode=${1#*=}; shift ;;
     *) args+=("$1"); shift ;;
@@ -56,10 +64,25 @@ export APP_HTTP__ADDR=127.0.0.1:18080 APP_LOG__LEVEL=warn APP_OPS__ADDR=127.0.0.
   APP_RATE_LIMIT__PER_ADDRESS_PER_SEC=0 # the whole crowd comes from this one address
 service=
 pipeline=
-trap 'kill $service $pipeline 2>/dev/null; wait $service $pipeline 2>/dev/null || true' EXIT
+redis=
+redis_dir=
+trap 'kill $service $pipeline $redis 2>/dev/null; wait $service $pipeline $redis 2>/dev/null || true
+  [ -z "$redis_dir" ] || rm -rf "$redis_dir"' EXIT
 
-# One spike against a fresh service on its own prefix, database, topic and secret.
-spike_once() {
+# A Redis server of the bench's own on a free port, configured as the scripts' one (AOF on).
+private_redis() {
+  local port=16379
+  while listening "$port"; do port=$((port + 1)); done
+  redis_dir=$(mktemp -d)
+  redis-server --bind 127.0.0.1 --port "$port" --appendonly yes --dir "$redis_dir" \
+    --logfile "$redis_dir/redis.log" &
+  redis=$!
+  wait_for redis "$port" 30 "$redis_dir/redis.log"
+  export APP_REDIS__URL="redis://127.0.0.1:$port"
+}
+
+# A fresh service on its own prefix, database, topic and secret (and the pipeline apart).
+start_service() {
   local run="bench$(date +%s%N)"
   export APP_REDIS__KEY_PREFIX="test-$run" \
     APP_DATABASE__URL="${APP_DATABASE__URL%/*}/fcfs_test_$run" \
@@ -77,12 +100,30 @@ spike_once() {
     pipeline=$!
     wait_for pipeline 19101 60 bench-pipeline.log
   fi
-  "$bench" spike --url http://127.0.0.1:18080 --ops-url http://127.0.0.1:19100 \
-    --service-pid "$service" "$@"
+}
+
+stop_service() {
   kill $service $pipeline 2>/dev/null
   wait $service $pipeline 2>/dev/null || true
   service= pipeline=
 }
+
+# One spike against a fresh service.
+spike_once() {
+  start_service
+  "$bench" spike --url http://127.0.0.1:18080 --ops-url http://127.0.0.1:19100 \
+    --service-pid "$service" "$@"
+  stop_service
+}
+
+if [ "${1:-}" = crowd ]; then
+  shift
+  if [ "$redis_mode" = standalone ]; then private_redis; fi
+  start_service
+  "$bench" crowd --url http://127.0.0.1:18080 "${smoke[@]}" "$@"
+  stop_service
+  exit 0
+fi
 
 if [ "${1:-}" = batching ]; then
   # Batched admission off and on, back to back, in alternating rounds.

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use fcfs_bench::{compare, durability, issuance, rehearse, spike};
+use fcfs_bench::{compare, crowd, durability, issuance, rehearse, spike};
 use fcfs_coupon::configuration::Settings;
 
 /// Benchmarks of fcfs-coupon. Configuration is the service's own (`APP_…` variables).
@@ -14,6 +14,9 @@ struct Cli {
 enum Command {
     /// Drive a running service with a crowd; report throughput, latency and the pipeline.
     Spike(spike::BenchOptions),
+    /// The crowd at the door: applications alone, then the same with event-page readers and
+    /// position pollers; throughput and latency per route, and Redis commands per read and poll.
+    Crowd(crowd::CrowdOptions),
     /// Admit winners straight through the gate and time the pipeline's drain to PostgreSQL,
     /// with the fairness log off and on in alternating rounds (runs the issuer and the consumer
     /// in-process, each round on a database, prefix and topic of its own).
@@ -58,6 +61,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Spike(options) => {
             let report = spike::run(&Settings::load(None)?, &options).await?;
             report.print_summary();
+        }
+        Command::Crowd(options) => {
+            let report = crowd::run(&Settings::load(None)?, &options).await?;
+            report.print_table();
         }
         Command::Issuance { winners, rounds } => issuance::run(winners, rounds).await?,
         Command::Durability {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use futures::future::join_all;
 use reqwest::StatusCode;
+use tokio_util::sync::CancellationToken;
 
 /// One application as the client saw it.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +21,22 @@ pub struct Sample {
     pub position: Option<u32>,
 }
 
+/// Where a crowd stands, for those who watch it: how many tokens it has taken (requests sent),
+/// and a way to stop it before the tokens run out.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    next: Arc<AtomicUsize>,
+    pub stop: CancellationToken,
+}
+
+impl Progress {
+    /// Tokens taken so far, the last few of them still in flight (past the last token once
+    /// the crowd has run out).
+    pub fn sent(&self) -> usize {
+        self.next.load(Ordering::Relaxed)
+    }
+}
+
 /// Sends one request per token (token i to `urls[i mod K]`), `concurrency` at a time, and
 /// returns what came back. `POST` applies; `GET` reads another route the same way.
 pub async fn run(
@@ -30,13 +47,37 @@ pub async fn run(
     concurrency: usize,
     started: Instant,
 ) -> Vec<Sample> {
-    let next = Arc::new(AtomicUsize::new(0));
+    let progress = Progress::default();
+    run_until(
+        client,
+        method,
+        urls,
+        tokens,
+        concurrency,
+        started,
+        &progress,
+    )
+    .await
+}
+
+/// [`run`], reporting its progress, and ending early (requests in flight are answered) once
+/// `progress.stop` is cancelled.
+pub async fn run_until(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    urls: Arc<Vec<String>>,
+    tokens: Arc<Vec<String>>,
+    concurrency: usize,
+    started: Instant,
+    progress: &Progress,
+) -> Vec<Sample> {
     let workers = (0..concurrency).map(|_| {
-        let (client, next, tokens) = (client.clone(), next.clone(), tokens.clone());
+        let (client, tokens) = (client.clone(), tokens.clone());
+        let (next, stop) = (progress.next.clone(), progress.stop.clone());
         let (urls, method) = (urls.clone(), method.clone());
         async move {
             let mut samples = Vec::with_capacity(tokens.len() / concurrency + 1);
-            loop {
+            while !stop.is_cancelled() {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(token) = tokens.get(i) else { break };
                 let url = &urls[i % urls.len()];

@@ -4,6 +4,7 @@
 pub mod ceiling;
 pub(crate) mod chart;
 pub(crate) mod crowd;
+pub mod drop;
 mod floor;
 mod footprint;
 mod gate_cost;
@@ -12,40 +13,25 @@ mod probe;
 pub(crate) mod report;
 mod sampler;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
-use fcfs_coupon::auth::TokenKeys;
 use fcfs_coupon::configuration::Settings;
-use fcfs_coupon::domain::{CouponId, UserId};
+use fcfs_coupon::domain::CouponId;
 use fcfs_coupon::gate::Gate;
 use hdrhistogram::Histogram;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use drop::DropOptions;
 pub use report::Report;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// The running service.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// Distinct applicants, each with its own token.
-    #[arg(long, default_value_t = 100_000)]
-    pub users: u32,
-    /// Each event's stock.
-    #[arg(long, default_value_t = 10_000)]
-    pub stock: u32,
-    /// Events running at once; applicant i applies to event i mod K (on a cluster, the
-    /// events spread over the masters). Needs users >= stock x events.
-    #[arg(long, default_value_t = 1)]
-    pub events: u32,
-    /// Keep-alive connections applying at once (and Redis connections for the ceiling).
-    #[arg(long, default_value_t = 256)]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub drop: DropOptions,
     /// Requests per second to the database-backed page `GET /me/coupons` (and to the control):
     /// a spike lasts a few seconds, and a p99 needs a few hundred samples in it.
     #[arg(long, default_value_t = 200)]
@@ -53,9 +39,6 @@ pub struct BenchOptions {
     /// Seconds of probing the page before the spike, for its idle latency.
     #[arg(long, default_value_t = 5.0)]
     pub idle_secs: f64,
-    /// Where `report.json` and `chart.svg` go.
-    #[arg(long, default_value = "bench-results")]
-    pub out: PathBuf,
     /// The service's process id, to sample its resident memory.
     #[arg(long)]
     pub service_pid: Option<u32>,
@@ -67,16 +50,13 @@ pub struct BenchOptions {
     pub ceiling_batches: Vec<usize>,
 }
 
-const TOKEN_TTL: Duration = Duration::from_secs(3600);
-const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
-
 pub async fn run(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Report> {
     let setup = Setup::new(settings, opts).await?;
     let (page_idle, live_idle) = setup.idle_probes(opts).await?;
     let spike = setup.spike(opts).await?;
     let mut report = summarise(&setup, opts, spike, page_idle, live_idle).await?;
     report.targets();
-    write(&report, &opts.out)?;
+    write(&report, &opts.drop.out)?;
     Ok(report)
 }
 
@@ -109,38 +89,37 @@ struct Spike {
 
 impl Setup {
     async fn new(settings: &Settings, opts: &BenchOptions) -> anyhow::Result<Self> {
-        let keys = TokenKeys::new(&settings.auth.secret());
-        let admin = keys.mint(UserId::new(1)?, true, TOKEN_TTL)?;
-        let tokens: Vec<String> = (1..=i64::from(opts.users))
-            .map(|u| keys.mint(UserId::new(u)?, false, TOKEN_TTL))
-            .collect::<anyhow::Result<_>>()?;
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(opts.concurrency + 8)
-            .tcp_nodelay(true)
-            .build()?;
+        opts.drop.check()?;
+        let tokens = opts.drop.tokens(settings)?;
+        let client = drop::client(opts.drop.concurrency)?;
         let db = settings.database.pool().await?;
         let gate = settings.redis.gate()?;
-        if u64::from(opts.users) < u64::from(opts.stock) * u64::from(opts.events.max(1)) {
-            bail!("--users must be at least --stock x --events");
-        }
-        let mut coupons = Vec::new();
-        for _ in 0..opts.events.max(1) {
-            coupons.push(create_coupon(&client, opts, &admin).await?);
-        }
+        let coupons = opts.drop.create_events(&client, &tokens.admin).await?;
         eprintln!(
             "bench: {} event(s) of stock {}, {} users, {} connections, Redis {:?}",
             coupons.len(),
-            opts.stock,
-            opts.users,
-            opts.concurrency,
+            opts.drop.stock,
+            opts.drop.users,
+            opts.drop.concurrency,
             settings.redis.mode
         );
-        let ceiling =
-            ceiling::measure(&settings.redis, opts.users, opts.stock, opts.concurrency).await?;
+        let ceiling = ceiling::measure(
+            &settings.redis,
+            opts.drop.users,
+            opts.drop.stock,
+            opts.drop.concurrency,
+        )
+        .await?;
         eprintln!("bench: raw Lua ceiling {ceiling:.0} calls/s");
         let mut batched_ceilings = Vec::new();
         for &batch in &opts.ceiling_batches {
-            let c = ceiling::batched(&settings.redis, opts.users, opts.concurrency, batch).await?;
+            let c = ceiling::batched(
+                &settings.redis,
+                opts.drop.users,
+                opts.drop.concurrency,
+                batch,
+            )
+            .await?;
             eprintln!(
                 "bench: batched script ceiling, {batch} a call: {:.0} admissions/s",
                 c.admissions_per_sec
@@ -148,7 +127,7 @@ impl Setup {
             batched_ceilings.push(c);
         }
         Ok(Self {
-            tokens: Arc::new(tokens),
+            tokens: Arc::new(tokens.users),
             client,
             db,
             gate,
@@ -169,7 +148,7 @@ impl Setup {
     ) -> (JoinHandle<Histogram<u64>>, JoinHandle<Histogram<u64>>) {
         let spawn = |path: &str| {
             probe::spawn(
-                format!("{}{path}", opts.url),
+                format!("{}{path}", opts.drop.url),
                 self.tokens[0].clone(),
                 opts.probe_rate,
                 stop.clone(),
@@ -207,7 +186,7 @@ impl Setup {
         let apply_urls = self
             .coupons
             .iter()
-            .map(|c| format!("{}/coupons/{c}/issue", opts.url))
+            .map(|c| format!("{}/coupons/{c}/issue", opts.drop.url))
             .collect();
         let before = gate_cost::mark(&self.client, &opts.ops_url, &self.redis).await;
         let samples = crowd::run(
@@ -215,7 +194,7 @@ impl Setup {
             reqwest::Method::POST,
             Arc::new(apply_urls),
             self.tokens.clone(),
-            opts.concurrency,
+            opts.drop.concurrency,
             started,
         )
         .await;
@@ -229,20 +208,20 @@ impl Setup {
         eprintln!(
             "bench: crowd done in {apply_seconds:.2} s; waiting for every winner to be persisted"
         );
-        let last_persisted = wait_for_rows(&self.db, &self.coupons, opts.stock).await?;
+        let last_persisted = drop::wait_for_rows(&self.db, &self.coupons, opts.drop.stock).await?;
         stop_sampling.cancel();
-        let winners = u64::from(opts.stock) * self.coupons.len() as u64;
+        let winners = u64::from(opts.drop.stock) * self.coupons.len() as u64;
         let redis_bytes_per_winner =
             footprint::redis_bytes_per_winner(&self.redis, &self.gate, &self.coupons, winners)
                 .await?;
         eprintln!("bench: the floor, the losers again and position polling, same connections");
         let rates = floor::measure(
             &self.client,
-            &opts.url,
+            &opts.drop.url,
             &self.coupons,
             &self.tokens,
             &samples,
-            opts.concurrency,
+            opts.drop.concurrency,
         )
         .await;
         Ok(Spike {
@@ -280,7 +259,7 @@ async fn summarise(
     // When the last event sold out (its last unit was admitted).
     let sold_out: Vec<u64> = admissions
         .iter()
-        .filter(|s| s.position == Some(opts.stock))
+        .filter(|s| s.position == Some(opts.drop.stock))
         .map(|s| s.done_us)
         .collect();
     let sold_out_at = (sold_out.len() == setup.coupons.len())
@@ -290,11 +269,11 @@ async fn summarise(
         [&page_idle, &spike.page, &live_idle, &spike.live].map(report::Percentiles::from);
     let apply_throughput = samples.len() as f64 / spike.apply_seconds;
     Ok(Report {
-        users: opts.users,
-        stock: opts.stock,
+        users: opts.drop.users,
+        stock: opts.drop.stock,
         events: setup.coupons.len() as u32,
         redis_mode: setup.redis_mode.clone(),
-        concurrency: opts.concurrency,
+        concurrency: opts.drop.concurrency,
         apply_seconds: spike.apply_seconds,
         apply_throughput,
         admitted: count(202),
@@ -327,7 +306,7 @@ async fn summarise(
             .iter()
             .filter_map(|p| p.rss_mib)
             .reduce(f64::max),
-        verification: verify(&setup.db, &setup.coupons, opts.stock).await?,
+        verification: drop::verify(&setup.db, &setup.coupons, opts.drop.stock).await?,
         targets: Vec::new(),
         timeline: report::buckets(samples, Duration::from_millis(250)),
         progress: spike.progress,
@@ -343,87 +322,4 @@ fn write(report: &Report, out: &std::path::Path) -> anyhow::Result<()> {
         out.display()
     );
     Ok(())
-}
-
-async fn create_coupon(
-    client: &reqwest::Client,
-    opts: &BenchOptions,
-    admin: &str,
-) -> anyhow::Result<CouponId> {
-    let resp = client
-        .post(format!("{}/coupons", opts.url))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({"name": "bench", "stock": opts.stock}))
-        .send()
-        .await
-        .with_context(|| format!("is the service running at {}?", opts.url))?;
-    if !resp.status().is_success() {
-        bail!(
-            "creating the bench coupon: {} {}",
-            resp.status(),
-            resp.text().await.unwrap_or_default()
-        );
-    }
-    let id = resp.json::<serde_json::Value>().await?["id"]
-        .as_i64()
-        .context("no coupon id")?;
-    Ok(CouponId::new(id)?)
-}
-
-fn ids(coupons: &[CouponId]) -> Vec<i64> {
-    coupons.iter().map(|c| c.get()).collect()
-}
-
-/// Waits until every event has `stock` rows; the newest row's `issued_at`.
-async fn wait_for_rows(
-    db: &sqlx::PgPool,
-    coupons: &[CouponId],
-    stock: u32,
-) -> anyhow::Result<Option<DateTime<Utc>>> {
-    let deadline = Instant::now() + DRAIN_DEADLINE;
-    let stock = i64::from(stock) * coupons.len() as i64;
-    loop {
-        let (rows, last): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT count(*), max(issued_at) FROM coupon_issue WHERE coupon_id = ANY($1)",
-        )
-        .bind(ids(coupons))
-        .fetch_one(db)
-        .await?;
-        if rows >= stock {
-            return Ok(last);
-        }
-        if Instant::now() > deadline {
-            eprintln!("bench: only {rows} of {stock} rows after {DRAIN_DEADLINE:?}");
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Per event: exactly `stock` rows, distinct users, positions exactly 1..=stock.
-async fn verify(
-    db: &sqlx::PgPool,
-    coupons: &[CouponId],
-    stock: u32,
-) -> anyhow::Result<report::Verification> {
-    let per_event: Vec<(i64, i64, Option<i32>, Option<i32>)> = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT user_id), min(position), max(position) \
-         FROM coupon_issue WHERE coupon_id = ANY($1) GROUP BY coupon_id",
-    )
-    .bind(ids(coupons))
-    .fetch_all(db)
-    .await?;
-    let stock = i64::from(stock);
-    // Unique positions (a constraint) within 1..=stock, as many as the stock: exactly 1..=stock.
-    let dense = |(rows, _, min, max): &(i64, i64, Option<i32>, Option<i32>)| {
-        *rows == stock && *min == Some(1) && max.map(i64::from) == Some(stock)
-    };
-    let positions_dense = per_event.len() == coupons.len() && per_event.iter().all(dense);
-    let distinct_once = per_event.iter().all(|(_, users, _, _)| *users == stock);
-    Ok(report::Verification {
-        rows: per_event.iter().map(|e| e.0).sum(),
-        distinct_users: per_event.iter().map(|e| e.1).sum(),
-        positions_dense,
-        ok: positions_dense && distinct_once,
-    })
 }
