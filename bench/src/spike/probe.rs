@@ -12,7 +12,7 @@ use super::report::new_histogram;
 /// queue behind the crowd's, and the figure would measure the load generator, not the service.
 pub fn spawn(
     url: String,
-    token: String,
+    tokens: Vec<String>,
     rate: u32,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<Histogram<u64>> {
@@ -21,29 +21,34 @@ pub fn spawn(
             .enable_all()
             .build()
             .expect("a probe runtime");
-        runtime.block_on(run(reqwest::Client::new(), url, token, rate, stop))
+        runtime.block_on(run(reqwest::Client::new(), url, tokens, rate, stop))
     })
 }
 
-/// Asks `url` `rate` times a second until `stop`; every latency, in µs. Missed ticks are not
-/// made up, so a slow answer does not turn into a burst.
+/// Asks `url` `rate` times a second until `stop`, each time as the next of `tokens`' users (a
+/// user's own database reads are limited per user, as one shopper would not ask 200 times a
+/// second); every latency, in µs. Missed ticks are not made up, so a slow answer does not turn
+/// into a burst.
 async fn run(
     client: reqwest::Client,
     url: String,
-    token: String,
+    tokens: Vec<String>,
     rate: u32,
     stop: CancellationToken,
 ) -> Histogram<u64> {
     let mut latencies = new_histogram();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut asked = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
         let sent = std::time::Instant::now();
-        let ok = match client.get(&url).bearer_auth(&token).send().await {
+        let token = &tokens[asked % tokens.len()];
+        asked += 1;
+        let ok = match client.get(&url).bearer_auth(token).send().await {
             Ok(resp) => resp.status().is_success() && resp.bytes().await.is_ok(),
             Err(_) => false,
         };
