@@ -120,8 +120,12 @@ async fn every_role_serves_metrics_and_its_own_readiness_on_the_ops_port() {
             json!({"status": "up", "redis": "up", "postgres": "up", "kafka": "up"}),
         ),
     ] {
-        let ready = get(format!("{}/health/ready", process.ops_address)).await;
-        assert_eq!(ready.status(), StatusCode::OK);
+        // The ops port answers from a check once a second: not ready until one has passed.
+        let ready = eventually("the role ready", Duration::from_secs(30), || async {
+            let ready = get(format!("{}/health/ready", process.ops_address)).await;
+            (ready.status() == StatusCode::OK).then_some(ready)
+        })
+        .await;
         assert_eq!(ready.json::<Value>().await.unwrap(), expected);
         let live = get(format!("{}/health/live", process.ops_address)).await;
         assert_eq!(live.status(), StatusCode::OK);
