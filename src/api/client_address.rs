@@ -7,7 +7,7 @@
 //! client. An IPv6 client is keyed by its /64: one subscriber usually holds a whole /64 and could
 //! otherwise rotate through it.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use anyhow::Context;
 use ipnet::IpNet;
@@ -46,8 +46,8 @@ impl ClientAddress {
             .flat_map(|v| v.rsplit(','))
             .map(str::trim);
         while self.is_trusted(client) {
-            match hops.next().map(str::parse::<IpAddr>) {
-                Some(Ok(hop)) => client = canonical(hop),
+            match hops.next().map(hop_address) {
+                Some(Some(hop)) => client = canonical(hop),
                 // Nothing more to believe: the last trusted hop is the best we know.
                 _ => break,
             }
@@ -58,6 +58,15 @@ impl ClientAddress {
     fn is_trusted(&self, address: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&address))
     }
+}
+
+/// A hop as proxies write it: an address, or an address with the port it came from
+/// (`203.0.113.7:51234`, `[2001:db8::1]:443`), or a bracketed IPv6 address without one.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 /// An IPv4 client that reached us over IPv6 (`::ffff:a.b.c.d`) is that IPv4 client.
@@ -120,6 +129,24 @@ mod tests {
         );
         assert_eq!(client(trusted, "10.0.0.2", &[]), ip("10.0.0.2"));
         assert_eq!(client(trusted, "10.0.0.2", &["garbage"]), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn hops_written_with_their_port_are_walked_too() {
+        let trusted = "10.0.0.0/8";
+        for (header, expected) in [
+            ("203.0.113.7:51234", "203.0.113.7"),
+            ("[2001:db8::1]:443", "2001:db8::"),
+            ("[2001:db8::1]", "2001:db8::"),
+            ("203.0.113.7:51234, 10.0.0.3:80", "203.0.113.7"),
+        ] {
+            assert_eq!(
+                client(trusted, "10.0.0.2", &[header]),
+                ip(expected),
+                "{header}"
+            );
+        }
+        assert_eq!(client(trusted, "10.0.0.2", &["host:80"]), ip("10.0.0.2"));
     }
 
     #[test]
