@@ -101,7 +101,9 @@ pub struct OpsSettings {
 impl Default for OpsSettings {
     fn default() -> Self {
         Self {
-            addr: "0.0.0.0:9100".into(),
+            // Unauthenticated, and metrics tell too much: reachable from elsewhere only when
+            // a deployment says so (compose does, for its Prometheus).
+            addr: "127.0.0.1:9100".into(),
         }
     }
 }
@@ -1018,6 +1020,12 @@ mod tests {
         s.issuer.schedule = schedule.into();
         s.issuer.lease_ms = lease_ms;
         s
+    }
+
+    #[test]
+    fn the_ops_port_listens_on_loopback_unless_told_otherwise() {
+        let addr: std::net::SocketAddr = Settings::default().ops.addr.parse().unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
     }
 
     #[test]
