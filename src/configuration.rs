@@ -1023,6 +1023,31 @@ mod tests {
     }
 
     #[test]
+    fn a_rediss_url_means_tls_whatever_its_case() {
+        let tls = |url: &str| {
+            let redis = RedisSettings {
+                url: url.to_owned().into(),
+                ..Default::default()
+            };
+            redis.tls()
+        };
+        for url in [
+            "rediss://127.0.0.1:6380",
+            "REDISS://127.0.0.1:6380",
+            "Rediss://u:p@h:1/0",
+        ] {
+            assert!(tls(url), "{url}");
+        }
+        for url in [
+            "redis://127.0.0.1:6379",
+            "REDIS://h:1",
+            "redis+unix:///tmp/r.sock",
+        ] {
+            assert!(!tls(url), "{url}");
+        }
+    }
+
+    #[test]
     fn the_ops_port_listens_on_loopback_unless_told_otherwise() {
         let addr: std::net::SocketAddr = Settings::default().ops.addr.parse().unwrap();
         assert!(addr.ip().is_loopback(), "{addr}");

@@ -197,9 +197,14 @@ impl crate::configuration::RedisSettings {
             .map_err(|e| anyhow!(e).context("APP_REDIS__URL is not a valid Redis URL"))
     }
 
-    /// `rediss://`: every connection of the gate speaks TLS, whatever the mode.
-    fn tls(&self) -> bool {
-        self.url.expose_secret().starts_with("rediss://")
+    /// `rediss://` (a scheme is any case): every connection of the gate speaks TLS, whatever
+    /// the mode. Read from the parsed address, so that what is reported and what connects
+    /// cannot disagree.
+    pub fn tls(&self) -> bool {
+        matches!(
+            self.url_info().map(|info| info.addr().clone()),
+            Ok(redis::ConnectionAddr::TcpTls { .. })
+        )
     }
 
     /// The CA that signed the servers' certificates (`APP_REDIS__CA_FILE`), or the system's.

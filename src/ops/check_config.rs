@@ -4,8 +4,6 @@
 
 use std::fmt::Write as _;
 
-use secrecy::ExposeSecret;
-
 use crate::configuration::{Environment, Settings};
 
 #[derive(Debug, Default)]
@@ -41,7 +39,7 @@ pub fn check(settings: &Settings) -> Findings {
         Ok(transport) => found.notes.push(format!("PostgreSQL: {transport}")),
         Err(e) => found.refusals.push(format!("{e:#}")),
     }
-    let redis_tls = settings.redis.url.expose_secret().starts_with("rediss://");
+    let redis_tls = settings.redis.tls();
     found.notes.push(format!(
         "Redis ({:?}): {}",
         settings.redis.mode,
