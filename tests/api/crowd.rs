@@ -108,7 +108,8 @@ fn at_most(took: Duration) -> usize {
     2 + took.as_secs() as usize
 }
 
-/// `readers` concurrent clients asking `path` in a loop for about `for_at_least`; every answer's
+/// `readers` concurrent clients asking `path` in a loop for at least `for_at_least`, each at
+/// least [`EACH_AT_LEAST`] times (a slow machine takes longer, never asks less); every answer's
 /// status, and how long it took.
 async fn crowd(
     app: &TestApp,
@@ -119,7 +120,7 @@ async fn crowd(
     let started = Instant::now();
     let statuses = join_all((0..readers).map(|_| async {
         let mut seen = Vec::new();
-        while started.elapsed() < for_at_least {
+        while started.elapsed() < for_at_least || seen.len() < EACH_AT_LEAST {
             seen.push(app.get(path).await.status());
         }
         seen
@@ -127,6 +128,10 @@ async fn crowd(
     .await;
     (statuses.concat(), started.elapsed())
 }
+
+/// Requests each client makes at least: enough that a read per request would exceed the
+/// bound by far, however long they took.
+const EACH_AT_LEAST: usize = 50;
 
 #[tokio::test]
 async fn a_crowd_refreshing_an_event_costs_its_redis_a_read_a_second() {
@@ -147,10 +152,7 @@ async fn a_crowd_refreshing_an_event_costs_its_redis_a_read_a_second() {
         "{} page reads read Redis {reads} times in {took:.1?} (at most {most})",
         statuses.len()
     );
-    assert!(
-        statuses.len() > 10 * most,
-        "the crowd was too small to tell"
-    );
+    assert!(statuses.len() > most, "the crowd was too small to tell");
 }
 
 #[tokio::test]
@@ -172,10 +174,7 @@ async fn made_up_ids_are_remembered_unknown_for_a_second_and_stats_too() {
             "{} reads of {path} read Redis {reads} times in {took:.1?} (at most {most})",
             statuses.len()
         );
-        assert!(
-            statuses.len() > 10 * most,
-            "the crowd was too small to tell"
-        );
+        assert!(statuses.len() > most, "the crowd was too small to tell");
     }
 }
 
@@ -229,7 +228,8 @@ async fn a_user_polling_faster_than_told_costs_redis_a_read_a_second() {
     reset(&redis).await;
     let started = Instant::now();
     let mut polls = 0;
-    while started.elapsed() < Duration::from_secs(2) {
+    // At least two seconds, and until the polls outnumber twice what the copy allows them.
+    while started.elapsed() < Duration::from_secs(2) || polls <= 2 * at_most(started.elapsed()) {
         let answer = app.get_json_as(&path, 1).await;
         assert_eq!(answer["status"], "ADMITTED");
         assert_eq!(answer["position"], 1);
@@ -242,7 +242,7 @@ async fn a_user_polling_faster_than_told_costs_redis_a_read_a_second() {
         (1..=most).contains(&reads),
         "{polls} polls read Redis {reads} times in {took:.1?} (at most {most})"
     );
-    assert!(polls > 10 * most, "too few polls to tell");
+    assert!(polls > most, "too few polls to tell");
 }
 
 #[tokio::test]
