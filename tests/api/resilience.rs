@@ -51,7 +51,11 @@ async fn redis_unreachable_answers_503_and_admits_nobody() {
 }
 
 /// The admission script, as the gate sends it.
-const APPLY: &str = include_str!("../../src/gate/apply.lua");
+/// The admission script as the gate loads it: the per-status counts' prelude, then apply.lua.
+const APPLY: &str = concat!(
+    include_str!("../../src/gate/counts.lua"),
+    include_str!("../../src/gate/apply.lua")
+);
 
 #[tokio::test]
 async fn applies_survive_a_script_flush() {
