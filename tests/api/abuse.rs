@@ -300,20 +300,6 @@ async fn forwarded_addresses_from_an_untrusted_peer_are_ignored() {
     );
 }
 
-/// `PING`s a Redis server has answered since its stats were last reset.
-async fn pings(server: &crate::helpers::PrivateRedis) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut server.connection().await)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn public_readiness_and_stats_are_read_once_a_second_whatever_the_crowd() {
     // Arrange: the service's own Redis, so its PINGs can be counted.
@@ -332,7 +318,7 @@ async fn public_readiness_and_stats_are_read_once_a_second_whatever_the_crowd() 
     // Act: 200 readiness probes at once on the public port.
     let started = Instant::now();
     let probes = futures::future::join_all((0..200).map(|_| app.get("/health/ready"))).await;
-    let pinged = pings(&redis).await;
+    let pinged = redis.pings().await;
     let took = started.elapsed();
 
     // Assert: all answered ready; Redis was pinged once for all of them, once more if the copy

@@ -76,20 +76,6 @@ async fn snapshot_reads(redis: &PrivateRedis, coupon: i64) -> usize {
         .count()
 }
 
-/// PINGs the server answered since the last [`reset`].
-async fn pings(redis: &PrivateRedis) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut redis.connection().await)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_default()
-}
-
 /// The API alone on a Redis of its own.
 async fn api_on_own_redis(customize: impl FnOnce(&mut Settings)) -> (PrivateRedis, TestApp) {
     let redis = PrivateRedis::start().await;
@@ -307,7 +293,7 @@ async fn a_storm_of_probes_and_scrapes_on_the_ops_port_costs_redis_a_ping_a_seco
     }))
     .await;
     let took = started.elapsed();
-    let pings = pings(&redis).await;
+    let pings = redis.pings().await;
     assert!(answers
         .iter()
         .all(|r| r.as_ref().unwrap().status() == StatusCode::OK));

@@ -108,6 +108,20 @@ impl PrivateRedis {
         client.get_multiplexed_async_connection().await.unwrap()
     }
 
+    /// `PING`s the server answered since its stats were last reset (`CONFIG RESETSTAT`).
+    pub async fn pings(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.connection().await)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_default()
+    }
+
     /// `SCRIPT FLUSH`: the server forgets every cached script.
     pub async fn flush_scripts(&self) {
         let _: () = redis::cmd("SCRIPT")
